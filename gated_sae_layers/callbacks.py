@@ -1,0 +1,135 @@
+"""Callbacks for SAE training: decoder renormalization and sparsity warm-up."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.constraints import normalize_rows
+from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
+from gated_sae_layers.losses import SparsityPenalty
+
+
+def find_decoders(model):
+    """All `UnitNormDecoder` layers of a model, nested models included."""
+    return [
+        layer for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, UnitNormDecoder)
+    ]
+
+
+class DecoderNormalizer(keras.callbacks.Callback):
+    """Renormalizes the rows of every `UnitNormDecoder` kernel to unit norm.
+
+    `w_i <- w_i / max(||w_i||, epsilon)` at the start of training and after
+    every batch (or epoch).
+
+    When is it needed? With the default `UnitNormRows` constraint the
+    decoder is already renormalized inside the compiled step after every
+    update, and this callback only repeats that work, more slowly (eagerly,
+    between steps). Use it when the constraint is off
+    (`UnitNormDecoder(..., kernel_constraint=None)`), or when weights were
+    loaded or assigned from elsewhere (a checkpoint of another library, a
+    hand-made dictionary): the constraint never touches weights until the
+    first optimizer step, while this callback fixes them before it.
+
+    Args:
+        frequency: `"batch"` (default) or `"epoch"`.
+        epsilon: rows with norm below it are divided by `epsilon`.
+
+    Example:
+
+    ```python
+    model.fit(x, epochs=3, callbacks=[gsl.DecoderNormalizer()])
+    ```
+    """
+
+    def __init__(self, frequency="batch", epsilon=1e-8):
+        super().__init__()
+        if frequency not in ("batch", "epoch"):
+            raise ValueError(
+                "`frequency` must be 'batch' or 'epoch'. "
+                f"Received: frequency={frequency!r}"
+            )
+        self.frequency = frequency
+        self.epsilon = epsilon
+
+    def normalize(self):
+        decoders = find_decoders(self.model)
+        if not decoders:
+            raise ValueError(
+                "DecoderNormalizer found no UnitNormDecoder layer in the model "
+                f"'{self.model.name}'."
+            )
+        for decoder in decoders:
+            decoder.kernel.assign(normalize_rows(decoder.kernel, self.epsilon))
+
+    def on_train_begin(self, logs=None):
+        self.normalize()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.frequency == "batch":
+            self.normalize()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.frequency == "epoch":
+            self.normalize()
+
+
+def find_sparsity_penalties(model):
+    """The `SparsityPenalty` loss terms of a `SparseAutoencoder`."""
+    terms = getattr(model, "loss_terms", None) or {}
+    return [loss for loss in terms.values() if isinstance(loss, SparsityPenalty)]
+
+
+class SparsityWarmup(keras.callbacks.Callback):
+    """Ramps every sparsity coefficient linearly from 0 over the first `steps` steps.
+
+    At optimizer step `t` the coefficient is `target * min(1, t / steps)`,
+    where `target` is the coefficient when training began. The ramp is
+    written into the coefficient variable before each batch, so it acts on
+    that very step; once the ramp is done the callback stops touching the
+    model. At the end of training the target coefficient is restored.
+
+    A sparsity warm-up is common SAE practice (it keeps latents from dying
+    early, when the dictionary is still random).
+
+    Args:
+        steps: int > 0, the length of the ramp in optimizer steps.
+
+    Example:
+
+    ```python
+    model.fit(x, epochs=10, callbacks=[gsl.SparsityWarmup(steps=500)])
+    ```
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = check_positive_int(steps, "steps")
+        self._targets = None
+
+    def on_train_begin(self, logs=None):
+        penalties = find_sparsity_penalties(self.model)
+        if not penalties:
+            raise ValueError(
+                "SparsityWarmup needs a SparseAutoencoder with a SparsityPenalty "
+                f"loss term. Received: a model of type {type(self.model).__name__}"
+            )
+        self._targets = [
+            (loss, float(ops.convert_to_numpy(loss.coefficient)))
+            for loss in penalties
+        ]
+        self._done = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._done:
+            return
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        fraction = min(1.0, step / self.steps)
+        for loss, target in self._targets:
+            loss.coefficient.assign(target * fraction)
+        self._done = fraction >= 1.0
+
+    def on_train_end(self, logs=None):
+        for loss, target in self._targets or ():
+            loss.coefficient.assign(target)

@@ -1,0 +1,171 @@
+"""The gated encoder of Rajamanoharan et al. 2024 (arXiv:2404.16014)."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers._validation import check_positive_int
+
+
+def check_floating_input(inputs, layer_name):
+    """Raises a `TypeError` if a layer's input is not a floating tensor."""
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if "float" not in dtype:
+        raise TypeError(
+            f"Layer '{layer_name}' expects floating-point activations. "
+            f"Received: inputs.dtype={dtype}. Cast first, for example "
+            "`x.astype('float32')`."
+        )
+
+
+def gated_encode(
+    centered_inputs, gate_kernel, gate_bias, magnitude_log_scale, magnitude_bias
+):
+    """The gated SAE encoder as a pure function.
+
+    Args:
+        centered_inputs: `(..., input_dim)`, the input minus the decoder bias.
+        gate_kernel: `(input_dim, latent_dim)`, `W_gate`.
+        gate_bias: `(latent_dim,)`, `b_gate`.
+        magnitude_log_scale: `(latent_dim,)`, `r_mag`.
+        magnitude_bias: `(latent_dim,)`, `b_mag`.
+
+    Returns:
+        `(latents, gating_pre_activation)`, both `(..., latent_dim)`.
+    """
+    # One matmul serves both paths:
+    # x_c @ (exp(r_mag) * W_gate) == (x_c @ W_gate) * exp(r_mag).
+    projection = ops.matmul(centered_inputs, gate_kernel)
+    gating_pre_activation = projection + gate_bias
+    magnitude_pre_activation = (
+        projection * ops.exp(magnitude_log_scale) + magnitude_bias
+    )
+    # The gate 1[pi_gate > 0] is a step: `where` passes no gradient through
+    # the condition, so `b_gate` learns only from the sparsity and aux terms.
+    latents = ops.where(
+        gating_pre_activation > 0,
+        ops.relu(magnitude_pre_activation),
+        ops.zeros_like(magnitude_pre_activation),
+    )
+    return latents, gating_pre_activation
+
+
+@keras.saving.register_keras_serializable(package="gated_sae_layers")
+class GatedEncoder(keras.layers.Layer):
+    """Gated SAE encoder: a gate decides which latents fire, a magnitude path how much.
+
+    With `x_c = x - b_dec` (the input centered by the decoder bias):
+
+    ```
+    pi_gate = x_c @ W_gate + b_gate                     # gating pre-activation
+    f_gate  = 1[pi_gate > 0]
+    W_mag   = exp(r_mag) * W_gate                       # weights tied per latent
+    f_mag   = relu(x_c @ W_mag + b_mag)
+    f       = f_gate * f_mag                            # the latents
+    ```
+
+    Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated
+    Sparse Autoencoders", arXiv:2404.16014, eq. 5-7. A single matmul
+    `x_c @ W_gate` serves both paths, since
+    `x_c @ (exp(r_mag) * W_gate) == (x_c @ W_gate) * exp(r_mag)`.
+
+    The layer returns the gating pre-activation beside the latents, because
+    the sparsity penalty (`SparsityPenalty`) and the auxiliary loss
+    (`AuxReconstruction` of `relu(pi_gate)`) are computed from it.
+
+    The weights are `gate_kernel` (`W_gate`), `gate_bias` (`b_gate`),
+    `magnitude_log_scale` (`r_mag`) and `magnitude_bias` (`b_mag`).
+
+    Args:
+        latent_dim: int, the number of dictionary latents `M`.
+        kernel_initializer: initializer of `W_gate`. `build_gated_sae`
+            overwrites it with the transposed decoder (tied initialization).
+        bias_initializer: initializer of `b_gate` and `b_mag`.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(..., input_dim)`, the *centered* input
+            `x - b_dec` (see `UnitNormDecoder(..., mode="center")`).
+
+    Returns:
+        A dict with `"latents"` (`(..., latent_dim)`, non-negative, exactly
+        zero wherever the gating pre-activation is <= 0) and
+        `"gating_pre_activation"` (`(..., latent_dim)`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> encoder = GatedEncoder(latent_dim=16)
+    >>> out = encoder(np.random.rand(4, 8).astype("float32"))
+    >>> tuple(out["latents"].shape), tuple(out["gating_pre_activation"].shape)
+    ((4, 16), (4, 16))
+    """
+
+    def __init__(
+        self,
+        latent_dim,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                f"Layer '{self.name}' needs a known last axis (input_dim) to "
+                f"build. Received: input_shape={tuple(input_shape)}"
+            )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+        self.gate_kernel = self.add_weight(
+            name="gate_kernel",
+            shape=(input_dim, self.latent_dim),
+            initializer=self.kernel_initializer,
+        )
+        self.gate_bias = self.add_weight(
+            name="gate_bias", shape=(self.latent_dim,),
+            initializer=self.bias_initializer,
+        )
+        self.magnitude_log_scale = self.add_weight(
+            name="magnitude_log_scale", shape=(self.latent_dim,),
+            initializer="zeros",
+        )
+        self.magnitude_bias = self.add_weight(
+            name="magnitude_bias", shape=(self.latent_dim,),
+            initializer=self.bias_initializer,
+        )
+
+    def call(self, inputs):
+        check_floating_input(inputs, self.name)
+        latents, gating_pre_activation = gated_encode(
+            inputs,
+            self.gate_kernel,
+            self.gate_bias,
+            self.magnitude_log_scale,
+            self.magnitude_bias,
+        )
+        return {"latents": latents, "gating_pre_activation": gating_pre_activation}
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape[:-1]) + (self.latent_dim,)
+        return {"latents": shape, "gating_pre_activation": shape}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "latent_dim": self.latent_dim,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,194 @@
+"""The SAE decoder with unit-norm dictionary rows."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.constraints import UnitNormRows, normalize_rows
+from gated_sae_layers.layers.gated_encoder import check_floating_input
+
+MODES = ("decode", "frozen", "center")
+
+
+def project_out_parallel_gradient(kernel, epsilon=1e-8):
+    """Identity on `kernel` whose gradient has no component along each row.
+
+    The backward pass returns `g_i - (g_i . w_i / ||w_i||^2) w_i` for each row
+    `i`, so an optimizer step moves a unit-norm row (to first order) along
+    the sphere instead of changing its length, as in Bricken et al. 2023.
+    """
+
+    @ops.custom_gradient
+    def identity(weights):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            parallel = ops.sum(upstream * weights, axis=-1, keepdims=True)
+            squared_norms = ops.sum(ops.square(weights), axis=-1, keepdims=True)
+            return upstream - parallel / (squared_norms + epsilon) * weights
+
+        return weights, grad
+
+    return identity(kernel)
+
+
+class _UnitNormRowsInitializer:
+    """Draws from an initializer, then scales every row to unit norm."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, shape, dtype=None):
+        return normalize_rows(self.base(shape, dtype=dtype))
+
+
+@keras.saving.register_keras_serializable(package="gated_sae_layers")
+class UnitNormDecoder(keras.layers.Layer):
+    """SAE decoder `x_hat = f @ W_dec + b_dec` with unit-norm rows of `W_dec`.
+
+    One layer, three call modes, so that `b_dec` is a single variable shared
+    exactly as in the paper (Rajamanoharan et al. 2024, arXiv:2404.16014,
+    eq. 3 and 10):
+
+    ```
+    mode="center":  x     -> x - b_dec                          # encoder input
+    mode="decode":  f     -> f @ W_dec + b_dec                  # reconstruction
+    mode="frozen":  f     -> f @ stop_gradient(W_dec) + stop_gradient(b_dec)
+    ```
+
+    The frozen mode serves the auxiliary loss: it passes exactly zero
+    gradient to `W_dec` and `b_dec`. Call the same layer object at each site
+    of a Functional model; it is saved and reloaded as one layer.
+
+    `W_dec` (`kernel`, shape `(latent_dim, output_dim)`) starts with unit-norm
+    rows and is kept unit-norm after every optimizer step by `UnitNormRows`
+    (the constraint runs inside the compiled train step). With
+    `remove_parallel_gradient=True` the gradient's component along each row
+    is removed before the optimizer sees it.
+
+    Args:
+        latent_dim: int, the number of dictionary rows `M`.
+        output_dim: int, the width `n` of the reconstructed activations (the
+            SAE's input width).
+        kernel_initializer: initializer of `W_dec` before the rows are scaled
+            to unit norm.
+        bias_initializer: initializer of `b_dec`. Training works best with
+            `b_dec` set to the data mean (or geometric median) before `fit`.
+        kernel_constraint: constraint applied after each step; default
+            `UnitNormRows()`. Pass `None` to train without it (then use the
+            `DecoderNormalizer` callback or the sparsity penalty can be
+            gamed by growing the rows).
+        remove_parallel_gradient: bool, project out the gradient component
+            parallel to each row.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: float tensor; `(..., latent_dim)` in the `"decode"` and
+            `"frozen"` modes, `(..., output_dim)` in the `"center"` mode.
+        mode: one of `"decode"` (default), `"frozen"`, `"center"`.
+
+    Returns:
+        A tensor `(..., output_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> decoder = UnitNormDecoder(latent_dim=16, output_dim=8)
+    >>> x = np.random.rand(4, 8).astype("float32")
+    >>> tuple(decoder(x, mode="center").shape)
+    (4, 8)
+    >>> tuple(decoder(np.ones((4, 16), "float32")).shape)
+    (4, 8)
+    >>> norms = np.linalg.norm(np.asarray(decoder.kernel), axis=1)
+    >>> bool(np.allclose(norms, 1.0, atol=1e-6))
+    True
+    """
+
+    def __init__(
+        self,
+        latent_dim,
+        output_dim,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_constraint="unit_norm_rows",
+        remove_parallel_gradient=False,
+        **kwargs,
+    ):
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
+        output_dim = check_positive_int(output_dim, "output_dim")
+        if not isinstance(remove_parallel_gradient, bool):
+            raise TypeError(
+                "`remove_parallel_gradient` must be a bool. Received: "
+                f"remove_parallel_gradient={remove_parallel_gradient!r}"
+            )
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.output_dim = output_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        if kernel_constraint == "unit_norm_rows":
+            kernel_constraint = UnitNormRows()
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.remove_parallel_gradient = remove_parallel_gradient
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.latent_dim, self.output_dim),
+            initializer=_UnitNormRowsInitializer(self.kernel_initializer),
+            constraint=self.kernel_constraint,
+        )
+        self.bias = self.add_weight(
+            name="bias", shape=(self.output_dim,),
+            initializer=self.bias_initializer,
+        )
+
+    def _check_input(self, inputs, mode):
+        if mode not in MODES:
+            raise ValueError(
+                f"`mode` must be one of {MODES}. Received: mode={mode!r}"
+            )
+        check_floating_input(inputs, self.name)
+        width = self.output_dim if mode == "center" else self.latent_dim
+        what = "output_dim" if mode == "center" else "latent_dim"
+        shape = tuple(inputs.shape)
+        if len(shape) < 2 or shape[-1] != width:
+            raise ValueError(
+                f"Layer '{self.name}' in mode={mode!r} expects inputs of shape "
+                f"(..., {width}) ({what}={width}). Received: inputs.shape={shape}"
+            )
+
+    def call(self, inputs, mode="decode"):
+        self._check_input(inputs, mode)
+        if mode == "center":
+            return inputs - self.bias
+        kernel, bias = self.kernel, self.bias
+        if mode == "frozen":
+            kernel = ops.stop_gradient(kernel)
+            bias = ops.stop_gradient(bias)
+        elif self.remove_parallel_gradient:
+            kernel = project_out_parallel_gradient(ops.convert_to_tensor(kernel))
+        return ops.matmul(inputs, kernel) + bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "latent_dim": self.latent_dim,
+                "output_dim": self.output_dim,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "remove_parallel_gradient": self.remove_parallel_gradient,
+            }
+        )
+        return config

@@ -1,0 +1,88 @@
+"""`build_gated_sae`: the gated SAE assembled from the kit's pieces."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers._validation import check_non_negative_float, check_positive_int
+from gated_sae_layers.layers import GatedEncoder, UnitNormDecoder
+from gated_sae_layers.losses import AuxReconstruction, ReconstructionLoss, SparsityPenalty
+from gated_sae_layers.metrics import L0, DeadFeatures, FractionOfVarianceUnexplained
+from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
+
+
+def build_gated_sae(
+    input_dim,
+    latent_dim,
+    sparsity_coefficient,
+    aux_coefficient=1.0,
+    remove_parallel_gradient=False,
+    name="gated_sae",
+):
+    """Builds the gated SAE of Rajamanoharan et al. 2024 as a Functional model.
+
+    The whole assembly is the few lines below; copy them to make a variant.
+
+    Args:
+        input_dim: int, the width of the activations.
+        latent_dim: int, the number of dictionary latents.
+        sparsity_coefficient: float >= 0, lambda of `SparsityPenalty`.
+        aux_coefficient: float >= 0, alpha of `AuxReconstruction` (the
+            paper uses 1).
+        remove_parallel_gradient: bool, see `UnitNormDecoder`.
+        name: the model name.
+
+    Returns:
+        A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
+        `gating_pre_activation` and `aux_reconstruction`, loss terms
+        `reconstruction`, `sparsity`, `aux` and metrics `l0`, `fvu`,
+        `dead_features`. `W_gate` starts as the transposed decoder (tied
+        initialization); set `model.decoder.bias` to the data mean before
+        `fit` for a good start.
+
+    Example:
+
+    >>> import gated_sae_layers as gsl
+    >>> model = gsl.build_gated_sae(784, 4096, sparsity_coefficient=3e-4)
+    >>> model.output_shape["latents"]
+    (None, 4096)
+    """
+    input_dim = check_positive_int(input_dim, "input_dim")
+    latent_dim = check_positive_int(latent_dim, "latent_dim")
+    sparsity_coefficient = check_non_negative_float(
+        sparsity_coefficient, "sparsity_coefficient")
+    aux_coefficient = check_non_negative_float(aux_coefficient, "aux_coefficient")
+
+    activations = keras.Input(shape=(input_dim,), name="activations")
+    decoder = UnitNormDecoder(
+        latent_dim, input_dim, remove_parallel_gradient=remove_parallel_gradient,
+        name="decoder")
+    encoder = GatedEncoder(latent_dim, name="encoder")
+
+    encoded = encoder(decoder(activations, mode="center"))   # x - b_dec
+    latents = encoded["latents"]
+    gating_pre_activation = encoded["gating_pre_activation"]
+    reconstruction = decoder(latents)                          # f W_dec + b_dec
+    gate_activations = keras.layers.ReLU(name="gate_relu")(gating_pre_activation)
+    aux_reconstruction = decoder(gate_activations, mode="frozen")
+
+    model = SparseAutoencoder(
+        inputs=activations,
+        outputs={
+            "reconstruction": reconstruction,
+            "latents": latents,
+            "gating_pre_activation": gating_pre_activation,
+            "aux_reconstruction": aux_reconstruction,
+        },
+        loss_terms={
+            "reconstruction": ReconstructionLoss(),
+            "gating_pre_activation": SparsityPenalty(sparsity_coefficient),
+            "aux_reconstruction": AuxReconstruction(aux_coefficient),
+        },
+        metric_terms={
+            "latents": [L0(), DeadFeatures(latent_dim)],
+            "reconstruction": [FractionOfVarianceUnexplained(input_dim)],
+        },
+        name=name,
+    )
+    encoder.gate_kernel.assign(ops.transpose(decoder.kernel))
+    return model

@@ -1,0 +1,262 @@
+"""`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers._validation import (
+    check_activations,
+    check_non_negative_float,
+    is_array_like,
+)
+from gated_sae_layers.callbacks import find_decoders, find_sparsity_penalties
+from gated_sae_layers.layers.gated_encoder import GatedEncoder
+from gated_sae_layers.models import data_guard
+from gated_sae_layers.models.jax_recovery import keep_weights_on_error
+
+
+def _deserialize(obj, kind):
+    if isinstance(obj, dict) and "class_name" in obj:
+        return keras.saving.deserialize_keras_object(obj)
+    if kind == "loss":
+        return keras.losses.get(obj)
+    return keras.metrics.get(obj)
+
+
+@keras.saving.register_keras_serializable(package="gated_sae_layers")
+class SparseAutoencoder(keras.Model):
+    """A Functional SAE model trained with the stock `fit` on its own loss terms.
+
+    Build it like any Functional model, with a dict of named outputs, and
+    name which output each loss term and metric reads:
+
+    ```
+    loss = sum over (output_name, loss) in loss_terms of
+               loss(target, outputs[output_name])  + model.losses (regularizers)
+    ```
+
+    where `target` is the activations to reconstruct: the model input (the
+    default), the `y` given to `fit`, or the output named by `target`
+    (for an SAE on a hidden layer of a larger model). `compile` needs only
+    the optimizer; `fit(x)` logs the total `loss`, every loss term under its
+    own name and every metric, as epoch values.
+
+    Non-finite data never reaches a training step: in-memory arrays are
+    checked before any work (`ValueError` naming the bad rows), and the
+    batches of a `tf.data.Dataset` or a Python generator are checked as
+    they stream (the same `ValueError`, raised before the step that would
+    have used the batch). Integer arrays raise a `TypeError`.
+
+    Args:
+        inputs, outputs, name: as for a Functional `keras.Model`; `outputs`
+            must be a dict of named tensors.
+        loss_terms: dict mapping an output name to a `keras.losses.Loss`
+            (`ReconstructionLoss`, `SparsityPenalty`, `AuxReconstruction`,
+            or any Keras loss of `(target, output)`). Logged under each
+            loss's `name`.
+        metric_terms: dict mapping an output name to a list of
+            `keras.metrics.Metric` objects updated with `(target, output)`.
+        target: `None` (reconstruct the model input, or `y` if `fit` gets
+            one) or the name of an output holding the activations to
+            reconstruct (gradients do not flow into it).
+
+    Example:
+
+    >>> import gated_sae_layers as gsl
+    >>> model = gsl.build_gated_sae(input_dim=8, latent_dim=32,
+    ...                             sparsity_coefficient=1e-3)
+    >>> sorted(model.loss_terms)
+    ['aux_reconstruction', 'gating_pre_activation', 'reconstruction']
+    """
+
+    def __init__(self, *args, loss_terms=None, metric_terms=None, target=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        outputs = getattr(self, "_outputs_struct", None)
+        if not isinstance(outputs, dict):
+            raise ValueError(
+                "SparseAutoencoder needs `outputs` to be a dict of named tensors "
+                "(for example {'reconstruction': ..., 'latents': ...}). Received: "
+                f"outputs of type {type(outputs).__name__}"
+            )
+        if not loss_terms:
+            raise ValueError(
+                "SparseAutoencoder needs at least one loss term: `loss_terms` "
+                "maps an output name to a loss. Received: "
+                f"loss_terms={loss_terms!r}"
+            )
+        if target is not None and target not in outputs:
+            raise ValueError(
+                f"`target` must be None or one of the output names "
+                f"{sorted(outputs)}. Received: target={target!r}"
+            )
+        self.target = target
+        losses = {k: _deserialize(v, "loss") for k, v in loss_terms.items()}
+        metrics = {
+            k: [_deserialize(m, "metric") for m in v]
+            for k, v in (metric_terms or {}).items()
+        }
+        for kind, terms in (("loss_terms", losses), ("metric_terms", metrics)):
+            unknown = sorted(set(terms) - set(outputs))
+            if unknown:
+                raise ValueError(
+                    f"Every key of `{kind}` must name an output "
+                    f"{sorted(outputs)}. Received unknown names: {unknown}"
+                )
+        names = [loss.name for loss in losses.values()] + [
+            m.name for ms in metrics.values() for m in ms]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(
+                "Loss terms and metrics need distinct names, none of them "
+                f"'loss'. Received names: {names}"
+            )
+        # Plain dicts, kept out of Keras tracking; the objects that hold state
+        # are tracked through the flat lists below.
+        object.__setattr__(self, "loss_terms", losses)
+        object.__setattr__(self, "metric_terms", metrics)
+        self._term_trackers = [
+            keras.metrics.Mean(name=loss.name) for loss in losses.values()]
+        self._term_metrics = [m for ms in metrics.values() for m in ms]
+        # Loss coefficients become non-trainable model variables, so every
+        # backend reads their current value inside the compiled step.
+        self._loss_coefficients = [
+            loss.coefficient for loss in losses.values()
+            if isinstance(getattr(loss, "coefficient", None), keras.Variable)
+        ]
+
+    # ----------------------------------------------------------- structure
+    @property
+    def decoder(self):
+        """The model's `UnitNormDecoder` layer."""
+        decoders = find_decoders(self)
+        if len(decoders) != 1:
+            raise ValueError(
+                f"Model '{self.name}' has {len(decoders)} UnitNormDecoder "
+                "layers; `decoder` needs exactly one. Use `get_layer(name)`."
+            )
+        return decoders[0]
+
+    @property
+    def encoder(self):
+        """The model's encoder layer (a `GatedEncoder` or other variant)."""
+        encoders = [
+            layer for layer in self._flatten_layers(include_self=False)
+            if isinstance(layer, GatedEncoder)
+        ]
+        if len(encoders) != 1:
+            raise ValueError(
+                f"Model '{self.name}' has {len(encoders)} GatedEncoder layers; "
+                "`encoder` needs exactly one. Use `get_layer(name)`."
+            )
+        return encoders[0]
+
+    @property
+    def input_dim(self):
+        return self.decoder.output_dim
+
+    @property
+    def latent_dim(self):
+        return self.decoder.latent_dim
+
+    def set_sparsity_coefficient(self, value):
+        """Sets every `SparsityPenalty` coefficient; the next step uses it."""
+        value = check_non_negative_float(value, "value")
+        penalties = find_sparsity_penalties(self)
+        if not penalties:
+            raise ValueError(f"Model '{self.name}' has no SparsityPenalty term.")
+        for loss in penalties:
+            loss.coefficient.assign(value)
+
+    set_lambda = set_sparsity_coefficient
+
+    @property
+    def sparsity_coefficient(self):
+        """The current coefficient of the (first) `SparsityPenalty` term."""
+        penalties = find_sparsity_penalties(self)
+        if not penalties:
+            raise ValueError(f"Model '{self.name}' has no SparsityPenalty term.")
+        return float(ops.convert_to_numpy(penalties[0].coefficient))
+
+    # ------------------------------------------------------------ training
+    def compile(self, *args, **kwargs):
+        for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"SparseAutoencoder carries its own loss terms and metrics: "
+                    f"pass them as `loss_terms=`/`metric_terms=` when building "
+                    f"the model, not `{name}=` to compile(). Received: "
+                    f"{name}={kwargs[name]!r}"
+                )
+        super().compile(*args, **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompiles a loaded model, so its optimizer state comes back too."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _target(self, x, y, y_pred):
+        if self.target is not None:
+            return ops.stop_gradient(y_pred[self.target])
+        return x if y is None else y
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        target = self._target(x, y, y_pred)
+        batch_size = ops.shape(target)[0]
+        total = 0.0
+        for tracker, (name, loss) in zip(
+                self._term_trackers, self.loss_terms.items()):
+            value = loss(target, y_pred[name], sample_weight=sample_weight)
+            tracker.update_state(value, sample_weight=batch_size)
+            total = total + value
+        for regularization in self.losses:
+            total = total + ops.cast(regularization, "float32")
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        target = self._target(x, y, y_pred)
+        for name, metrics in self.metric_terms.items():
+            for metric in metrics:
+                metric.update_state(target, y_pred[name], sample_weight)
+        return self.get_metrics_result()
+
+    def _check_data(self, data, name):
+        if data is None or self.target is not None:
+            return data
+        if is_array_like(data):
+            return check_activations(data, self.input_dim, name)
+        return data_guard.guard_stream(data, name)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        x = self._check_data(x, "x")
+        y = self._check_data(y, "y")
+        if isinstance(validation_data, (tuple, list)):
+            validation_data = tuple(
+                self._check_data(v, "validation_data") for v in validation_data)
+        else:
+            validation_data = self._check_data(validation_data, "validation_data")
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        with data_guard.readable_errors(), keep_weights_on_error(self, callbacks):
+            return super().fit(x, y, *args, validation_data=validation_data,
+                               callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x = self._check_data(x, "x")
+        y = self._check_data(y, "y")
+        with data_guard.readable_errors():
+            return super().evaluate(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------- serialization
+    def get_config(self):
+        config = super().get_config()
+        config["loss_terms"] = {
+            k: keras.saving.serialize_keras_object(v)
+            for k, v in self.loss_terms.items()
+        }
+        config["metric_terms"] = {
+            k: [keras.saving.serialize_keras_object(m) for m in v]
+            for k, v in self.metric_terms.items()
+        }
+        config["target"] = self.target
+        return config

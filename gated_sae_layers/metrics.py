@@ -28,11 +28,9 @@ def _row_weights(sample_weight, num_rows, dtype):
 def _safe_divide(numerator, denominator):
     numerator = ops.convert_to_tensor(numerator)
     denominator = ops.convert_to_tensor(denominator)
+    nonzero = denominator != 0
     return ops.where(
-        denominator > 0,
-        numerator / ops.where(denominator > 0, denominator, 1.0),
-        0.0,
-    )
+        nonzero, numerator / ops.where(nonzero, denominator, 1.0), 0.0)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -129,7 +129,7 @@ def plot_feature_gallery(
         for ax in axes[row]:
             ax.axis("off")
     fig.suptitle("Decoder rows and top-activating inputs", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 
 

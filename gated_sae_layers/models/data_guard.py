@@ -58,7 +58,7 @@ def _checked_generator(generator, name):
             values = np.asarray(part)
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(
                     values).all():
-                raise ValueError(_message(name))
+                raise ValueError(f"{MARKER} {name}: {_message(name)}")
         yield batch
 
 

@@ -1,0 +1,130 @@
+"""The gated-sae-tf 0.1.1 API: names, return values, and what it got wrong."""
+
+import keras
+import matplotlib
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.datasets import load_digits
+
+import gated_sae_layers as gsl
+
+matplotlib.use("Agg")
+
+SEED_REPORT_KEYS = {"l0_mean", "l0_median", "alive", "dead", "n_features",
+                    "alive_frac", "topk", "topk_share"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    return (data.data / 16.0).astype("float32"), data.target
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x, _ = digits
+    keras.utils.set_random_seed(0)
+    sae = gsl.GatedSAE(input_dim=64, encoding_dim=128, lambda_sparse=0.5,
+                       aux_weight=1.0, clip_norm=1.0)
+    sae(x[:2])  # the seed's "build the weights" step works
+    sae.b_dec.assign(x.mean(axis=0))
+    steps = (len(x) // 64) * 20
+    sae.compile(optimizer=keras.optimizers.Adam(
+        gsl.WarmupCosineDecay(3e-3, warmup_steps=steps // 10, total_steps=steps),
+        beta_1=0.0, beta_2=0.999))
+    sae.fit(x, epochs=20, batch_size=64, verbose=0)
+    return sae
+
+
+def test_seed_constructor_and_attributes():
+    sae = gsl.GatedSAE(10, 40, 2e-3, 0.5, None)
+    assert (sae.input_dim, sae.encoding_dim, sae.clip_norm) == (10, 40, None)
+    assert sae.lambda_sparse == pytest.approx(2e-3) and sae.aux_weight == 0.5
+    assert tuple(sae.W_gate.shape) == (10, 40) and tuple(sae.W_dec.shape) == (40, 10)
+    for name in ("b_gate", "r_mag", "b_mag"):
+        assert tuple(getattr(sae, name).shape) == (40,)
+    assert tuple(sae.b_dec.shape) == (10,)
+    # Decoder rows start unit-norm (the seed's started at 0.55-0.86).
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1, atol=1e-6)
+    assert set(sae.get_config()) == {"name", "input_dim", "encoding_dim", "lambda_sparse",
+                                     "aux_weight", "clip_norm"}
+    with pytest.raises(TypeError, match="encoding_dim"):
+        gsl.GatedSAE(input_dim=10)
+    with pytest.raises(ValueError, match="encoding_dim"):
+        gsl.GatedSAE(10, 0)
+
+
+def test_encode_and_decode_match_the_model(trained, digits):
+    x = digits[0][:16]
+    codes, pi_gate, relu_pi_gate = trained.encode(x)
+    outputs = trained.predict_on_batch(x)
+    np.testing.assert_allclose(codes, outputs["latents"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pi_gate, outputs["gating_pre_activation"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(relu_pi_gate, np.maximum(pi_gate, 0))
+    np.testing.assert_allclose(trained.decode(codes), outputs["reconstruction"],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(trained.decode(relu_pi_gate, stop_grad=True),
+                               outputs["aux_reconstruction"], rtol=1e-5, atol=1e-5)
+
+
+def test_clip_norm_goes_to_the_optimizer_unless_it_clips_already():
+    sae = gsl.GatedSAE(4, 8, clip_norm=0.5)
+    sae.compile(optimizer="adam")
+    assert sae.optimizer.global_clipnorm == 0.5
+    sae = gsl.GatedSAE(4, 8, clip_norm=0.5)
+    sae.compile(optimizer=keras.optimizers.Adam(clipvalue=0.1))
+    assert sae.optimizer.global_clipnorm is None and sae.optimizer.clipvalue == 0.1
+
+
+def test_sparsity_report_has_the_seed_keys(trained, digits):
+    x = digits[0]
+    report = gsl.sparsity_report(trained, x, batch_size=100, k=5)
+    assert set(report) == SEED_REPORT_KEYS
+    codes = np.asarray(trained.encode(x)[0])
+    l0 = (codes > 0).sum(1)
+    assert report["l0_mean"] == pytest.approx(l0.mean())
+    assert report["l0_median"] == np.median(l0)
+    assert report["alive"] + report["dead"] == report["n_features"] == 128
+    assert report["alive"] == int((codes.max(0) > 0).sum())
+    assert report["topk"] == 5
+    mass = np.sort(codes.sum(0))[::-1]
+    assert report["topk_share"] == pytest.approx(mass[:5].sum() / mass.sum(), rel=1e-4)
+    # A trained SAE is genuinely sparse on these digits.
+    assert report["l0_mean"] < 0.25 * 128
+
+
+def test_decoder_sharpness_is_fisher_kurtosis(trained):
+    per_feature, mean = gsl.decoder_sharpness(trained)
+    expected = scipy.stats.kurtosis(np.asarray(trained.W_dec, "float64"), axis=1)
+    np.testing.assert_allclose(per_feature, expected, rtol=1e-8)
+    assert mean == pytest.approx(expected.mean())
+
+
+def test_analysis_extras(trained, digits):
+    x = digits[0]
+    density = gsl.feature_density(trained, x)
+    codes = np.asarray(trained.encode(x)[0])
+    np.testing.assert_allclose(density, (codes > 0).mean(0))
+    recon = np.asarray(trained.decode(codes), "float64")
+    gamma = (recon ** 2).sum() / (recon * x).sum()
+    assert gsl.relative_reconstruction_bias(trained, x) == pytest.approx(gamma, rel=1e-4)
+
+
+def test_plots_take_the_image_shape(trained, digits, tmp_path):
+    x, labels = digits
+    codes = np.asarray(trained.encode(x)[0])
+    fig = gsl.plot_decoder_gallery(trained, codes, top_n=4, image_shape=(8, 8))
+    assert len(fig.axes) == 4
+    fig = gsl.plot_feature_gallery(trained, codes, x, labels, [str(i) for i in range(10)],
+                                   top_features=3, top_images=4, image_shape=(8, 8))
+    assert len(fig.axes) == 3 * 6
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "MONO" in texts or "POLY" in texts
+    fig.savefig(tmp_path / "gallery.png")
+    assert (tmp_path / "gallery.png").stat().st_size > 1000
+    gsl.plot_feature_density(gsl.feature_density(trained, x)).savefig(tmp_path / "d.png")
+    with pytest.raises(ValueError, match="image_shape"):
+        gsl.plot_decoder_gallery(trained, codes, image_shape=(28, 28))
+    with pytest.raises(ValueError, match="codes"):
+        gsl.plot_decoder_gallery(trained, codes[:, :5], image_shape=(8, 8))

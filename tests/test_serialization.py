@@ -1,0 +1,91 @@
+"""`.keras` round trips, in a fresh process that only imports gated_sae_layers."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import gated_sae_layers as gsl
+
+LOAD_AND_PREDICT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    import gated_sae_layers  # registers the classes
+    model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+    x = np.load(sys.argv[2])
+    out = model.predict_on_batch(x)
+    np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in out.items()})
+    print(json.dumps({"class": type(model).__name__,
+                      "lambda": model.sparsity_coefficient,
+                      "iterations": int(model.optimizer.iterations.numpy()),
+                      "remove_parallel_gradient": model.decoder.remove_parallel_gradient}))
+""")
+
+
+def _load_in_fresh_process(path, x, tmp_path):
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "x.npy"),
+         str(tmp_path / "out.npz")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), dict(
+        np.load(tmp_path / "out.npz"))
+
+
+@pytest.mark.parametrize("seed_api", [False, True])
+def test_keras_file_round_trip_in_a_fresh_process(seed_api, tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+    if seed_api:
+        model = gsl.GatedSAE(6, 12, lambda_sparse=0.05, aux_weight=0.3, clip_norm=2.0)
+    else:
+        model = gsl.build_gated_sae(6, 12, sparsity_coefficient=0.05,
+                                    aux_coefficient=0.3, remove_parallel_gradient=True,
+                                    name="custom_sae")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.0))
+    model.fit(x, epochs=2, batch_size=8, verbose=0)
+    model.set_lambda(0.125)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    info, outputs = _load_in_fresh_process(path, x, tmp_path)
+    expected = model.predict_on_batch(x)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(outputs[name], np.asarray(value))
+    assert info["class"] == ("GatedSAE" if seed_api else "SparseAutoencoder")
+    assert info["lambda"] == 0.125
+    assert info["iterations"] == 10  # the optimizer state comes back too
+    assert info["remove_parallel_gradient"] is (not seed_api)
+
+
+def test_reloaded_model_keeps_training_where_it_stopped(tmp_path):
+    x = np.random.default_rng(1).normal(size=(32, 4)).astype("float32")
+    model = gsl.build_gated_sae(4, 8, 0.01)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    logs_a = model.fit(x, epochs=1, batch_size=8, shuffle=False, verbose=0).history
+    logs_b = reloaded.fit(x, epochs=1, batch_size=8, shuffle=False, verbose=0).history
+    for name in logs_a:
+        np.testing.assert_allclose(logs_a[name], logs_b[name], rtol=1e-5)
+
+
+def test_unregistered_load_says_what_to_import(tmp_path):
+    model = gsl.build_gated_sae(4, 8, 0.01)
+    model.save(tmp_path / "m.keras")
+    code = ("import keras, sys\n"
+            "try:\n"
+            "    keras.saving.load_model(sys.argv[1])\n"
+            "except Exception as e:\n"
+            "    print(type(e).__name__, e)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert "gated_sae_layers" in result.stdout

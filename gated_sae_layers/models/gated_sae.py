@@ -41,10 +41,12 @@ def build_gated_sae(
 
     Example:
 
+    >>> import numpy as np
     >>> import gated_sae_layers as gsl
     >>> model = gsl.build_gated_sae(784, 4096, sparsity_coefficient=3e-4)
-    >>> model.output_shape["latents"]
-    (None, 4096)
+    >>> outputs = model.predict_on_batch(np.zeros((2, 784), "float32"))
+    >>> {name: tuple(value.shape) for name, value in sorted(outputs.items())}
+    {'aux_reconstruction': (2, 784), 'gating_pre_activation': (2, 4096), 'latents': (2, 4096), 'reconstruction': (2, 784)}
     """
     input_dim = check_positive_int(input_dim, "input_dim")
     latent_dim = check_positive_int(latent_dim, "latent_dim")

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.layers.base import SparseEncoder
 
 
 def check_floating_input(inputs, layer_name):
@@ -50,7 +51,7 @@ def gated_encode(
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
-class GatedEncoder(keras.layers.Layer):
+class GatedEncoder(SparseEncoder):
     """Gated SAE encoder: a gate decides which latents fire, a magnitude path how much.
 
     With `x_c = x - b_dec` (the input centered by the decoder bias):

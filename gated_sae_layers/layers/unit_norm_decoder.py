@@ -7,7 +7,7 @@ from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.constraints import UnitNormRows, normalize_rows
 from gated_sae_layers.layers.gated_encoder import check_floating_input
 
-MODES = ("decode", "frozen", "center")
+MODES = ("decode", "frozen", "center", "scale_by_row_norm")
 
 
 def project_out_parallel_gradient(kernel, epsilon=1e-8):
@@ -54,6 +54,7 @@ class UnitNormDecoder(keras.layers.Layer):
     mode="center":  x     -> x - b_dec                          # encoder input
     mode="decode":  f     -> f @ W_dec + b_dec                  # reconstruction
     mode="frozen":  f     -> f @ stop_gradient(W_dec) + stop_gradient(b_dec)
+    mode="scale_by_row_norm":  f -> f * ||W_dec||_rows       # for a norm-weighted L1
     ```
 
     The frozen mode serves the auxiliary loss: it passes exactly zero
@@ -85,10 +86,14 @@ class UnitNormDecoder(keras.layers.Layer):
     Call arguments:
         inputs: float tensor; `(..., latent_dim)` in the `"decode"` and
             `"frozen"` modes, `(..., output_dim)` in the `"center"` mode.
-        mode: one of `"decode"` (default), `"frozen"`, `"center"`.
+        mode: one of `"decode"` (default), `"frozen"`, `"center"`, or
+            `"scale_by_row_norm"` (each latent times the norm of its
+            decoder row: the L1 penalty of Anthropic's 2024 ReLU SAE update,
+            which trains without the unit-norm constraint).
 
     Returns:
-        A tensor `(..., output_dim)`.
+        A tensor `(..., output_dim)`; `(..., latent_dim)` in the
+        `"scale_by_row_norm"` mode.
 
     Example:
 
@@ -162,6 +167,8 @@ class UnitNormDecoder(keras.layers.Layer):
         self._check_input(inputs, mode)
         if mode == "center":
             return inputs - self.bias
+        if mode == "scale_by_row_norm":
+            return inputs * ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
         kernel, bias = self.kernel, self.bias
         if mode == "frozen":
             kernel = ops.stop_gradient(kernel)
@@ -170,8 +177,10 @@ class UnitNormDecoder(keras.layers.Layer):
             kernel = project_out_parallel_gradient(ops.convert_to_tensor(kernel))
         return ops.matmul(inputs, kernel) + bias
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_dim,)
+    def compute_output_spec(self, inputs, mode="decode"):
+        width = self.latent_dim if mode == "scale_by_row_norm" else self.output_dim
+        return keras.KerasTensor(tuple(inputs.shape[:-1]) + (width,),
+                                 dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -9,7 +9,7 @@ from gated_sae_layers._validation import (
     is_array_like,
 )
 from gated_sae_layers.callbacks import find_decoders, find_sparsity_penalties
-from gated_sae_layers.layers.gated_encoder import GatedEncoder
+from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.models import data_guard
 from gated_sae_layers.models.jax_recovery import keep_weights_on_error
 
@@ -137,14 +137,14 @@ class SparseAutoencoder(keras.Model):
 
     @property
     def encoder(self):
-        """The model's encoder layer (a `GatedEncoder` or other variant)."""
+        """The model's encoder layer (a `GatedEncoder` or another `SparseEncoder`)."""
         encoders = [
             layer for layer in self._flatten_layers(include_self=False)
-            if isinstance(layer, GatedEncoder)
+            if isinstance(layer, SparseEncoder)
         ]
         if len(encoders) != 1:
             raise ValueError(
-                f"Model '{self.name}' has {len(encoders)} GatedEncoder layers; "
+                f"Model '{self.name}' has {len(encoders)} SparseEncoder layers; "
                 "`encoder` needs exactly one. Use `get_layer(name)`."
             )
         return encoders[0]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 JAX_TESTS = ["tests/test_layers.py", "tests/test_losses.py", "tests/test_metrics.py",
-             "tests/test_gradients.py"]
+             "tests/test_gradients.py", "tests/test_resampling.py"]
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")

@@ -1,0 +1,145 @@
+"""Dead-latent resampling (Bricken et al. 2023, "Towards Monosemanticity")."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from gated_sae_layers._validation import check_activations, check_positive_int
+from gated_sae_layers.layers.gated_encoder import GatedEncoder
+
+
+def _encoder_slots(encoder):
+    """`(kernel, [(vector, value on resample)])` of a supported encoder."""
+    if isinstance(encoder, GatedEncoder):
+        return encoder.gate_kernel, [
+            (encoder.gate_bias, 0.0),
+            (encoder.magnitude_bias, 0.0),
+            (encoder.magnitude_log_scale, 0.0),
+        ]
+    kernel, bias = getattr(encoder, "kernel", None), getattr(encoder, "bias", None)
+    if isinstance(kernel, keras.Variable) and isinstance(bias, keras.Variable):
+        return kernel, [(bias, 0.0)]
+    raise ValueError(
+        "DeadLatentResampler supports the GatedEncoder and encoders with a "
+        "`kernel` (input_dim, latent_dim) and a `bias` (latent_dim,), such as "
+        f"the ReLU SAE's. Received: an encoder of type {type(encoder).__name__}"
+    )
+
+
+def _optimizer_slots(optimizer, variable):
+    """The optimizer's per-variable state tensors (Adam moments, ...) for `variable`."""
+    trainable = getattr(optimizer, "_trainable_variables", None) or []
+    if not any(v is variable for v in trainable):
+        return []
+    index = optimizer._get_variable_index(variable)
+    slots = []
+    for value in vars(optimizer).values():
+        if (isinstance(value, (list, tuple)) and len(value) == len(trainable)
+                and all(isinstance(v, keras.Variable) for v in value)
+                and value is not trainable):
+            slot = value[index]
+            if tuple(slot.shape) == tuple(variable.shape):
+                slots.append(slot)
+    return slots
+
+
+def _assign_slice(variable, indices, values, axis):
+    array = np.array(ops.convert_to_numpy(variable))
+    if axis == 0:
+        array[indices] = values
+    else:
+        array[:, indices] = values
+    variable.assign(array)
+
+
+class DeadLatentResampler(keras.callbacks.Callback):
+    """Re-initializes dead latents toward badly reconstructed inputs.
+
+    Every `check_every` optimizer steps (until `until_step`), the latents of
+    the model are computed on `data` (a sample of training activations). A
+    latent that fired on none of it is dead. Each dead latent `i` is
+    re-initialized as in Bricken et al. 2023 ("Towards Monosemanticity",
+    neuron resampling):
+
+    1. draw an input `x` with probability proportional to its squared
+       reconstruction loss `||x - x_hat||^2`;
+    2. decoder row `W_dec[i] = (x - b_dec) / ||x - b_dec||`;
+    3. encoder column `W[:, i] = 0.2 * mean alive column norm * W_dec[i]`,
+       and the latent's biases (and `r_mag` of a gated encoder) to 0;
+    4. the optimizer's state for those rows and columns (Adam's moments)
+       to 0.
+
+    Works with the gated SAE (`GatedEncoder`) and the ReLU SAE, on every
+    backend. `resampled` holds `(step, number of latents resampled)` for
+    each check.
+
+    Args:
+        data: `(num_examples, input_dim)` float activations to judge
+            deadness and draw replacements from.
+        check_every: int, steps between checks.
+        until_step: int or None, no checks after this step (resampling late
+            in training disturbs convergence).
+        batch_size: rows encoded at a time.
+        seed: seed of the replacement draws.
+
+    Example:
+
+    ```python
+    resampler = gsl.DeadLatentResampler(x_train[:4096], check_every=500)
+    model.fit(x_train, epochs=20, callbacks=[resampler])
+    resampler.resampled   # [(500, 37), (1000, 4), ...]
+    ```
+    """
+
+    def __init__(self, data, check_every, until_step=None, batch_size=1024, seed=0):
+        super().__init__()
+        self.data = np.asarray(check_activations(data, None, "data"), "float32")
+        self.check_every = check_positive_int(check_every, "check_every")
+        self.until_step = None if until_step is None else check_positive_int(
+            until_step, "until_step")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rng = np.random.default_rng(seed)
+        self.resampled = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model
+        step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        if step % self.check_every or (self.until_step and step > self.until_step):
+            return
+        self.resampled.append((step, self.resample(model)))
+
+    def resample(self, model):
+        """Resamples the dead latents of `model` now; returns how many."""
+        latents, losses = [], []
+        for start in range(0, len(self.data), self.batch_size):
+            batch = self.data[start:start + self.batch_size]
+            out = model.predict_on_batch(batch)
+            latents.append(np.asarray(out["latents"]).max(axis=0))
+            losses.append(((batch - np.asarray(out["reconstruction"])) ** 2).sum(-1))
+        dead = np.flatnonzero(np.max(latents, axis=0) <= 0)
+        if dead.size == 0:
+            return 0
+        losses = np.concatenate(losses).astype("float64") ** 2
+        probabilities = losses / losses.sum() if losses.sum() > 0 else None
+        chosen = self.rng.choice(len(self.data), size=dead.size, p=probabilities)
+        decoder, encoder = model.decoder, model.encoder
+        centered = self.data[chosen] - np.asarray(ops.convert_to_numpy(decoder.bias))
+        directions = centered / np.maximum(
+            np.linalg.norm(centered, axis=1, keepdims=True), 1e-8)
+
+        kernel, vectors = _encoder_slots(encoder)
+        columns = np.asarray(ops.convert_to_numpy(kernel))
+        alive = np.setdiff1d(np.arange(columns.shape[1]), dead)
+        scale = 0.2 * (np.linalg.norm(columns[:, alive], axis=0).mean()
+                       if alive.size else 1.0)
+        _assign_slice(decoder.kernel, dead, directions, axis=0)
+        _assign_slice(kernel, dead, (scale * directions).T, axis=1)
+        for vector, value in vectors:
+            _assign_slice(vector, dead, value, axis=0)
+
+        optimizer = model.optimizer
+        for variable, axis in [(decoder.kernel, 0), (kernel, 1)] + [
+                (v, 0) for v, _ in vectors]:
+            for slot in _optimizer_slots(optimizer, variable):
+                _assign_slice(slot, dead, 0.0, axis=axis)
+        return int(dead.size)

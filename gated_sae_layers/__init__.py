@@ -24,12 +24,12 @@ from gated_sae_layers.metrics import (
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.seed_compat import GatedSAE
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
-from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.plots import (
     plot_decoder_gallery,
     plot_feature_density,
     plot_feature_gallery,
 )
+from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay
 
 __version__ = "0.1.0"

@@ -17,8 +17,11 @@ def setup():
     return model, x
 
 
-def _term(model, x, output, loss):
-    return lambda: loss(x, model(x)[output])
+def _term_gradients(model, x, output, loss):
+    """Gradients of one loss term, by the paper's name of each weight."""
+    names = _named(model)
+    grads = gradients(lambda: loss(x, model(x)[output]), list(names.values()))
+    return dict(zip(names, grads))
 
 
 def _named(model):
@@ -40,10 +43,7 @@ def test_frozen_decode_passes_exactly_zero_gradient_to_the_decoder():
 
 def test_aux_term_gradients(setup):
     model, x = setup
-    names = _named(model)
-    grads = dict(zip(names, gradients(
-        _term(model, x, "aux_reconstruction", gsl.AuxReconstruction(1.0)),
-        list(names.values()))))
+    grads = _term_gradients(model, x, "aux_reconstruction", gsl.AuxReconstruction(1.0))
     # The frozen decoder gets nothing; the magnitude path gets nothing.
     assert np.all(grads["W_dec"] == 0)
     assert np.all(grads["r_mag"] == 0) and np.all(grads["b_mag"] == 0)
@@ -60,10 +60,7 @@ def test_aux_term_gradients(setup):
 
 def test_reconstruction_gives_no_gradient_to_the_gate_bias(setup):
     model, x = setup
-    names = _named(model)
-    grads = dict(zip(names, gradients(
-        _term(model, x, "reconstruction", gsl.ReconstructionLoss()),
-        list(names.values()))))
+    grads = _term_gradients(model, x, "reconstruction", gsl.ReconstructionLoss())
     assert np.all(grads["b_gate"] == 0)
     for name in ("W_gate", "r_mag", "b_mag", "W_dec", "b_dec"):
         assert np.abs(grads[name]).max() > 0, name
@@ -71,10 +68,7 @@ def test_reconstruction_gives_no_gradient_to_the_gate_bias(setup):
 
 def test_sparsity_term_trains_only_the_gate_path(setup):
     model, x = setup
-    names = _named(model)
-    grads = dict(zip(names, gradients(
-        _term(model, x, "gating_pre_activation", gsl.SparsityPenalty(0.5)),
-        list(names.values()))))
+    grads = _term_gradients(model, x, "gating_pre_activation", gsl.SparsityPenalty(0.5))
     assert np.all(grads["r_mag"] == 0) and np.all(grads["b_mag"] == 0)
     assert np.all(grads["W_dec"] == 0)
     assert np.abs(grads["b_gate"]).max() > 0 and np.abs(grads["W_gate"]).max() > 0

@@ -29,16 +29,25 @@ def test_round_trip_is_exact(tmp_path, dtype):
 def test_crash_loses_only_the_shard_in_flight_and_resumes(tmp_path):
     data = _rows(35)
     store = ActivationStore.create(tmp_path, 5, shard_rows=10)
-    store.append(data[:25], progress={"examples_done": 25})
+    for example in range(5):  # five examples of five rows
+        store.append(data[5 * example:5 * example + 5], source_index=example)
     assert store.buffered_rows == 5
     del store  # crash: the 5 buffered rows were never written
     (tmp_path / "shard_00002.npy.tmp").write_bytes(b"half a shard")  # torn write
     resumed = ActivationStore.create(tmp_path, 5, shard_rows=10, resume=True)
-    assert resumed.num_rows == 20 and resumed.progress == {"examples_done": 25}
+    assert resumed.num_rows == 20
+    assert resumed.progress == {"examples_done": 4, "rows_into_next_example": 0}
     resumed.append(data[20:])  # the caller restarts after the last full shard
     resumed.close()
     np.testing.assert_array_equal(ActivationStore.open(tmp_path).read_all(),
                                   data.astype("float16").astype("float32"))
+
+
+def test_progress_inside_an_example(tmp_path):
+    store = ActivationStore.create(tmp_path, 5, shard_rows=4)
+    store.append(_rows(3), source_index=0)
+    store.append(_rows(6), source_index=1)  # shard ends 1 row into example 1, next at 5
+    assert store.progress == {"examples_done": 1, "rows_into_next_example": 5}
 
 
 def test_corruption_is_reported_clearly(tmp_path):

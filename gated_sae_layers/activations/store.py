@@ -144,8 +144,14 @@ class ActivationStore:
         return cls(path, manifest)
 
     # ------------------------------------------------------------ writing
-    def append(self, rows, progress=None):
-        """Adds rows; writes every shard that fills. `progress` goes in the manifest."""
+    def append(self, rows, source_index=None):
+        """Adds rows; writes every shard that fills.
+
+        `source_index` (optional) is the index of the input example these
+        rows came from. The manifest's `progress` then says where a resumed
+        harvest starts: `examples_done` examples are fully on disk, plus the
+        first `rows_into_next_example` rows of the next one.
+        """
         if self.manifest["complete"]:
             raise ValueError(f"The store at {self.path} is closed.")
         rows = np.asarray(rows)
@@ -159,12 +165,16 @@ class ActivationStore:
         self._buffered_rows += len(rows)
         while self._buffered_rows >= self.shard_rows:
             data = np.concatenate(self._buffer)
-            self._write_shard(data[:self.shard_rows], progress)
             rest = data[self.shard_rows:]
+            progress = None
+            if source_index is not None:
+                written_of_this = len(rows) - len(rest)
+                progress = ({"examples_done": source_index + 1, "rows_into_next_example": 0}
+                            if not len(rest) else
+                            {"examples_done": source_index,
+                             "rows_into_next_example": written_of_this})
+            self._write_shard(data[:self.shard_rows], progress)
             self._buffer, self._buffered_rows = ([rest] if len(rest) else []), len(rest)
-        if progress is not None and not self._buffered_rows:
-            self.manifest["progress"] = progress
-            self._write_manifest()
 
     @property
     def buffered_rows(self):

@@ -1,0 +1,82 @@
+"""Activation normalization as SAELens does it, folded into the SAE on export.
+
+SAEs train better on activations scaled to a fixed norm: SAELens scales
+them so the mean squared norm equals `input_dim`. The scale is estimated
+once from a sample. Training then happens on `scale * x`; for use on raw
+activations the scale is folded into the weights, so the exported SAE
+gives `x_hat_raw = sae(scale * x) / scale` with no extra layer.
+"""
+
+import numpy as np
+from keras import ops
+
+from gated_sae_layers._validation import check_activations, check_positive_int
+
+
+def estimate_norm_scale(data, sample_rows=65536, seed=0):
+    """`sqrt(input_dim / E||x||^2)` over a sample of `data` (array or `ActivationStore`)."""
+    sample_rows = check_positive_int(sample_rows, "sample_rows")
+    if hasattr(data, "read_shard"):
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(data.num_shards)
+        parts, taken = [], 0
+        for index in order:
+            parts.append(np.asarray(data.read_shard(int(index)), "float64"))
+            taken += len(parts[-1])
+            if taken >= sample_rows:
+                break
+        sample = np.concatenate(parts)
+    else:
+        sample = np.asarray(check_activations(data, None, "data"), "float64")
+    if len(sample) > sample_rows:
+        sample = sample[np.random.default_rng(seed).choice(len(sample), sample_rows,
+                                                            replace=False)]
+    mean_squared_norm = float((sample ** 2).sum(axis=1).mean())
+    if mean_squared_norm == 0:
+        raise ValueError("The activations are all zero; no scale normalizes them.")
+    return float(np.sqrt(sample.shape[1] / mean_squared_norm))
+
+
+def fold_normalization(model, scale):
+    """A copy of `model` (trained on `scale * x`) that works on raw `x`.
+
+    With `x_c = scale * x - b_dec = scale * (x - b_dec / scale)`, the
+    encoder's input kernel is multiplied by `scale` and `b_dec` divided by
+    it, so every pre-activation and latent is unchanged; the decoder's
+    kernel and bias are divided by `scale`, so the reconstruction comes out
+    in raw units. Decoder rows then have norm `1 / scale`: the copy's
+    decoder has no unit-norm constraint (it is for inference on raw data;
+    keep training the normalized model).
+
+    Args:
+        model: a `SparseAutoencoder` whose encoder has an input kernel
+            (`gate_kernel` or `kernel`).
+        scale: float > 0, from `estimate_norm_scale`.
+
+    Returns:
+        A new model with the same config and folded weights.
+    """
+    scale = float(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"`scale` must be a finite number > 0. Received: scale={scale}")
+    config = model.get_config()
+    for layer_config in config.get("layers", []):
+        if layer_config["class_name"] == "UnitNormDecoder":
+            layer_config["config"]["kernel_constraint"] = None
+    folded = model.__class__.from_config(config)
+    folded.set_weights(model.get_weights())
+    encoder, decoder = folded.encoder, folded.decoder
+    kernel = getattr(encoder, "gate_kernel", None)
+    if kernel is None:
+        kernel = getattr(encoder, "kernel", None)
+    if kernel is None:
+        raise ValueError(
+            f"Cannot fold a scale into an encoder of type {type(encoder).__name__}: "
+            "it has no `gate_kernel` or `kernel`.")
+    kernel.assign(ops.convert_to_numpy(kernel) * scale)
+    decoder.kernel.assign(ops.convert_to_numpy(decoder.kernel) / scale)
+    decoder.bias.assign(ops.convert_to_numpy(decoder.bias) / scale)
+    return folded
+
+
+__all__ = ["estimate_norm_scale", "fold_normalization"]

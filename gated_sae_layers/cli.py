@@ -87,7 +87,8 @@ def _train(args):
         jit_compile=True)
     history = model.fit(dataset, epochs=args.epochs, verbose=0 if args.quiet else 2,
                         callbacks=[gsl.SparsityWarmup(max(steps // 10, 1))])
-    exported = fold_normalization(model, scale) if scale != 1.0 else model
+    model.normalization_scale = scale
+    exported = fold_normalization(model) if scale != 1.0 else model
     exported.save(args.out)
     report = {k: float(v[-1]) for k, v in history.history.items()}
     report.update(out=str(args.out), normalization_scale=scale, rows=store.num_rows)

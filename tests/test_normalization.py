@@ -29,7 +29,12 @@ def test_folding_gives_the_same_reconstructions_on_raw_activations(tmp_path):
     randomize(model, seed=2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(scale * raw, epochs=1, batch_size=16, verbose=0)
-    folded = fold_normalization(model, scale)
+    model.normalization_scale = scale
+    model.save(tmp_path / "normalized.keras")  # the scale is stored with the SAE
+    reloaded = keras.saving.load_model(tmp_path / "normalized.keras")
+    assert reloaded.normalization_scale == pytest.approx(scale)
+    folded = fold_normalization(reloaded)
+    assert folded.normalization_scale is None
     normalized_out = model.predict_on_batch(scale * raw)
     raw_out = folded.predict_on_batch(raw)
     np.testing.assert_allclose(raw_out["reconstruction"],
@@ -43,3 +48,5 @@ def test_folding_gives_the_same_reconstructions_on_raw_activations(tmp_path):
                                raw_out["reconstruction"], rtol=1e-6)
     with pytest.raises(ValueError, match="scale"):
         fold_normalization(model, -1.0)
+    with pytest.raises(ValueError, match="normalization_scale"):
+        fold_normalization(folded)

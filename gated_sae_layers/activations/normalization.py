@@ -37,7 +37,7 @@ def estimate_norm_scale(data, sample_rows=65536, seed=0):
     return float(np.sqrt(sample.shape[1] / mean_squared_norm))
 
 
-def fold_normalization(model, scale):
+def fold_normalization(model, scale=None):
     """A copy of `model` (trained on `scale * x`) that works on raw `x`.
 
     With `x_c = scale * x - b_dec = scale * (x - b_dec / scale)`, the
@@ -51,15 +51,25 @@ def fold_normalization(model, scale):
     Args:
         model: a `SparseAutoencoder` whose encoder has an input kernel
             (`gate_kernel` or `kernel`).
-        scale: float > 0, from `estimate_norm_scale`.
+        scale: float > 0, from `estimate_norm_scale`; default the model's
+            own `normalization_scale`.
 
     Returns:
-        A new model with the same config and folded weights.
+        A new model with the same config and folded weights, and
+        `normalization_scale=None` (it takes raw activations).
     """
+    if scale is None:
+        scale = getattr(model, "normalization_scale", None)
+        if scale is None:
+            raise ValueError(
+                "`scale` is None and the model has no `normalization_scale`: pass "
+                "the scale from `estimate_norm_scale`.")
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"`scale` must be a finite number > 0. Received: scale={scale}")
     config = model.get_config()
+    if "normalization_scale" in config:
+        config["normalization_scale"] = None
     for layer_config in config.get("layers", []):
         if layer_config["class_name"] == "UnitNormDecoder":
             layer_config["config"]["kernel_constraint"] = None

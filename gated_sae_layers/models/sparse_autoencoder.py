@@ -58,6 +58,9 @@ class SparseAutoencoder(keras.Model):
         target: `None` (reconstruct the model input, or `y` if `fit` gets
             one) or the name of an output holding the activations to
             reconstruct (gradients do not flow into it).
+        normalization_scale: `None`, or the factor the training activations
+            were scaled by (`estimate_norm_scale`); saved with the model and
+            folded into the weights by `fold_normalization`.
 
     Example:
 
@@ -69,8 +72,15 @@ class SparseAutoencoder(keras.Model):
     """
 
     def __init__(self, *args, loss_terms=None, metric_terms=None, target=None,
-                 **kwargs):
+                 normalization_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if normalization_scale is not None:
+            normalization_scale = check_non_negative_float(
+                normalization_scale, "normalization_scale")
+        # The factor the training activations were multiplied by (see
+        # `activations.normalization`); saved with the model, used by
+        # `fold_normalization`.
+        self.normalization_scale = normalization_scale
         outputs = getattr(self, "_outputs_struct", None)
         if not isinstance(outputs, dict):
             raise ValueError(
@@ -259,4 +269,5 @@ class SparseAutoencoder(keras.Model):
             for k, v in self.metric_terms.items()
         }
         config["target"] = self.target
+        config["normalization_scale"] = self.normalization_scale
         return config

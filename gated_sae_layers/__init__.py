@@ -13,7 +13,17 @@ from gated_sae_layers.analysis import (
 )
 from gated_sae_layers.callbacks import DecoderNormalizer, SparsityWarmup
 from gated_sae_layers.constraints import UnitNormRows
-from gated_sae_layers.layers import GatedEncoder, UnitNormDecoder
+from gated_sae_layers.layers import (
+    AuxKResidual,
+    BatchTopKEncoder,
+    GatedEncoder,
+    JumpReLUEncoder,
+    PrefixMask,
+    ReLUEncoder,
+    SparseEncoder,
+    TopKEncoder,
+    UnitNormDecoder,
+)
 from gated_sae_layers.losses import AuxReconstruction, ReconstructionLoss, SparsityPenalty
 from gated_sae_layers.metrics import (
     L0,
@@ -24,6 +34,14 @@ from gated_sae_layers.metrics import (
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.seed_compat import GatedSAE
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
+from gated_sae_layers.models.variants import (
+    build_batch_topk_sae,
+    build_jumprelu_sae,
+    build_matryoshka_sae,
+    build_relu_sae,
+    build_sae,
+    build_topk_sae,
+)
 from gated_sae_layers.plots import (
     plot_decoder_gallery,
     plot_feature_density,
@@ -31,27 +49,44 @@ from gated_sae_layers.plots import (
 )
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay
+from gated_sae_layers.variant_losses import AuxKLoss, L0Penalty, L1Penalty
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuxKLoss",
+    "AuxKResidual",
     "AuxReconstruction",
+    "BatchTopKEncoder",
     "DeadFeatures",
     "DeadLatentResampler",
     "DecoderNormalizer",
     "FractionOfVarianceUnexplained",
     "GatedEncoder",
     "GatedSAE",
+    "JumpReLUEncoder",
     "L0",
+    "L0Penalty",
+    "L1Penalty",
+    "PrefixMask",
+    "ReLUEncoder",
     "ReconstructionLoss",
     "RelativeReconstructionBias",
     "SparseAutoencoder",
+    "SparseEncoder",
     "SparsityPenalty",
     "SparsityWarmup",
+    "TopKEncoder",
     "UnitNormDecoder",
     "UnitNormRows",
     "WarmupCosineDecay",
+    "build_batch_topk_sae",
     "build_gated_sae",
+    "build_jumprelu_sae",
+    "build_matryoshka_sae",
+    "build_relu_sae",
+    "build_sae",
+    "build_topk_sae",
     "decoder_sharpness",
     "feature_density",
     "plot_decoder_gallery",

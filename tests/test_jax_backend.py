@@ -7,7 +7,8 @@ import sys
 import pytest
 
 JAX_TESTS = ["tests/test_layers.py", "tests/test_losses.py", "tests/test_metrics.py",
-             "tests/test_gradients.py", "tests/test_resampling.py"]
+             "tests/test_gradients.py", "tests/test_resampling.py",
+             "tests/test_variants.py", "tests/test_variant_layers.py"]
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")

@@ -11,6 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = {
     "01_quickstart.ipynb": ({"GSL_NOTEBOOK_EPOCHS": "3"},
                             ["reloaded SparseAutoencoder", "'fvu'"]),
+    "02_variants.ipynb": ({"GSL_NOTEBOOK_EPOCHS": "3"},
+                          ["reloaded SparseAutoencoder", "'fvu'"]),
     "03_transformer_activations.ipynb": (
         {"GSL_NOTEBOOK_TEXTS": "120", "GSL_NOTEBOOK_EPOCHS": "2"},
         ["fraction_recovered", "held-out tokens"]),

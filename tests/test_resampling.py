@@ -70,3 +70,15 @@ def test_resampler_bad_arguments(digits):
         DeadLatentResampler(digits, check_every=0)
     with pytest.raises(ValueError, match="NaN"):
         DeadLatentResampler(np.full((4, 64), np.nan, "float32"), check_every=1)
+
+
+def test_resampling_works_with_the_relu_sae(digits):
+    model = gsl.build_relu_sae(64, 48, sparsity_coefficient=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(digits, epochs=1, batch_size=128, verbose=0)
+    bias = np.array(model.encoder.bias)
+    bias[[5, 6]] = -1e3
+    model.encoder.bias.assign(bias)
+    assert DeadLatentResampler(digits, check_every=1).resample(model) >= 2
+    codes = model.predict_on_batch(digits)["latents"]
+    assert np.all(codes[:, [5, 6]].max(0) > 0)

@@ -89,3 +89,38 @@ def test_unregistered_load_says_what_to_import(tmp_path):
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert "gated_sae_layers" in result.stdout
+
+
+VARIANTS = {
+    "relu": {"sparsity_coefficient": 0.02, "weight_by_decoder_norm": True},
+    "topk": {"k": 3},
+    "batch_topk": {"k": 3},
+    "jumprelu": {"sparsity_coefficient": 0.02},
+    "matryoshka": {"k": 3, "prefix_sizes": [4, 8]},
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(VARIANTS))
+def test_every_variant_loads_in_a_fresh_process(architecture, tmp_path):
+    x = np.random.default_rng(2).normal(size=(32, 6)).astype("float32")
+    model = gsl.build_sae(architecture, 6, 16, **VARIANTS[architecture])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "variant.keras")
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent("""
+        import sys, numpy as np, keras
+        import gated_sae_layers
+        model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+        out = model.predict_on_batch(np.load(sys.argv[2]))
+        np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in out.items()})
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "variant.keras"),
+         str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = np.load(tmp_path / "out.npz")
+    for name, value in model.predict_on_batch(x).items():
+        np.testing.assert_array_equal(loaded[name], np.asarray(value))

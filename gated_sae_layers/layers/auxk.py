@@ -1,0 +1,115 @@
+"""Dead-latent tracking and the AuxK latents of Gao et al. 2024 (arXiv:2406.04093)."""
+
+from keras import ops
+
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.layers.affine_encoder import AffineEncoder
+from gated_sae_layers.layers.top_k import keep_top_k
+
+
+def check_k(k, latent_dim, name="k"):
+    """Returns `k` as an int, or raises unless `1 <= k <= latent_dim`."""
+    k = check_positive_int(k, name)
+    if k > latent_dim:
+        raise ValueError(
+            f"`{name}` must be at most `latent_dim` ({latent_dim}): it counts "
+            f"latents kept out of latent_dim. Received: {name}={k}"
+        )
+    return k
+
+
+def steps_since_fired_update(steps_since_fired, latents):
+    """The counter after one training step: 0 where a latent fired, else +1.
+
+    Args:
+        steps_since_fired: `(latent_dim,)` int counter.
+        latents: `(..., latent_dim)`, the step's latents.
+
+    Returns:
+        `(latent_dim,)`, the new counter.
+    """
+    rows = ops.reshape(latents, (-1, latents.shape[-1]))
+    fired = ops.any(rows > 0, axis=0)
+    return ops.where(fired, ops.zeros_like(steps_since_fired), steps_since_fired + 1)
+
+
+def auxk_latents(pre_activation, dead, k_aux):
+    """The AuxK latents: relu of the top `k_aux` pre-activations among dead latents.
+
+    Args:
+        pre_activation: `(..., latent_dim)`, `z = x_c @ W_enc + b_enc`.
+        dead: `(latent_dim,)` bool, which latents are dead.
+        k_aux: int, at most `latent_dim`.
+
+    Returns:
+        `(..., latent_dim)`, non-negative; nonzero only at dead latents, at
+        most `k_aux` per row. All zeros when no latent is dead.
+    """
+    masked = ops.where(dead, pre_activation, ops.zeros_like(pre_activation))
+    return ops.relu(keep_top_k(masked, k_aux))
+
+
+class AuxKEncoder(AffineEncoder):
+    """Base of the TopK-style encoders: tracks dead latents and emits AuxK latents.
+
+    A non-trainable counter `steps_since_fired` (`(latent_dim,)`, int32)
+    holds, per latent, the number of consecutive training steps (calls with
+    `training=True`) in which it fired for no row of the batch; it resets to
+    0 when the latent fires. It is updated inside the compiled train step,
+    like `BatchNormalization`'s moving statistics, and is saved with the
+    model. A latent is dead once `steps_since_fired >= dead_steps_threshold`.
+
+    Besides `"latents"` the call returns `"aux_latents"`: `relu` of the top
+    `k_aux` pre-activations among the dead latents (Gao et al. 2024,
+    sec. A.2), the input of the AuxK loss (`AuxKResidual`, `AuxKLoss`).
+
+    Args:
+        latent_dim: int, the number of latents.
+        k: int, `1 <= k <= latent_dim`, the number of active latents per row.
+        k_aux: int >= 1, the AuxK budget (Gao et al. use 512); capped at
+            `latent_dim`.
+        dead_steps_threshold: int >= 1, the training steps without firing
+            after which a latent counts as dead.
+        kernel_initializer, bias_initializer, **kwargs: as `AffineEncoder`.
+    """
+
+    def __init__(self, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 **kwargs):
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
+        k = check_k(k, latent_dim)
+        k_aux = check_positive_int(k_aux, "k_aux")
+        dead_steps_threshold = check_positive_int(
+            dead_steps_threshold, "dead_steps_threshold")
+        super().__init__(latent_dim, kernel_initializer, bias_initializer, **kwargs)
+        self.k = k
+        self.k_aux = k_aux
+        self.dead_steps_threshold = dead_steps_threshold
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.steps_since_fired = self.add_weight(
+            name="steps_since_fired", shape=(self.latent_dim,), initializer="zeros",
+            dtype="int32", trainable=False,
+        )
+
+    def output_names(self):
+        return ("latents", "aux_latents")
+
+    def dead_latents(self):
+        """`(latent_dim,)` bool: which latents are dead now."""
+        return self.steps_since_fired >= self.dead_steps_threshold
+
+    def track_and_aux(self, latents, pre_activation, training):
+        """Updates the counter (training only), then returns the AuxK latents."""
+        if training:
+            self.steps_since_fired.assign(
+                steps_since_fired_update(self.steps_since_fired.value, latents))
+        return auxk_latents(pre_activation, self.dead_latents(),
+                            min(self.k_aux, self.latent_dim))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"k": self.k, "k_aux": self.k_aux,
+                       "dead_steps_threshold": self.dead_steps_threshold})
+        return config

@@ -1,0 +1,42 @@
+"""The ReLU encoder of the standard (L1-penalized) SAE."""
+
+import keras
+from keras import ops
+
+from gated_sae_layers.layers.affine_encoder import AffineEncoder
+
+
+@keras.saving.register_keras_serializable(package="gated_sae_layers")
+class ReLUEncoder(AffineEncoder):
+    """ReLU SAE encoder, `f = relu((x - b_dec) @ W_enc + b_enc)`.
+
+    The baseline of Rajamanoharan et al. 2024 (arXiv:2404.16014, sec. 2)
+    and of Bricken et al. 2023 ("Towards Monosemanticity"), trained with an
+    L1 penalty on the latents (`L1Penalty`). The weights are `kernel`
+    (`W_enc`, `(input_dim, latent_dim)`) and `bias` (`b_enc`, `(latent_dim,)`).
+
+    Args:
+        latent_dim: int, the number of dictionary latents `M`.
+        kernel_initializer: initializer of `W_enc`. `build_relu_sae`
+            overwrites it with the transposed decoder (tied initialization).
+        bias_initializer: initializer of `b_enc`.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(..., input_dim)`, the *centered* input
+            `x - b_dec` (see `UnitNormDecoder(..., mode="center")`).
+
+    Returns:
+        A dict with `"latents"`, `(..., latent_dim)`, non-negative.
+
+    Example:
+
+    >>> import numpy as np
+    >>> encoder = ReLUEncoder(latent_dim=16)
+    >>> latents = encoder(np.random.rand(4, 8).astype("float32"))["latents"]
+    >>> tuple(latents.shape), bool(np.all(np.asarray(latents) >= 0))
+    ((4, 16), True)
+    """
+
+    def call(self, inputs):
+        return {"latents": ops.relu(self.pre_activation(inputs))}

@@ -1,6 +1,15 @@
-"""Activations of real models: an on-disk store and its stream into `fit`."""
+"""Activations of real models: harvest, an on-disk store, its stream into `fit`,
+normalization, and splicing an SAE back in."""
 
+from gated_sae_layers.activations.harvest import harvest
+from gated_sae_layers.activations.minilm import load_minilm, minilm_path, stdlib_docstrings
+from gated_sae_layers.activations.normalization import estimate_norm_scale, fold_normalization
+from gated_sae_layers.activations.splice import SplicedModel, loss_recovered, spliced
 from gated_sae_layers.activations.store import ActivationStore, StoreCorruptionError
 from gated_sae_layers.activations.stream import store_dataset
 
-__all__ = ["ActivationStore", "StoreCorruptionError", "store_dataset"]
+__all__ = [
+    "ActivationStore", "SplicedModel", "StoreCorruptionError", "estimate_norm_scale",
+    "fold_normalization", "harvest", "load_minilm", "loss_recovered", "minilm_path",
+    "spliced", "stdlib_docstrings", "store_dataset",
+]

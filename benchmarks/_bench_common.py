@@ -187,3 +187,13 @@ def markdown_table(rows, columns):
                 cells.append(format(value, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def parse_grid(text):
+    """`"gated=1,2;relu=0.5"` -> `{"gated": [1.0, 2.0], "relu": [0.5]}`."""
+    grid = {}
+    for item in text.split(";"):
+        if item.strip():
+            name, values = item.split("=")
+            grid[name.strip()] = [float(v) for v in values.split(",")]
+    return grid

@@ -139,15 +139,6 @@ def plot(results, path, title):
     plt.close(fig)
 
 
-def parse_grid(text):
-    grid = {}
-    for item in text.split(";"):
-        if item.strip():
-            name, values = item.split("=")
-            grid[name.strip()] = [float(v) for v in values.split(",")]
-    return grid
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true",
@@ -190,7 +181,7 @@ def main(argv=None):
     steps = args.steps or (20000 if args.large else 6000)
     latent_dim = int(round(args.latent_factor * n_true))
     grid = dict(DEFAULT_GRID)
-    grid.update(parse_grid(args.grid))
+    grid.update(bc.parse_grid(args.grid))
     available = bc.variants_available()
     architectures = [a for a in args.architectures.split(",") if a]
     skipped = [a for a in architectures if a not in available]

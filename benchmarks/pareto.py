@@ -201,15 +201,6 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
-def parse_grid(text):
-    grid = {}
-    for item in text.split(";"):
-        if item.strip():
-            name, values = item.split("=")
-            grid[name.strip()] = [float(v) for v in values.split(",")]
-    return grid
-
-
 def run_dataset(name, args, info):
     latent_dim, steps, batch_size, lr = SIZES[(name, args.large)]
     latent_dim = args.latent_dim or latent_dim
@@ -217,7 +208,7 @@ def run_dataset(name, args, info):
     batch_size = args.batch_size or batch_size
     lr = args.lr or lr
     grid = dict((GRIDS_LARGE if args.large else GRIDS)[name])
-    grid.update(parse_grid(args.grid))
+    grid.update(bc.parse_grid(args.grid))
     x_train, x_test, description = load_dataset(name, args.seed)
     architectures = [a for a in args.architectures.split(",") if a]
     available = bc.variants_available()

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.layers.base import SparseEncoder
 
 
@@ -101,28 +100,8 @@ class GatedEncoder(SparseEncoder):
     ((4, 16), (4, 16))
     """
 
-    def __init__(
-        self,
-        latent_dim,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        latent_dim = check_positive_int(latent_dim, "latent_dim")
-        super().__init__(**kwargs)
-        self.latent_dim = latent_dim
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
-
     def build(self, input_shape):
-        input_dim = input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                f"Layer '{self.name}' needs a known last axis (input_dim) to "
-                f"build. Received: input_shape={tuple(input_shape)}"
-            )
-        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+        input_dim = self._input_dim(input_shape)
         self.gate_kernel = self.add_weight(
             name="gate_kernel",
             shape=(input_dim, self.latent_dim),
@@ -155,18 +134,3 @@ class GatedEncoder(SparseEncoder):
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape[:-1]) + (self.latent_dim,)
         return {"latents": shape, "gating_pre_activation": shape}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "latent_dim": self.latent_dim,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
-        return config

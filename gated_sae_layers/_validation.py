@@ -53,13 +53,24 @@ def is_array_like(data):
     )
 
 
-def check_activations(data, input_dim=None, name="x"):
+def non_finite_rows_message(name, bad_rows, num_rows):
+    """The error text for NaN/Inf in rows `bad_rows` (sorted) of `name`."""
+    return (
+        f"`{name}` contains NaN or Inf in {len(bad_rows)} of {num_rows} "
+        f"rows (first at row {bad_rows[0]}). Training on them would turn "
+        "every weight into NaN; drop or repair those rows first."
+    )
+
+
+def check_activations(data, input_dim=None, name="x", check_finite=True):
     """Checks a 2-D float array of activations before any work is done.
 
     Args:
         data: array-like of shape `(num_examples, input_dim)`.
         input_dim: the expected feature width, or `None` to accept any.
         name: the argument's name, used in error messages.
+        check_finite: whether to scan the values for NaN/Inf on the host
+            (`False` where the caller checks them on the device).
 
     Returns:
         `data` unchanged.
@@ -92,13 +103,10 @@ def check_activations(data, input_dim=None, name="x"):
             f"Received: {name}.dtype={dtype.name}. Convert it first, for "
             f"example `{name}.astype('float32') / 255.0` for 8-bit pixels."
         )
-    values = np.asarray(data)
-    finite = np.isfinite(values)
+    if not check_finite:
+        return data
+    finite = np.isfinite(np.asarray(data))
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(
-            f"`{name}` contains NaN or Inf in {bad_rows.size} of {shape[0]} "
-            f"rows (first at row {bad_rows[0]}). Training on them would turn "
-            "every weight into NaN; drop or repair those rows first."
-        )
+        raise ValueError(non_finite_rows_message(name, bad_rows, shape[0]))
     return data

@@ -130,6 +130,10 @@ class SparsityWarmup(keras.callbacks.Callback):
             loss.coefficient.assign(target * fraction)
         self._done = fraction >= 1.0
 
+    def needs_every_batch(self):
+        """True while ramping: `fit` then runs one step per dispatch."""
+        return not getattr(self, "_done", False)
+
     def on_train_end(self, logs=None):
         for loss, target in self._targets or ():
             loss.coefficient.assign(target)

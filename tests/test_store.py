@@ -113,3 +113,19 @@ def test_stream_trains_a_sae(tmp_path):
                         verbose=0).history
     assert len(history["reconstruction"]) == 3
     assert history["reconstruction"][-1] < history["reconstruction"][0]
+
+
+def test_fit_takes_a_store_directly(tmp_path):
+    """`fit(store)` streams the store (through `store_dataset` on TensorFlow,
+    shard by shard onto the device on JAX) and sees every row each epoch."""
+    rows = np.random.default_rng(0).normal(size=(150, 6)).astype("float32")
+    store = ActivationStore.create(tmp_path / "fit", 6, shard_rows=40)
+    store.append(rows)
+    store.close()
+    model = gsl.build_gated_sae(6, 24, sparsity_coefficient=1e-3)
+    model.compile(keras.optimizers.Adam(0.0))
+    expected = model.evaluate(rows, batch_size=150, verbose=0, return_dict=True)
+    history = model.fit(ActivationStore.open(tmp_path / "fit"), batch_size=32,
+                        epochs=2, verbose=0)
+    np.testing.assert_allclose(history.history["l0"], [expected["l0"]] * 2,
+                               rtol=1e-3)

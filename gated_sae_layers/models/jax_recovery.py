@@ -14,7 +14,15 @@ import keras
 
 
 class _ReleaseSnapshot(keras.callbacks.Callback):
-    """Drops the pre-`fit` snapshot once a step has finished (saves memory)."""
+    """Drops the pre-`fit` snapshot once a step has finished (saves memory).
+
+    Safe to run in Keras's callback thread and every few steps: a callback
+    with `on_train_batch_end` otherwise makes Keras convert the logs to
+    Python floats after every step, which waits for the device each time.
+    """
+
+    async_safe = True
+    coarse_batch_hooks = True
 
     def __init__(self, holder):
         super().__init__()

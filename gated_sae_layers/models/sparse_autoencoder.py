@@ -1,16 +1,21 @@
 """`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
 
+import inspect
+
 import keras
 from keras import ops
 
 from gated_sae_layers._validation import (
     check_activations,
     check_non_negative_float,
+    check_positive_int,
     is_array_like,
 )
+from gated_sae_layers.activations.store import ActivationStore
+from gated_sae_layers.activations.stream import store_dataset
 from gated_sae_layers.callbacks import find_decoders, find_sparsity_penalties
 from gated_sae_layers.layers.base import SparseEncoder
-from gated_sae_layers.models import data_guard
+from gated_sae_layers.models import data_guard, device_resident_fit
 from gated_sae_layers.models.jax_recovery import keep_weights_on_error
 
 
@@ -20,6 +25,29 @@ def _deserialize(obj, kind):
     if kind == "loss":
         return keras.losses.get(obj)
     return keras.metrics.get(obj)
+
+
+_FIT_PARAMETERS = [
+    name for name in inspect.signature(keras.Model.fit).parameters
+    if name not in ("self", "x", "y")]
+
+
+def _bind_fit_arguments(args, kwargs):
+    """`fit`'s arguments after `x, y`, positional or not, as one dict."""
+    if len(args) > len(_FIT_PARAMETERS):
+        raise TypeError(
+            f"fit() takes at most {len(_FIT_PARAMETERS) + 2} positional "
+            f"arguments. Received: {len(args) + 2}")
+    arguments = dict(zip(_FIT_PARAMETERS, args))
+    for name, value in kwargs.items():
+        if name not in _FIT_PARAMETERS:
+            raise TypeError(
+                f"fit() got an unexpected keyword argument '{name}'. It takes "
+                f"{_FIT_PARAMETERS + ['device_resident', 'device_chunk_rows']}")
+        if name in arguments:
+            raise TypeError(f"fit() got multiple values for argument '{name}'")
+        arguments[name] = value
+    return arguments
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -196,6 +224,7 @@ class SparseAutoencoder(keras.Model):
                     f"the model, not `{name}=` to compile(). Received: "
                     f"{name}={kwargs[name]!r}"
                 )
+        self._device_resident_runners = None
         super().compile(*args, **kwargs)
 
     def compile_from_config(self, config):
@@ -212,44 +241,115 @@ class SparseAutoencoder(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
+        # Under tf.distribute each replica returns its share of the global
+        # loss and the replicas' gradients are summed: a Keras `Loss` with a
+        # mean reduction already divides by the replicas, the regularization
+        # losses (whole on every replica) are divided here, and the logs get
+        # the global values back. On JAX (`keras.distribution`) one program
+        # sees the global batch and `replicas` is 1.
+        from gated_sae_layers import distribution
+
+        distribution.check_jit_compile(self.jit_compile)
+        replicas = distribution.num_replicas_in_sync()
         target = self._target(x, y, y_pred)
         batch_size = ops.shape(target)[0]
         total = 0.0
         for tracker, (name, loss) in zip(
                 self._term_trackers, self.loss_terms.items()):
             value = loss(target, y_pred[name], sample_weight=sample_weight)
-            tracker.update_state(value, sample_weight=batch_size)
+            tracker.update_state(value * replicas if replicas > 1 else value,
+                                 sample_weight=batch_size)
             total = total + value
         for regularization in self.losses:
-            total = total + ops.cast(regularization, "float32")
+            total = total + ops.cast(regularization, "float32") / replicas
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        from gated_sae_layers import distribution
+
         target = self._target(x, y, y_pred)
         for name, metrics in self.metric_terms.items():
             for metric in metrics:
                 metric.update_state(target, y_pred[name], sample_weight)
-        return self.get_metrics_result()
+        # Per-batch logs of the global batch, not of one replica's share.
+        return distribution.read_across_replicas(self.get_metrics_result)
 
-    def _check_data(self, data, name):
+    def _check_data(self, data, name, check_finite=True):
         if data is None or self.target is not None:
             return data
+        if isinstance(data, ActivationStore):
+            if data.input_dim != self.input_dim or data.num_rows == 0:
+                raise ValueError(
+                    f"`{name}` must be an ActivationStore of rows of width "
+                    f"{self.input_dim} with at least one row. Received: a store "
+                    f"of {data.num_rows} rows of width {data.input_dim}")
+            return data
         if is_array_like(data):
-            return check_activations(data, self.input_dim, name)
+            return check_activations(
+                data, self.input_dim, name, check_finite=check_finite)
         return data_guard.guard_stream(data, name)
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        x = self._check_data(x, "x")
+    def fit(self, x=None, y=None, *args, validation_data=None,
+            device_resident="auto", device_chunk_rows=None, **kwargs):
+        """`keras.Model.fit`, with a device-resident fast path on JAX.
+
+        Takes every argument of `keras.Model.fit`, plus:
+
+        Args:
+            x: also an `ActivationStore`: streamed to the device shard by
+                shard on JAX, through `store_dataset` otherwise.
+            device_resident: `"auto"` (default), `True` or `False`. On the
+                JAX backend, in-memory activations (numpy or JAX arrays, no
+                `y`/`sample_weight`) or an `ActivationStore` train with the
+                data on the device,
+                shuffled there, several steps per dispatch and NaN/Inf
+                checked there (`models.device_resident_fit`). `"auto"` takes
+                that path wherever it applies, `True` raises a `ValueError`
+                saying why where it does not, `False` always uses the stock
+                Keras loop.
+            device_chunk_rows: rows uploaded to the device at a time on that
+                path; default: as many as fit in a quarter of the free
+                device memory (1 GiB worth on a CPU).
+        """
+        if device_resident not in ("auto", True, False):
+            raise ValueError(
+                "`device_resident` must be 'auto', True or False. "
+                f"Received: device_resident={device_resident!r}")
+        if device_chunk_rows is not None:
+            device_chunk_rows = check_positive_int(
+                device_chunk_rows, "device_chunk_rows")
+        arguments = _bind_fit_arguments(args, kwargs)
+        reason = None
+        if device_resident is not False:
+            reason = device_resident_fit.unsupported_reason(
+                self, x, y, arguments)
+            if reason is not None and device_resident is True:
+                raise ValueError(
+                    "fit(device_resident=True) cannot run here: "
+                    f"{reason}. Use device_resident='auto' to fall back to "
+                    "the stock Keras loop.")
+        resident = device_resident is not False and reason is None
+        x = self._check_data(x, "x", check_finite=not resident)
         y = self._check_data(y, "y")
         if isinstance(validation_data, (tuple, list)):
             validation_data = tuple(
                 self._check_data(v, "validation_data") for v in validation_data)
         else:
             validation_data = self._check_data(validation_data, "validation_data")
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if isinstance(x, ActivationStore) and not resident:
+            x = store_dataset(x, arguments.pop("batch_size", None) or 32,
+                              shuffle_buffer=16384 if arguments.get(
+                                  "shuffle", True) else 1)
+        callbacks = list(arguments.pop("callbacks", None) or [])
         with data_guard.readable_errors(), keep_weights_on_error(self, callbacks):
-            return super().fit(x, y, *args, validation_data=validation_data,
-                               callbacks=callbacks, **kwargs)
+            if resident:
+                return device_resident_fit.device_resident_fit(
+                    self, x, validation_data=validation_data,
+                    callbacks=callbacks, device_chunk_rows=device_chunk_rows,
+                    **{name: value for name, value in arguments.items()
+                       if name in device_resident_fit.FIT_ARGUMENTS})
+            return super().fit(x, y, validation_data=validation_data,
+                               callbacks=callbacks, **arguments)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         x = self._check_data(x, "x")

@@ -1,0 +1,231 @@
+"""Peer gated-SAE implementations, timed the way each project trains.
+
+Each function times one training step of another project's gated SAE, as
+shipped, at the benchmark's size, Adam learning rate 1e-4, `beta_1=0`,
+sparsity coefficient 1e-3. None of these packages is a dependency of the
+kit; each is optional, and a missing one raises `PeerUnavailable` (the
+table then says "skipped" and how to install it). Install on CPU:
+
+    pip install torch==2.13.0+cpu        # a CPU wheel, where one is at hand;
+                                         # plain `pip install torch` pulls CUDA
+    pip install sae-lens                 # SAELens 6.x (needs torch)
+    pip install --no-deps dictionary-learning einops
+    pip install --no-deps gated-sae-tf   # needs tensorflow, as the kit has
+
+What each one runs, and how it differs from the paper-exact step of
+`reference_steps.py` (so the ratios compare implementations, not exactly
+the same arithmetic):
+
+* `saelens`: `sae_lens.GatedTrainingSAE` and the public seam
+  `SAETrainer.step(batch)` (forward, loss, backward, gradient-norm clipping
+  to 1, Adam, dead-feature bookkeeping) with a constant learning rate.
+  SAELens 6.x computes the encoder matmul three times (gate, magnitude, and
+  again in the aux loss), weights the L1 term by the decoder row norms, does
+  not detach the decoder in the aux reconstruction, and does not renormalize
+  decoder rows. `saelens-bf16` sets its own `autocast=True`.
+* `dictionary-learning`: `dictionary_learning.trainers.gdm.GatedSAETrainer`
+  and its `update(step, x)` (the paper's three loss terms; `ConstrainedAdam`,
+  which removes the parallel gradient of the decoder and renormalizes it).
+  `import dictionary_learning` needs `nnsight` for its activation buffer; the
+  benchmark does not, so it loads the package without running its
+  `__init__` when `nnsight` is missing. `dictionary-learning-bf16` wraps the
+  update in `torch.autocast(bfloat16)`, as its `trainSAE(autocast_dtype=...)`
+  does on a GPU.
+* `gated-sae-tf` / `gated-sae-tf-xla`: `gated_sae.GatedSAE` 0.1.1 trained
+  with its own `fit` (TensorFlow only: it calls `tf.*`), `aux_weight=1`,
+  `clip_norm=None`, `compile(jit_compile=...)` "auto" (off on a CPU) or
+  True. It runs two encoder matmuls.
+
+The PyTorch peers train on `cuda` when torch sees a GPU, else on the CPU,
+with their batches already on the device.
+"""
+
+import importlib.util
+import sys
+import time
+import types
+
+import reference_steps as ref
+
+
+class PeerUnavailable(Exception):
+    """The peer package cannot be imported; the message says how to install it."""
+
+
+def _require(module, install):
+    if importlib.util.find_spec(module) is None:
+        raise PeerUnavailable(f"`{module}` is not importable ({install})")
+
+
+# ---------------------------------------------------------------- SAELens
+def time_saelens(input_dim, latent_dim, batch_size, steps, epochs, repeats,
+                 precision="float32", min_time=0.0, device=None, seed=0):
+    _require("torch", "pip install torch")
+    _require("sae_lens", "pip install sae-lens")
+    import torch
+    import sae_lens
+    from sae_lens import GatedTrainingSAE, GatedTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    device = ref.torch_device(device)
+    if device.startswith("cuda"):
+        torch.set_float32_matmul_precision("high")
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(seed)
+    sae = GatedTrainingSAE(GatedTrainingSAEConfig(
+        d_in=input_dim, d_sae=latent_dim, device=device,
+        l1_coefficient=ref.SPARSITY_COEFFICIENT))
+    lr = ref.ADAM["learning_rate"]
+    trainer = SAETrainer(
+        SAETrainerConfig(
+            total_training_samples=2**62, train_batch_size_samples=batch_size,
+            lr=lr, lr_end=lr, adam_beta1=ref.ADAM["beta_1"],
+            adam_beta2=ref.ADAM["beta_2"], device=device,
+            autocast=precision == "bfloat16"),
+        sae, data_provider=iter(()))
+    batches = ref.torch_batches(torch, steps, batch_size, input_dim, device, seed)
+    out = None
+
+    def run(n_steps):
+        nonlocal out
+        for i in range(n_steps):
+            out = trainer.step(batches[i % steps])
+            trainer.n_training_steps += 1
+        ref.torch_sync(torch, device)
+
+    return _finish(torch, device, run, steps, epochs, repeats, min_time,
+                   batch_size, input_dim, latent_dim, lambda: out.loss,
+                   library=f"sae-lens {sae_lens.__version__}, torch "
+                   f"{torch.__version__}", precision=precision)
+
+
+# ---------------------------------------------------- dictionary_learning
+def _import_gdm():
+    """`GatedSAETrainer`, importing the package without `nnsight` if need be."""
+    if "dictionary_learning" not in sys.modules:
+        _require("dictionary_learning",
+                 "pip install --no-deps dictionary-learning einops")
+    _require("einops", "pip install einops")
+    try:
+        import dictionary_learning  # noqa: F401
+    except ImportError:
+        sys.modules.pop("dictionary_learning", None)
+        spec = importlib.util.find_spec("dictionary_learning")
+        package = types.ModuleType("dictionary_learning")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["dictionary_learning"] = package
+    from dictionary_learning.trainers.gdm import GatedSAETrainer
+
+    try:
+        from importlib.metadata import version
+
+        label = f"dictionary-learning {version('dictionary-learning')}"
+    except Exception:  # noqa: BLE001
+        label = "dictionary-learning"
+    return GatedSAETrainer, label
+
+
+def time_dictionary_learning(input_dim, latent_dim, batch_size, steps, epochs,
+                             repeats, precision="float32", min_time=0.0,
+                             device=None, seed=0):
+    _require("torch", "pip install torch")
+    import contextlib
+
+    import torch
+
+    GatedSAETrainer, label = _import_gdm()
+    device = ref.torch_device(device)
+    if device.startswith("cuda"):
+        torch.set_float32_matmul_precision("high")
+        torch.cuda.reset_peak_memory_stats()
+    trainer = GatedSAETrainer(
+        steps=2**62, activation_dim=input_dim, dict_size=latent_dim, layer=0,
+        lm_name="benchmark", lr=ref.ADAM["learning_rate"],
+        l1_penalty=ref.SPARSITY_COEFFICIENT, warmup_steps=0,
+        sparsity_warmup_steps=None, seed=seed, device=device, wandb_name=None)
+    batches = ref.torch_batches(torch, steps, batch_size, input_dim, device, seed)
+    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+                if precision == "bfloat16" else contextlib.nullcontext())
+    counter = [0]
+
+    def run(n_steps):
+        for i in range(n_steps):
+            with autocast:
+                trainer.update(counter[0], batches[i % steps])
+            counter[0] += 1
+        ref.torch_sync(torch, device)
+
+    return _finish(torch, device, run, steps, epochs, repeats, min_time,
+                   batch_size, input_dim, latent_dim,
+                   lambda: trainer.loss(batches[0], counter[0]),
+                   library=f"{label}, torch {torch.__version__}",
+                   precision=precision)
+
+
+def _finish(torch, device, run, steps, epochs, repeats, min_time, batch_size,
+            input_dim, latent_dim, last_loss, **extra):
+    t0 = time.perf_counter()
+    run(2)
+    warmup_s = time.perf_counter() - t0
+    passes, times = ref.time_repeats(lambda k: run(k * steps), epochs, repeats,
+                                     min_time)
+    result = ref.timing_summary(times, passes * steps, batch_size, input_dim,
+                                latent_dim)
+    on_gpu = device.startswith("cuda")
+    with torch.no_grad():
+        loss = float(last_loss())
+    result.update(
+        device=torch.device(device).type,
+        device_detail=(torch.cuda.get_device_name() if on_gpu
+                       else f"CPU, {torch.get_num_threads()} threads"),
+        warmup_s=warmup_s, final_loss=loss,
+        float32_matmul_precision=torch.get_float32_matmul_precision(),
+        peak_device_bytes=int(torch.cuda.max_memory_allocated()) if on_gpu else None,
+        **extra)
+    return result
+
+
+# ----------------------------------------------------------- gated-sae-tf
+def time_gated_sae_tf(input_dim, latent_dim, batch_size, steps, epochs, repeats,
+                      jit_compile="auto", min_time=0.0, seed=0):
+    _require("gated_sae", "pip install --no-deps gated-sae-tf")
+    _require("tensorflow", "gated-sae-tf needs TensorFlow")
+    import keras
+    import tensorflow as tf
+    from gated_sae import GatedSAE
+
+    if keras.backend.backend() != "tensorflow":
+        raise PeerUnavailable("gated-sae-tf needs KERAS_BACKEND=tensorflow")
+    keras.utils.set_random_seed(seed)
+    x = ref.random_batches(steps, batch_size, input_dim, seed)
+    sae = GatedSAE(input_dim=input_dim, encoding_dim=latent_dim,
+                   lambda_sparse=ref.SPARSITY_COEFFICIENT,
+                   aux_weight=ref.AUX_COEFFICIENT, clip_norm=None)
+    sae(x[:2])
+    sae.compile(optimizer=keras.optimizers.Adam(
+        ref.ADAM["learning_rate"], beta_1=ref.ADAM["beta_1"],
+        beta_2=ref.ADAM["beta_2"], epsilon=ref.ADAM["epsilon"]),
+        jit_compile=jit_compile)
+    history = None
+
+    def fit(n_epochs, rows=None):
+        nonlocal history
+        history = sae.fit(x[:rows], epochs=n_epochs, batch_size=batch_size,
+                          verbose=0)
+        sae.b_dec.numpy()                        # wait for the device
+
+    t0 = time.perf_counter()
+    fit(1, rows=min(2, steps) * batch_size)
+    warmup_s = time.perf_counter() - t0
+    n_epochs, times = ref.time_repeats(fit, epochs, repeats, min_time)
+    result = ref.timing_summary(times, n_epochs * steps, batch_size, input_dim,
+                                latent_dim)
+    gpus = tf.config.list_physical_devices("GPU")
+    result.update(
+        library=f"gated-sae-tf (tensorflow {tf.__version__})",
+        device="gpu" if gpus else "cpu",
+        device_detail=", ".join(d.name for d in gpus) or "CPU",
+        precision="float32", jit_compile=jit_compile, warmup_s=warmup_s,
+        final_loss=float(history.history["loss"][-1]))
+    return result

@@ -1,0 +1,465 @@
+"""`fit` with the activations on the accelerator: the JAX backend's fast path.
+
+The stock Keras `fit` on JAX does, for every batch: a shuffled gather of the
+rows on the host, a synchronous copy of that batch to the device, and one
+dispatch of the compiled step from Python. At SAE sizes the copy and the
+dispatch cost as much as the step itself. `SparseAutoencoder.fit` therefore
+trains in-memory activations (`numpy` or JAX arrays) on JAX like this:
+
+- the rows go to the device in large chunks (the whole array when it fits in
+  a quarter of the free device memory), the next chunk uploading while the
+  current one trains; a chunk that is the whole array is uploaded once per
+  `fit`, not once per epoch;
+- each chunk is checked for NaN/Inf once, on the device, before any step
+  uses it (`ValueError` naming the rows, as for the host check);
+- rows are shuffled on the device: the chunk order and a permutation of the
+  rows in each chunk change every epoch;
+- up to `steps_per_dispatch` steps run in one compiled `while` loop, so
+  Python dispatches once per many steps; batch callbacks then see every
+  `steps_per_dispatch`-th step, as with Keras's `steps_per_execution`;
+- a step whose loss is not finite leaves every variable (weights, optimizer
+  state, metrics) as it was before that step, the loop stops on the device,
+  and `fit` raises a `ValueError` that says at which step.
+
+Everything else is the stock `fit`: `History`, the progress bar, callbacks,
+`validation_data`/`validation_split` (evaluated by the stock `evaluate`),
+`initial_epoch`, `stop_training`.
+
+It uses these parts of Keras's JAX trainer, checked against Keras 3.15 and
+tested by `tests/test_device_resident_fit.py::test_keras_internals_exist`:
+`train_step(state, data)` (its structure, in `guarded_train_step`),
+`compute_loss_and_updates`, `_update_metrics_variables`, `_get_jax_state`,
+`_jax_state`, `_jax_state_synced`, `jax_state_sync`,
+`_get_metrics_result_or_logs`, `_symbolic_build`.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from gated_sae_layers._validation import non_finite_rows_message
+from gated_sae_layers.activations.store import ActivationStore
+
+# Steps per dispatch when neither `compile(steps_per_execution=...)` nor a
+# callback with batch hooks asks for fewer. At 0.1 ms a step (a small SAE on
+# a GPU) a dispatch then lasts about 10 ms, far above its ~0.5 ms overhead.
+AUTO_STEPS_PER_DISPATCH = 128
+# Fraction of the device's free memory one chunk may use (two are resident
+# while the next one uploads).
+CHUNK_MEMORY_FRACTION = 0.25
+# Chunk size where the device reports no memory figures (the CPU).
+HOST_CHUNK_BYTES = 1 << 30
+
+# Keras's JAX trainer internals this module uses (see the module docstring).
+KERAS_INTERNALS = ("train_step", "compute_loss_and_updates",
+                   "_update_metrics_variables", "_get_jax_state",
+                   "jax_state_sync", "_get_metrics_result_or_logs",
+                   "_symbolic_build")
+
+
+# The `keras.Model.fit` arguments this path takes (the others must be unset).
+FIT_ARGUMENTS = ("batch_size", "epochs", "verbose", "validation_split",
+                 "shuffle", "initial_epoch", "validation_batch_size",
+                 "validation_freq")
+
+
+def unsupported_reason(model, x, y, kwargs):
+    """Why the device-resident path cannot run this `fit`, or `None`."""
+    from keras.src.distribution import distribution_lib
+
+    if keras.backend.backend() != "jax":
+        return f"the backend is {keras.backend.backend()}, not jax"
+    if model.run_eagerly or not model.jit_compile:
+        return "the model was compiled with run_eagerly=True or jit_compile=False"
+    if distribution_lib.distribution() is not None:
+        return "a keras.distribution is set"
+    if model.target is not None:
+        return "the model reads its target from an output"
+    if isinstance(x, ActivationStore):
+        if kwargs.get("validation_split"):
+            return "`validation_split` needs an array, not an ActivationStore"
+    elif not (hasattr(x, "shape") and hasattr(x, "dtype")) or callable(
+            getattr(x, "element_spec", None)):
+        return "`x` is not an in-memory array or an ActivationStore"
+    if y is not None and y is not x:
+        return "`y` is given"
+    for name, value in kwargs.items():
+        if name not in FIT_ARGUMENTS + ("callbacks",) and value is not None:
+            return f"`{name}` is given"
+    if kwargs.get("shuffle", True) == "batch":
+        return "shuffle='batch'"
+    return None
+
+
+def _has_batch_hooks(callback):
+    for hook in ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                 "on_train_batch_end"):
+        method = getattr(type(callback), hook, None)
+        if method is not None and method is not getattr(
+                keras.callbacks.Callback, hook):
+            return True
+    return False
+
+
+def steps_per_dispatch(model, callbacks, steps_left):
+    """How many steps the next dispatch runs (at most `steps_left`).
+
+    `compile`'s `steps_per_execution` if set; else 1 while a callback needs
+    every batch; else up to `AUTO_STEPS_PER_DISPATCH`. A callback needs
+    every batch if it overrides a batch hook, unless it sets
+    `coarse_batch_hooks = True` or its `needs_every_batch()` returns False
+    (`SparsityWarmup` does once its ramp is over).
+    """
+    if model.steps_per_execution > 1:
+        return min(model.steps_per_execution, steps_left)
+    coarse_ok = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
+    for callback in callbacks:
+        if isinstance(callback, coarse_ok) or getattr(
+                callback, "coarse_batch_hooks", False):
+            continue
+        needs_every_batch = getattr(callback, "needs_every_batch", None)
+        if needs_every_batch is not None:
+            if needs_every_batch():
+                return 1
+        elif _has_batch_hooks(callback):
+            return 1
+    return max(1, min(AUTO_STEPS_PER_DISPATCH, steps_left))
+
+
+def default_chunk_rows(row_bytes, batch_size):
+    """Rows per device chunk: a multiple of `batch_size` that fits the budget."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        budget = int(free * CHUNK_MEMORY_FRACTION)
+    else:
+        budget = HOST_CHUNK_BYTES
+    return max(batch_size, budget // row_bytes // batch_size * batch_size)
+
+
+class _DeviceChunks:
+    """Uploads rows to the device chunk by chunk, one chunk ahead.
+
+    The rows come from an in-memory array (`from_array`) or from the shards
+    of an `ActivationStore` (`from_store`: whole shards per chunk, each read
+    and checksummed when its chunk uploads), so data larger than the device,
+    or than the host's memory, streams through.
+    """
+
+    def __init__(self, bounds, read, name):
+        import jax
+
+        self._jax = jax
+        self.bounds = bounds            # global (start, stop) row per chunk
+        self._read = read               # chunk index -> host array
+        self.name = name
+        self.num_rows = bounds[-1][1]
+        self._resident = {}
+
+    @classmethod
+    def from_array(cls, x, chunk_rows):
+        rows = int(x.shape[0])
+        bounds = [(start, min(start + chunk_rows, rows))
+                  for start in range(0, rows, chunk_rows)]
+        return cls(bounds, lambda i: x[bounds[i][0]:bounds[i][1]], "x")
+
+    @classmethod
+    def from_store(cls, store, chunk_rows):
+        groups, bounds, start = [], [], 0
+        shards_per_chunk = max(1, chunk_rows // store.shard_rows)
+        for first in range(0, store.num_shards, shards_per_chunk):
+            group = range(first, min(first + shards_per_chunk, store.num_shards))
+            rows = sum(store.manifest["shards"][i]["rows"] for i in group)
+            groups.append(group)
+            bounds.append((start, start + rows))
+            start += rows
+
+        def read(index):
+            parts = [store.read_shard(i) for i in groups[index]]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        return cls(bounds, read, f"the store at {store.path}")
+
+    def prefetch(self, index):
+        """Starts the upload (and the finiteness check) of chunk `index`."""
+        if index in self._resident:
+            return
+        chunk = self._jax.device_put(self._read(index))
+        self._resident[index] = (chunk, self._jax.numpy.isfinite(chunk).all())
+
+    def get(self, index):
+        """The checked device chunk `index`; drops the others but one ahead."""
+        self.prefetch(index)
+        chunk, finite = self._resident[index]
+        if not bool(finite):
+            rows = np.asarray(self._jax.numpy.isfinite(chunk).all(axis=1))
+            bad = np.flatnonzero(~rows) + self.bounds[index][0]
+            raise ValueError(non_finite_rows_message(
+                self.name, bad, self.num_rows))
+        if len(self.bounds) > 1:
+            self._resident = {index: self._resident[index]}
+        return chunk
+
+
+def guarded_train_step(model, state, logs, batch):
+    """Keras's JAX `train_step`, skipping the update when the loss is not finite.
+
+    `(state, logs, batch)` -> `(state, logs, finite)`. The gradient step, the
+    constraint, the non-trainable updates and the metric updates all sit in
+    the true branch of one `lax.cond`, so a step with a NaN/Inf loss returns
+    `state` and `logs` untouched, and a finite one updates in place (the
+    false branch needs no copy of the weights, unlike a `where` over them).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    trainable, non_trainable, optimizer_state, metric_state = state
+    gradient_fn = jax.value_and_grad(
+        model.compute_loss_and_updates, has_aux=True)
+    (_, aux), gradients = gradient_fn(
+        trainable, non_trainable, metric_state, batch, None, None,
+        training=True, optimizer_variables=optimizer_state)
+    loss, y_pred, new_non_trainable, new_metric_state = aux
+    finite = jnp.isfinite(loss)
+
+    def update(operands):
+        (trainable, optimizer_state, gradients, new_non_trainable,
+         new_metric_state, _) = operands
+        trainable, optimizer_state = model.optimizer.stateless_apply(
+            optimizer_state, gradients, trainable)
+        new_logs, new_metric_state = model._update_metrics_variables(
+            new_metric_state, loss, batch, None, y_pred, None)
+        return ((trainable, new_non_trainable, optimizer_state,
+                 new_metric_state), new_logs)
+
+    def keep(operands):
+        return (state, operands[-1])
+
+    state, logs = jax.lax.cond(
+        finite, update, keep,
+        (trainable, optimizer_state, gradients, new_non_trainable,
+         new_metric_state, logs))
+    return state, logs, finite
+
+
+def _make_runner(model, batch_size, input_dtype):
+    """A jitted loop of `num_steps` train steps on rows of a device chunk.
+
+    `(state, logs, chunk, order, first_row, num_steps, stopped)` ->
+    `(state, logs, bad, steps_done)`: step `i` trains on the rows
+    `chunk[order[first_row + i * batch_size:][:batch_size]]`. The loop runs
+    no step when `stopped` is true and ends after a step whose loss is not
+    finite, keeping the state from before that step (`bad` is then true).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def run(state, logs, chunk, order, first_row, num_steps, stopped):
+        def body(carry):
+            step, state, logs, _ = carry
+            rows = jax.lax.dynamic_slice(
+                order, (first_row + step * batch_size,), (batch_size,))
+            batch = jnp.take(chunk, rows, axis=0).astype(input_dtype)
+            state, logs, finite = guarded_train_step(model, state, logs, batch)
+            return step + 1, state, logs, jnp.logical_not(finite)
+
+        def condition(carry):
+            step, _, _, bad = carry
+            return jnp.logical_and(step < num_steps, jnp.logical_not(bad))
+
+        steps_done, state, logs, bad = jax.lax.while_loop(
+            condition, body, (jnp.int32(0), state, logs, stopped))
+        return state, logs, bad, steps_done
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def _zero_logs(model, state, batch_size, input_dim, input_dtype):
+    import jax
+    import jax.numpy as jnp
+
+    batch = jax.ShapeDtypeStruct((batch_size, input_dim), input_dtype)
+    logs, _ = jax.eval_shape(model.train_step, state, (batch,))
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), logs)
+
+
+class _Trainer:
+    """The epoch loop of the device-resident `fit` for one model and data."""
+
+    def __init__(self, model, x, batch_size, shuffle, chunk_rows):
+        import jax
+
+        self.jax = jax
+        self.model = model
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        is_store = isinstance(x, ActivationStore)
+        self.input_dim = x.input_dim if is_store else int(x.shape[1])
+        self.input_dtype = model.inputs[0].dtype
+        if chunk_rows is None:
+            chunk_rows = default_chunk_rows(
+                self.input_dim * np.dtype(str(x.dtype)).itemsize, batch_size)
+        else:
+            chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)
+        self.chunks = (_DeviceChunks.from_store(x, chunk_rows) if is_store
+                       else _DeviceChunks.from_array(x, chunk_rows))
+        # Compiled loops live on the model, so later `fit` calls reuse them;
+        # `SparseAutoencoder.compile` clears them.
+        if getattr(model, "_device_resident_runners", None) is None:
+            model._device_resident_runners = {}
+        self._runners = model._device_resident_runners
+        self._seed = np.random.randint(0, 2**31 - 1)
+        self._pending = []   # dispatched, not yet checked: (bad, done, first)
+        self._stopped = jax.numpy.bool_(False)
+
+    def runner(self, batch_size):
+        """The compiled loop for `batch_size` and logs to start it with."""
+        key = (batch_size, str(self.input_dtype))
+        if key not in self._runners:
+            self._runners[key] = (
+                _make_runner(self.model, batch_size, self.input_dtype),
+                _zero_logs(self.model, self.state, batch_size,
+                           self.input_dim, self.input_dtype))
+        return self._runners[key]
+
+    def order(self, index, epoch, rows):
+        jnp = self.jax.numpy
+        if not self.shuffle:
+            return jnp.arange(rows, dtype="int32")
+        key = self.jax.random.fold_in(
+            self.jax.random.PRNGKey(self._seed), epoch * 65537 + index)
+        return self.jax.random.permutation(key, rows).astype("int32")
+
+    def plan(self, epoch):
+        """The order in which the chunks train in `epoch`."""
+        indices = list(range(len(self.chunks.bounds)))
+        if self.shuffle and len(indices) > 1:
+            np.random.default_rng([self._seed, epoch]).shuffle(indices)
+        return indices
+
+    def check_pending(self, keep_last):
+        """Raises if a dispatched loop met a non-finite loss."""
+        while len(self._pending) > keep_last:
+            bad, done, first = self._pending.pop(0)
+            if bool(bad):
+                step = first + int(done) - 1
+                raise ValueError(
+                    f"The training loss became NaN or Inf at step {step} "
+                    "(counted from 0 in this epoch). fit() stopped before "
+                    "that step changed any weight: the model holds the "
+                    "weights, optimizer state and metrics of the step "
+                    "before. Lower the learning rate or the sparsity "
+                    "coefficient, or normalize the activations "
+                    "(`estimate_norm_scale`).")
+
+    def dispatches(self, chunk_rows, callbacks):
+        """`(batch_size, first_row, num_steps)` per dispatch over a chunk."""
+        full, tail = divmod(chunk_rows, self.batch_size)
+        first = 0
+        while first < full:
+            count = steps_per_dispatch(self.model, callbacks, full - first)
+            yield self.batch_size, first * self.batch_size, count
+            first += count
+        if tail:
+            yield tail, full * self.batch_size, 1
+
+    def run_epoch(self, epoch, callbacks):
+        model, step, logs = self.model, 0, None
+        chunk_order = self.plan(epoch)
+        for position, index in enumerate(chunk_order):
+            chunk = self.chunks.get(index)
+            if position + 1 < len(chunk_order):
+                self.chunks.prefetch(chunk_order[position + 1])
+            rows = int(chunk.shape[0])
+            order = self.order(index, epoch, rows)
+            for batch_size, first, count in self.dispatches(
+                    rows, callbacks.callbacks):
+                callbacks.on_train_batch_begin(step)
+                if model._jax_state_synced:
+                    self.state = model._get_jax_state(
+                        trainable_variables=True, non_trainable_variables=True,
+                        optimizer_variables=True, metrics_variables=True,
+                        purge_model_variables=True)
+                    model._jax_state_synced = False
+                run, zero_logs = self.runner(batch_size)
+                state, logs, bad, done = run(
+                    self.state, zero_logs, chunk, order, first, count,
+                    self._stopped)
+                self.state, self._stopped = state, bad
+                model._jax_state = dict(zip(
+                    ("trainable_variables", "non_trainable_variables",
+                     "optimizer_variables", "metrics_variables"), state))
+                self._pending.append((bad, done, step))
+                self.check_pending(keep_last=1)
+                step += count
+                callbacks.on_train_batch_end(step - 1, logs)
+                if model.stop_training:
+                    break
+            if model.stop_training:
+                break
+        self.check_pending(keep_last=0)
+        return logs
+
+
+def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
+                        callbacks=None, validation_split=0.0,
+                        validation_data=None, shuffle=True, initial_epoch=0,
+                        validation_batch_size=None, validation_freq=1,
+                        device_chunk_rows=None):
+    """The body of `SparseAutoencoder.fit` on JAX for in-memory activations."""
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    model._assert_compile_called("fit")
+    batch_size = int(batch_size or 32)
+    if validation_split and validation_data is None:
+        split_at = int(math.floor(len(x) * (1.0 - validation_split)))
+        x, validation_data = x[:split_at], (x[split_at:],)
+    trainer = _Trainer(model, x, batch_size, shuffle, device_chunk_rows)
+    model._symbolic_build(data_batch=(keras.KerasTensor(
+        (batch_size, trainer.input_dim), trainer.input_dtype),))
+    steps_per_epoch = sum(math.ceil((stop - start) / batch_size)
+                          for start, stop in trainer.chunks.bounds)
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0,
+            verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model)
+    if validation_data is not None:
+        val_x, val_y, val_sample_weight = (
+            data_adapter_utils.unpack_x_y_sample_weight(validation_data))
+
+    model.stop_training = False
+    training_logs, finished = {}, False
+    callbacks.on_train_begin()
+    initial_epoch = model._initial_epoch or initial_epoch
+    try:
+        for epoch in range(initial_epoch, epochs):
+            model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            model._jax_state_synced = True
+            logs = trainer.run_epoch(epoch, callbacks)
+            model.jax_state_sync()
+            epoch_logs = dict(model._get_metrics_result_or_logs(logs))
+            if validation_data is not None and model._should_eval(
+                    epoch, validation_freq):
+                val_logs = keras.Model.evaluate(
+                    model, val_x, val_y, sample_weight=val_sample_weight,
+                    batch_size=validation_batch_size or batch_size,
+                    callbacks=callbacks, return_dict=True)
+                epoch_logs.update(
+                    {f"val_{name}": value for name, value in val_logs.items()})
+            callbacks.on_epoch_end(epoch, epoch_logs)
+            training_logs = epoch_logs
+            if model.stop_training:
+                break
+        finished = True
+    finally:
+        model.jax_state_sync()
+        if epochs > 0 and isinstance(model.optimizer, keras.optimizers.Optimizer):
+            model.optimizer.finalize_variable_values(model.trainable_weights)
+        if finished:
+            callbacks.on_train_end(logs=training_logs)
+        model._jax_state = None
+    return model.history

@@ -13,6 +13,7 @@ from gated_sae_layers.analysis import (
 )
 from gated_sae_layers.callbacks import DecoderNormalizer, SparsityWarmup
 from gated_sae_layers.constraints import UnitNormRows
+from gated_sae_layers.distribution import latent_layout_map, latent_parallel
 from gated_sae_layers.layers import (
     AuxKResidual,
     BatchTopKEncoder,
@@ -89,6 +90,8 @@ __all__ = [
     "build_topk_sae",
     "decoder_sharpness",
     "feature_density",
+    "latent_layout_map",
+    "latent_parallel",
     "plot_decoder_gallery",
     "plot_feature_density",
     "plot_feature_gallery",

@@ -19,6 +19,21 @@ from gated_sae_layers._validation import check_non_negative_float
 PACKAGE = "gated_sae_layers"
 
 
+def at_least_float32(tensor):
+    """`tensor` cast to float32 if it is float16 or bfloat16, else unchanged.
+
+    Loss terms sum over thousands of features: under mixed precision
+    (`"mixed_bfloat16"`) the layers hand them bfloat16 outputs, and every
+    loss reduces in float32 (the `Loss` classes already compute in float32,
+    `keras.backend.floatx()`; the pure functions below upcast on their own).
+    """
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is not None and keras.backend.standardize_dtype(dtype) in (
+            "float16", "bfloat16"):
+        return ops.cast(tensor, "float32")
+    return tensor
+
+
 def squared_error(y_true, y_pred):
     """Per-example squared L2 error `sum_j (y_true - y_pred)_j^2`.
 
@@ -27,9 +42,10 @@ def squared_error(y_true, y_pred):
         y_pred: `(..., input_dim)`, the reconstruction.
 
     Returns:
-        `(...)`, one value per example.
+        `(...)`, one value per example (at least float32).
     """
-    return ops.sum(ops.square(y_true - y_pred), axis=-1)
+    return ops.sum(ops.square(at_least_float32(y_true) - at_least_float32(y_pred)),
+                   axis=-1)
 
 
 def l1_of_relu(gating_pre_activation):
@@ -39,9 +55,9 @@ def l1_of_relu(gating_pre_activation):
         gating_pre_activation: `(..., latent_dim)`.
 
     Returns:
-        `(...)`, one value per example.
+        `(...)`, one value per example (at least float32).
     """
-    return ops.sum(ops.relu(gating_pre_activation), axis=-1)
+    return ops.sum(ops.relu(at_least_float32(gating_pre_activation)), axis=-1)
 
 
 def _check_same_shape(y_true, y_pred, loss_name):

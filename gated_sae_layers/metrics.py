@@ -9,6 +9,7 @@ would have on all the data seen since `reset_state()` at once: during
 import keras
 from keras import ops
 
+from gated_sae_layers import distribution
 from gated_sae_layers._validation import check_positive_int
 
 PACKAGE = "gated_sae_layers"
@@ -108,7 +109,9 @@ class FractionOfVarianceUnexplained(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype)
         self.input_dim = input_dim
         shape = (input_dim,)
-        self.shift = self.add_variable(shape=shape, initializer="zeros", name="shift")
+        # One shift for every tf.distribute replica: read it from the first.
+        self.shift = self.add_variable(shape=shape, initializer="zeros", name="shift",
+                                       aggregation="only_first_replica")
         self.shifted_sum = self.add_variable(
             shape=shape, initializer="zeros", name="shifted_sum")
         self.shifted_square_sum = self.add_variable(
@@ -123,9 +126,14 @@ class FractionOfVarianceUnexplained(keras.metrics.Metric):
         x_hat = ops.cast(_rows(ops.convert_to_tensor(y_pred)), self.dtype)
         weights = _row_weights(sample_weight, ops.shape(x)[0], self.dtype)
         weight_sum = ops.sum(weights)
-        batch_mean = _safe_divide(
-            ops.sum(x * weights[:, None], axis=0), weight_sum)
-        shift = ops.where(self.example_count.value > 0, self.shift.value, batch_mean)
+        # The shift is the mean of the first global batch: under
+        # tf.distribute every replica must center on the same shift, since
+        # their sums are added when the metric is read.
+        totals = distribution.sum_over_replicas(ops.concatenate([
+            ops.sum(x * weights[:, None], axis=0),
+            ops.stack([weight_sum, ops.cast(self.example_count.value, self.dtype)])]))
+        batch_mean = _safe_divide(totals[:-2], totals[-2])
+        shift = ops.where(totals[-1] > 0, self.shift.value, batch_mean)
         self.shift.assign(shift)
         deviation = x - shift
         self.shifted_sum.assign_add(ops.sum(deviation * weights[:, None], axis=0))

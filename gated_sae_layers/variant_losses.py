@@ -10,7 +10,12 @@ the next compiled step). `L1Penalty` and `L0Penalty` subclass
 import keras
 from keras import ops
 
-from gated_sae_layers.losses import PACKAGE, SparsityPenalty, _CoefficientLoss
+from gated_sae_layers.losses import (
+    PACKAGE,
+    SparsityPenalty,
+    _CoefficientLoss,
+    at_least_float32,
+)
 
 
 def l1_norm(latents):
@@ -20,9 +25,9 @@ def l1_norm(latents):
         latents: `(..., latent_dim)`.
 
     Returns:
-        `(...)`, one value per example.
+        `(...)`, one value per example (at least float32).
     """
-    return ops.sum(ops.abs(latents), axis=-1)
+    return ops.sum(ops.abs(at_least_float32(latents)), axis=-1)
 
 
 def active_count(active_latents):
@@ -32,9 +37,9 @@ def active_count(active_latents):
         active_latents: `(..., latent_dim)`, the 0/1 step `H(z - theta)`.
 
     Returns:
-        `(...)`, one value per example.
+        `(...)`, one value per example (at least float32).
     """
-    return ops.sum(active_latents, axis=-1)
+    return ops.sum(at_least_float32(active_latents), axis=-1)
 
 
 def squared_norm(residual):
@@ -44,9 +49,9 @@ def squared_norm(residual):
         residual: `(..., input_dim)`.
 
     Returns:
-        `(...)`, one value per example.
+        `(...)`, one value per example (at least float32).
     """
-    return ops.sum(ops.square(residual), axis=-1)
+    return ops.sum(ops.square(at_least_float32(residual)), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -2,25 +2,77 @@
 
 `run_layer_test` checks what every layer of the kit promises: the config
 round-trips to an equal layer, JSON included; the layer builds; a symbolic
-call on `keras.KerasTensor` gives the shapes of the eager call; the eager
-call on real numbers matches a rebuilt copy with the same weights; and a
-one-step `fit` runs and changes the weights.
+call on `keras.KerasTensor` gives the shapes and dtypes of the eager call;
+the eager call on real numbers matches a rebuilt copy with the same weights;
+and a one-step `fit` runs, stays finite and changes the weights.
+
+With `dtype_policy="mixed_bfloat16"` the whole test runs under that global
+policy and also checks the mixed-precision contract: every float variable
+of the layer and of the optimizer is float32, and every output has the
+policy's compute dtype (bfloat16).
 """
 
+import contextlib
 import json
 
 import keras
 import numpy as np
+from keras import ops
+
+# The policies every layer's harness test runs under.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Sets the global dtype policy inside the block (`None`: leave it as is)."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _shapes(structure):
     return keras.tree.map_structure(lambda t: tuple(t.shape), structure)
 
 
+def _dtypes(structure):
+    return keras.tree.map_structure(
+        lambda t: keras.backend.standardize_dtype(t.dtype), structure)
+
+
+def _numpy32(tensor):
+    return np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32")))
+
+
+def _is_float(variable):
+    return keras.backend.is_float_dtype(variable.dtype)
+
+
 def run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs=None,
-                   expected_output_shape=None, expect_weight_updates=True):
-    call_kwargs = call_kwargs or {}
+                   expected_output_shape=None, expect_weight_updates=True,
+                   dtype_policy=None):
+    """Runs the harness; `input_data` is an array or a list of arrays.
+
+    `dtype_policy` (e.g. `"mixed_bfloat16"`) sets the global dtype policy
+    for the test; `None` keeps the current one.
+    """
+    with dtype_policy_scope(dtype_policy):
+        return _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs or {},
+                               expected_output_shape, expect_weight_updates)
+
+
+def _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs,
+                    expected_output_shape, expect_weight_updates):
+    policy = keras.config.dtype_policy()
     layer = layer_cls(**init_kwargs)
+    assert layer.compute_dtype == policy.compute_dtype
+    first_input = keras.tree.flatten(input_data)[0]
 
     # Config and JSON round trip.
     config = layer.get_config()
@@ -30,31 +82,42 @@ def run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs=None,
     assert keras.saving.deserialize_keras_object(serialized).get_config() == config
 
     # Symbolic call.
-    symbolic_input = keras.KerasTensor(input_data.shape, dtype="float32")
+    symbolic_input = keras.tree.map_structure(
+        lambda x: keras.KerasTensor(x.shape, dtype="float32"), input_data)
     symbolic_output = layer_cls(**init_kwargs)(symbolic_input, **call_kwargs)
     # Eager call, and the same weights in a layer built from the config.
     output = layer(input_data, **call_kwargs)
     assert _shapes(symbolic_output) == _shapes(output)
+    assert _dtypes(symbolic_output) == _dtypes(output)
+    assert set(keras.tree.flatten(_dtypes(output))) == {policy.compute_dtype}
     if expected_output_shape is not None:
         assert _shapes(output) == expected_output_shape
     revived(input_data, **call_kwargs)
     revived.set_weights(layer.get_weights())
     keras.tree.map_structure(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+        lambda a, b: np.testing.assert_allclose(_numpy32(a), _numpy32(b),
                                                 rtol=1e-6, atol=1e-6),
         output, revived(input_data, **call_kwargs))
 
     # One training step inside a Functional model moves the weights.
-    inputs = keras.Input(input_data.shape[1:])
+    inputs = keras.tree.map_structure(lambda x: keras.Input(x.shape[1:]), input_data)
     outputs = keras.tree.flatten(layer(inputs, **call_kwargs))
     model = keras.Model(inputs, keras.layers.Add()(
         [keras.layers.Dense(1)(o) for o in outputs]) if len(outputs) > 1
         else keras.layers.Dense(1)(outputs[0]))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5), loss="mse")
     before = [np.array(w) for w in layer.get_weights()]
-    model.fit(input_data, np.ones((input_data.shape[0], 1), "float32"),
-              epochs=1, batch_size=len(input_data), verbose=0)
+    history = model.fit(input_data, np.ones((first_input.shape[0], 1), "float32"),
+                        epochs=1, batch_size=len(first_input), verbose=0)
     after = layer.get_weights()
     moved = any(not np.allclose(b, a) for b, a in zip(before, after))
     assert moved == expect_weight_updates
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(w).all() for w in after)
+
+    # Variables keep the policy's variable dtype (float32 under mixed
+    # precision); integer counters stay integers.
+    for variable in layer.variables + model.optimizer.variables:
+        if _is_float(variable):
+            assert variable.dtype == policy.variable_dtype, variable.path
     return layer

@@ -190,7 +190,7 @@ def train(architecture, strategy, jit_compile=False):
 # One MirroredStrategy per process: collectives of a second one clashed.
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 results = {"replicas": mirrored.num_replicas_in_sync, "train": {}}
-for architecture in ("gated", "regularized"):
+for architecture in ("gated", "regularized", "topk"):
     results["train"][architecture] = {
         "single": train(architecture, tf.distribute.get_strategy()),
         "mirrored": train(architecture, mirrored),
@@ -332,7 +332,7 @@ def test_latent_parallel_errors(jax_results):
 
 
 # ------------------------------------------------------------ TensorFlow
-@pytest.mark.parametrize("architecture", ["gated", "regularized"])
+@pytest.mark.parametrize("architecture", ["gated", "regularized", "topk"])
 def test_mirrored_fit_matches_one_device(tf_results, architecture):
     assert tf_results["replicas"] == 2
     runs = tf_results["train"][architecture]

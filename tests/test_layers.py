@@ -6,11 +6,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gated_sae_layers as gsl
-from tests.harness import run_layer_test
+from tests.harness import DTYPE_POLICIES, run_layer_test
 from tests.reference import gated_forward, randomize, weights_of
 
 
-def test_gated_encoder_harness():
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
+def test_gated_encoder_harness(dtype_policy):
     x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
     run_layer_test(
         gsl.GatedEncoder,
@@ -18,11 +19,13 @@ def test_gated_encoder_harness():
          "bias_initializer": keras.initializers.Constant(0.1)},
         x,
         expected_output_shape={"latents": (6, 7), "gating_pre_activation": (6, 7)},
+        dtype_policy=dtype_policy,
     )
 
 
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
 @pytest.mark.parametrize("mode", ["decode", "frozen", "center"])
-def test_unit_norm_decoder_harness(mode):
+def test_unit_norm_decoder_harness(mode, dtype_policy):
     width = 4 if mode == "center" else 9
     x = np.random.default_rng(1).normal(size=(5, width)).astype("float32")
     layer = run_layer_test(
@@ -30,8 +33,20 @@ def test_unit_norm_decoder_harness(mode):
         {"latent_dim": 9, "output_dim": 4, "remove_parallel_gradient": True,
          "kernel_initializer": "he_normal", "bias_initializer": "ones"},
         x, call_kwargs={"mode": mode}, expected_output_shape=(5, 4),
-        expect_weight_updates=mode != "frozen")
+        expect_weight_updates=mode != "frozen", dtype_policy=dtype_policy)
     assert isinstance(layer.kernel_constraint, gsl.UnitNormRows)
+
+
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
+def test_unit_norm_decoder_scale_by_row_norm_harness(dtype_policy):
+    # Free rows: the norm's gradient is parallel to each row, which the
+    # unit-norm constraint would undo.
+    x = np.random.default_rng(2).random((5, 9)).astype("float32")
+    run_layer_test(
+        gsl.UnitNormDecoder,
+        {"latent_dim": 9, "output_dim": 4, "kernel_constraint": None},
+        x, call_kwargs={"mode": "scale_by_row_norm"}, expected_output_shape=(5, 9),
+        dtype_policy=dtype_policy)
 
 
 def test_forward_matches_numpy_reference():

@@ -19,7 +19,7 @@ from gated_sae_layers.layers.topk_encoder import TopKEncoder
 from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
 from gated_sae_layers.variant_losses import AuxKLoss
 from tests.backend_grad import gradients
-from tests.harness import run_layer_test
+from tests.harness import DTYPE_POLICIES, run_layer_test
 
 TOL = 1e-4
 
@@ -36,21 +36,39 @@ HARNESS_CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
 @pytest.mark.parametrize("layer_cls, kwargs, names", HARNESS_CASES,
                          ids=[c[0].__name__ for c in HARNESS_CASES])
-def test_encoder_harness(layer_cls, kwargs, names):
+def test_encoder_harness(layer_cls, kwargs, names, dtype_policy):
     x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
-    run_layer_test(layer_cls, kwargs, x,
-                   expected_output_shape={name: (6, 7) for name in names})
+    layer = run_layer_test(layer_cls, kwargs, x,
+                           expected_output_shape={name: (6, 7) for name in names},
+                           dtype_policy=dtype_policy)
+    if hasattr(layer, "steps_since_fired"):  # the dead-latent counter stays int32
+        assert layer.steps_since_fired.dtype == "int32"
 
 
-def test_prefix_mask_harness():
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
+def test_prefix_mask_harness(dtype_policy):
     x = np.random.default_rng(1).normal(size=(5, 7)).astype("float32")
     layer = run_layer_test(PrefixMask, {"size": 3, "name": "prefix"}, x,
-                           expected_output_shape=(5, 7), expect_weight_updates=False)
+                           expected_output_shape=(5, 7), expect_weight_updates=False,
+                           dtype_policy=dtype_policy)
     out = np.asarray(layer(x))
-    np.testing.assert_array_equal(out[:, :3], x[:, :3])
+    np.testing.assert_array_equal(out[:, :3], x[:, :3].astype(out.dtype))
     assert np.all(out[:, 3:] == 0)
+
+
+@pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
+def test_auxk_residual_harness(dtype_policy):
+    rng = np.random.default_rng(3)
+    x, x_hat, e_hat = (rng.normal(size=(6, 4)).astype("float32") for _ in range(3))
+    z_aux = np.maximum(rng.normal(size=(6, 9)), 0).astype("float32")
+    z_aux[0] = 0.0  # a row without AuxK latents gives 0
+    layer = run_layer_test(AuxKResidual, {"name": "aux"}, [x, x_hat, e_hat, z_aux],
+                           expected_output_shape=(6, 4), expect_weight_updates=False,
+                           dtype_policy=dtype_policy)
+    assert np.all(np.asarray(layer([x, x_hat, e_hat, z_aux]))[0] == 0)
 
 
 def test_auxk_residual_config_and_symbolic_call():

@@ -3,6 +3,7 @@
 from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.distribution import sum_over_replicas
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
 from gated_sae_layers.layers.top_k import keep_top_k
 
@@ -21,6 +22,9 @@ def check_k(k, latent_dim, name="k"):
 def steps_since_fired_update(steps_since_fired, latents):
     """The counter after one training step: 0 where a latent fired, else +1.
 
+    Under `tf.distribute`, "fired" counts the rows of every replica, so each
+    replica keeps the counter a single device would.
+
     Args:
         steps_since_fired: `(latent_dim,)` int counter.
         latents: `(..., latent_dim)`, the step's latents.
@@ -29,7 +33,7 @@ def steps_since_fired_update(steps_since_fired, latents):
         `(latent_dim,)`, the new counter.
     """
     rows = ops.reshape(latents, (-1, latents.shape[-1]))
-    fired = ops.any(rows > 0, axis=0)
+    fired = sum_over_replicas(ops.sum(ops.cast(rows > 0, "int32"), axis=0)) > 0
     return ops.where(fired, ops.zeros_like(steps_since_fired), steps_since_fired + 1)
 
 

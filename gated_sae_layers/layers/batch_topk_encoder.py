@@ -9,8 +9,12 @@ from gated_sae_layers.layers.top_k import keep_top_k_over_batch
 
 
 def jump_relu_at(values, threshold):
-    """`values * 1[values > threshold]` for a scalar threshold."""
-    return ops.where(values > threshold, values, ops.zeros_like(values))
+    """`values * 1[values > threshold]` for a scalar threshold.
+
+    The comparison promotes: bfloat16 `values` meet a float32 `threshold`
+    at float32, as under mixed precision.
+    """
+    return ops.where(ops.greater(values, threshold), values, ops.zeros_like(values))
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -84,8 +88,11 @@ class BatchTopKEncoder(AuxKEncoder):
 
     def build(self, input_shape):
         super().build(input_shape)
+        # autocast=False: under mixed precision the running average is read
+        # and blended in float32 (a bfloat16 read rounds away its updates).
         self.threshold = self.add_weight(
-            name="threshold", shape=(), initializer="zeros", trainable=False)
+            name="threshold", shape=(), initializer="zeros", trainable=False,
+            autocast=False)
 
     def _update_threshold(self, smallest_positive):
         old = self.threshold.value
@@ -102,7 +109,7 @@ class BatchTopKEncoder(AuxKEncoder):
             latents, smallest_positive = keep_top_k_over_batch(activations, self.k)
             self._update_threshold(ops.cast(smallest_positive, self.threshold.dtype))
         else:
-            threshold = ops.cast(self.threshold, activations.dtype)
+            threshold = ops.convert_to_tensor(self.threshold)  # float32 compare
             latents = ops.cond(
                 threshold > 0,
                 lambda: jump_relu_at(activations, threshold),

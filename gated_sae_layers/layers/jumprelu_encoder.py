@@ -153,6 +153,7 @@ class JumpReLUEncoder(AffineEncoder):
         self.log_threshold = self.add_weight(
             name="log_threshold", shape=(self.latent_dim,),
             initializer=keras.initializers.Constant(math.log(self.initial_threshold)),
+            autocast=False,  # theta stays float32 under mixed precision
         )
 
     @property
@@ -165,10 +166,16 @@ class JumpReLUEncoder(AffineEncoder):
 
     def call(self, inputs):
         pre_activation = self.pre_activation(inputs)
-        threshold = ops.cast(self.threshold, pre_activation.dtype)
+        # Under mixed precision the step and its pseudo-derivatives (sums over
+        # the batch) run in float32; only the outputs take the compute dtype.
+        dtype = keras.backend.result_type(pre_activation.dtype, "float32")
+        pre_activation = ops.cast(pre_activation, dtype)
+        threshold = ops.cast(self.threshold, dtype)
         return {
-            "latents": jump_relu(pre_activation, threshold, self.bandwidth),
-            "active_latents": step(pre_activation, threshold, self.bandwidth),
+            "latents": ops.cast(jump_relu(pre_activation, threshold, self.bandwidth),
+                                self.compute_dtype),
+            "active_latents": ops.cast(step(pre_activation, threshold, self.bandwidth),
+                                       self.compute_dtype),
         }
 
     def get_config(self):

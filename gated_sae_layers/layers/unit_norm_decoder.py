@@ -142,6 +142,10 @@ class UnitNormDecoder(keras.layers.Layer):
             shape=(self.latent_dim, self.output_dim),
             initializer=_UnitNormRowsInitializer(self.kernel_initializer),
             constraint=self.kernel_constraint,
+            # Read at full precision under mixed precision: the row norms and
+            # the parallel-gradient projection need float32; `call` casts
+            # the kernel to the compute dtype for the matmul itself.
+            autocast=False,
         )
         self.bias = self.add_weight(
             name="bias", shape=(self.output_dim,),
@@ -168,14 +172,15 @@ class UnitNormDecoder(keras.layers.Layer):
         if mode == "center":
             return inputs - self.bias
         if mode == "scale_by_row_norm":
-            return inputs * ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
-        kernel, bias = self.kernel, self.bias
+            norms = ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
+            return inputs * ops.cast(norms, inputs.dtype)
+        kernel, bias = ops.convert_to_tensor(self.kernel), self.bias
         if mode == "frozen":
             kernel = ops.stop_gradient(kernel)
             bias = ops.stop_gradient(bias)
         elif self.remove_parallel_gradient:
-            kernel = project_out_parallel_gradient(ops.convert_to_tensor(kernel))
-        return ops.matmul(inputs, kernel) + bias
+            kernel = project_out_parallel_gradient(kernel)
+        return ops.matmul(inputs, ops.cast(kernel, self.compute_dtype)) + bias
 
     def compute_output_spec(self, inputs, mode="decode"):
         width = self.latent_dim if mode == "scale_by_row_norm" else self.output_dim

@@ -14,20 +14,20 @@ def check_dims(input_dim, latent_dim):
             check_positive_int(latent_dim, "latent_dim"))
 
 
-def start(input_dim, latent_dim, kernel_constraint="unit_norm_rows"):
+def start(input_dim, latent_dim, kernel_constraint="unit_norm_rows", dtype=None):
     """The model input, its decoder and the centered input `x - b_dec`."""
     activations = keras.Input(shape=(input_dim,), name="activations")
-    decoder = UnitNormDecoder(latent_dim, input_dim,
-                              kernel_constraint=kernel_constraint, name="decoder")
+    decoder = UnitNormDecoder(latent_dim, input_dim, kernel_constraint=kernel_constraint,
+                              name="decoder", dtype=dtype)
     return activations, decoder, decoder(activations, mode="center")
 
 
-def auxk_residual(activations, decoder, reconstruction, aux_latents):
+def auxk_residual(activations, decoder, reconstruction, aux_latents, dtype=None):
     """`e - e_hat` of the AuxK loss, `e_hat = z_aux @ W_dec` (no `b_dec`)."""
     # decode adds b_dec, center takes the same variable off again: the value
     # is z_aux @ W_dec and the gradient to b_dec is exactly zero.
     aux_prediction = decoder(decoder(aux_latents), mode="center")
-    return AuxKResidual(name="auxk_residual")(
+    return AuxKResidual(name="auxk_residual", dtype=dtype)(
         [activations, reconstruction, aux_prediction, aux_latents])
 
 

@@ -164,6 +164,8 @@ class _DeviceChunks:
         rows = int(x.shape[0])
         bounds = [(start, min(start + chunk_rows, rows))
                   for start in range(0, rows, chunk_rows)]
+        if len(bounds) == 1:            # no slice: a device array is not copied
+            return cls(bounds, lambda i: x, "x")
         return cls(bounds, lambda i: x[bounds[i][0]:bounds[i][1]], "x")
 
     @classmethod
@@ -277,6 +279,23 @@ def _make_runner(model, batch_size, input_dtype):
     return jax.jit(run, donate_argnums=0)
 
 
+def _permutation(seed, salt, rows):
+    """A permutation of `range(rows)` drawn on the device (one dispatch)."""
+    import jax
+
+    global _jitted_permutation
+    if _jitted_permutation is None:
+        def permutation(seed, salt, rows):
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), salt)
+            return jax.random.permutation(key, rows).astype("int32")
+
+        _jitted_permutation = jax.jit(permutation, static_argnums=2)
+    return _jitted_permutation(seed, salt, rows)
+
+
+_jitted_permutation = None
+
+
 def _zero_logs(model, state, batch_size, input_dim, input_dtype):
     import jax
     import jax.numpy as jnp
@@ -326,12 +345,10 @@ class _Trainer:
         return self._runners[key]
 
     def order(self, index, epoch, rows):
-        jnp = self.jax.numpy
+        """The rows of chunk `index` in the order epoch `epoch` trains them."""
         if not self.shuffle:
-            return jnp.arange(rows, dtype="int32")
-        key = self.jax.random.fold_in(
-            self.jax.random.PRNGKey(self._seed), epoch * 65537 + index)
-        return self.jax.random.permutation(key, rows).astype("int32")
+            return self.jax.numpy.arange(rows, dtype="int32")
+        return _permutation(self._seed, epoch * 65537 + index, rows)
 
     def plan(self, epoch):
         """The order in which the chunks train in `epoch`."""

@@ -17,6 +17,7 @@ def build_gated_sae(
     aux_coefficient=1.0,
     remove_parallel_gradient=False,
     name="gated_sae",
+    dtype=None,
 ):
     """Builds the gated SAE of Rajamanoharan et al. 2024 as a Functional model.
 
@@ -30,6 +31,10 @@ def build_gated_sae(
             paper uses 1).
         remove_parallel_gradient: bool, see `UnitNormDecoder`.
         name: the model name.
+        dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
+            the dtype policy of the model's layers, such as
+            `"mixed_bfloat16"`. Variables, loss terms and metrics stay
+            float32 either way (see `docs/mixed_precision.md`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
@@ -57,14 +62,15 @@ def build_gated_sae(
     activations = keras.Input(shape=(input_dim,), name="activations")
     decoder = UnitNormDecoder(
         latent_dim, input_dim, remove_parallel_gradient=remove_parallel_gradient,
-        name="decoder")
-    encoder = GatedEncoder(latent_dim, name="encoder")
+        name="decoder", dtype=dtype)
+    encoder = GatedEncoder(latent_dim, name="encoder", dtype=dtype)
 
     encoded = encoder(decoder(activations, mode="center"))   # x - b_dec
     latents = encoded["latents"]
     gating_pre_activation = encoded["gating_pre_activation"]
     reconstruction = decoder(latents)                          # f W_dec + b_dec
-    gate_activations = keras.layers.ReLU(name="gate_relu")(gating_pre_activation)
+    gate_activations = keras.layers.ReLU(name="gate_relu", dtype=dtype)(
+        gating_pre_activation)
     aux_reconstruction = decoder(gate_activations, mode="frozen")
 
     model = SparseAutoencoder(

@@ -20,21 +20,23 @@ def _check_auxk(k_aux, dead_steps_threshold, aux_coefficient):
     return check_non_negative_float(aux_coefficient, "aux_coefficient")
 
 
-def _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, prefix_sizes=()):
-    activations, decoder, centered = _assembly.start(input_dim, latent_dim)
+def _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, prefix_sizes=(),
+              dtype=None):
+    activations, decoder, centered = _assembly.start(input_dim, latent_dim, dtype=dtype)
     encoded = encoder(centered)
     latents = encoded["latents"]
     reconstruction = decoder(latents)
     outputs = {"reconstruction": reconstruction, "latents": latents,
                "aux_latents": encoded["aux_latents"],
                "aux_residual": _assembly.auxk_residual(
-                   activations, decoder, reconstruction, encoded["aux_latents"])}
+                   activations, decoder, reconstruction, encoded["aux_latents"], dtype)}
     loss_terms = {"reconstruction": ReconstructionLoss(),
                   "aux_residual": AuxKLoss(aux_coefficient)}
     metric_terms = _assembly.standard_metrics(input_dim, latent_dim)
     for size in prefix_sizes:
         output = f"reconstruction_{size}"
-        outputs[output] = decoder(PrefixMask(size, name=f"prefix_{size}")(latents))
+        outputs[output] = decoder(
+            PrefixMask(size, name=f"prefix_{size}", dtype=dtype)(latents))
         loss_terms[output] = ReconstructionLoss(name=output)
         metric_terms[output] = [FractionOfVarianceUnexplained(input_dim, name=f"fvu_{size}")]
     model = SparseAutoencoder(inputs=activations, outputs=outputs, loss_terms=loss_terms,
@@ -44,7 +46,7 @@ def _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, prefix_size
 
 
 def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
-                   aux_coefficient=1 / 32, name="topk_sae"):
+                   aux_coefficient=1 / 32, name="topk_sae", dtype=None):
     """Builds the TopK SAE of Gao et al. 2024 (arXiv:2406.04093) with its AuxK loss.
 
     `L = ||x - x_hat||^2 + alpha * ||e - e_hat||^2`: a `TopKEncoder` keeps
@@ -60,6 +62,10 @@ def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=100
             which a latent is dead (Gao et al.: 10M tokens' worth of steps).
         aux_coefficient: float >= 0, alpha (Gao et al.: 1/32).
         name: the model name.
+        dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
+            the dtype policy of the model's layers, such as
+            `"mixed_bfloat16"`. Variables, loss terms and metrics stay
+            float32 either way (see `docs/mixed_precision.md`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
@@ -77,13 +83,14 @@ def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=100
     input_dim, latent_dim = _assembly.check_dims(input_dim, latent_dim)
     k = check_k(k, latent_dim)
     aux_coefficient = _check_auxk(k_aux, dead_steps_threshold, aux_coefficient)
-    encoder = TopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder")
-    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name)
+    encoder = TopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
+                          dtype=dtype)
+    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, dtype=dtype)
 
 
 def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
                          aux_coefficient=1 / 32, threshold_momentum=0.99,
-                         name="batch_topk_sae"):
+                         name="batch_topk_sae", dtype=None):
     """Builds the BatchTopK SAE of Bussmann et al. 2024 (arXiv:2412.06410).
 
     As `build_topk_sae`, with a `BatchTopKEncoder`: training keeps the
@@ -92,8 +99,8 @@ def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_thresho
 
     Args:
         input_dim, latent_dim, k, k_aux, dead_steps_threshold,
-        aux_coefficient, name: as `build_topk_sae`; `k` is the average
-            number of active latents per example.
+        aux_coefficient, name, dtype: as `build_topk_sae`; `k` is the
+            average number of active latents per example.
         threshold_momentum: float in [0, 1), momentum of the threshold's
             running average.
 
@@ -112,8 +119,8 @@ def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_thresho
     k = check_k(k, latent_dim)
     aux_coefficient = _check_auxk(k_aux, dead_steps_threshold, aux_coefficient)
     encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold,
-                               threshold_momentum, name="encoder")
-    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name)
+                               threshold_momentum, name="encoder", dtype=dtype)
+    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, dtype=dtype)
 
 
 def _check_prefix_sizes(prefix_sizes, latent_dim):
@@ -135,7 +142,7 @@ def _check_prefix_sizes(prefix_sizes, latent_dim):
 
 def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
                          dead_steps_threshold=1000, aux_coefficient=1 / 32,
-                         name="matryoshka_sae"):
+                         name="matryoshka_sae", dtype=None):
     """Builds a Matryoshka BatchTopK SAE (Bussmann et al. 2025, arXiv:2503.17547).
 
     `L = sum_m ||x - x_hat(f_{1..m})||^2 + alpha * L_aux`: every prefix of
@@ -145,7 +152,7 @@ def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
 
     Args:
         input_dim, latent_dim, k, k_aux, dead_steps_threshold,
-        aux_coefficient, name: as `build_batch_topk_sae`.
+        aux_coefficient, name, dtype: as `build_batch_topk_sae`.
         prefix_sizes: strictly increasing ints in `[1, latent_dim]`, the
             nested dictionary sizes; `latent_dim` is always added. Default:
             `latent_dim // 16` and `latent_dim // 4`.
@@ -166,5 +173,7 @@ def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
     k = check_k(k, latent_dim)
     prefix_sizes = _check_prefix_sizes(prefix_sizes, latent_dim)
     aux_coefficient = _check_auxk(k_aux, dead_steps_threshold, aux_coefficient)
-    encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder")
-    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, prefix_sizes)
+    encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
+                               dtype=dtype)
+    return _assemble(encoder, input_dim, latent_dim, aux_coefficient, name, prefix_sizes,
+                     dtype)

@@ -31,7 +31,7 @@ from gated_sae_layers.variant_losses import L0Penalty, L1Penalty
 
 
 def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
-                   weight_by_decoder_norm=False, name="relu_sae"):
+                   weight_by_decoder_norm=False, name="relu_sae", dtype=None):
     """Builds the standard ReLU SAE with an L1 penalty (the gated paper's baseline).
 
     `L = ||x - x_hat||^2 + lambda * sum_j f_j` with `f = relu(x_c W_enc + b_enc)`
@@ -47,6 +47,10 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
         weight_by_decoder_norm: bool, weight each latent's penalty by its
             decoder row norm and drop the decoder's unit-norm constraint.
         name: the model name.
+        dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
+            the dtype policy of the model's layers, such as
+            `"mixed_bfloat16"`. Variables, loss terms and metrics stay
+            float32 either way (see `docs/mixed_precision.md`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents` (and
@@ -68,8 +72,9 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
             f"weight_by_decoder_norm={weight_by_decoder_norm!r}")
     activations, decoder, centered = _assembly.start(
         input_dim, latent_dim,
-        kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows")
-    encoder = ReLUEncoder(latent_dim, name="encoder")
+        kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows",
+        dtype=dtype)
+    encoder = ReLUEncoder(latent_dim, name="encoder", dtype=dtype)
     latents = encoder(centered)["latents"]
     outputs = {"reconstruction": decoder(latents), "latents": latents}
     penalized = "latents"
@@ -86,7 +91,8 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
 
 
 def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
-                       initial_threshold=0.001, bandwidth=0.001, name="jumprelu_sae"):
+                       initial_threshold=0.001, bandwidth=0.001, name="jumprelu_sae",
+                       dtype=None):
     """Builds the JumpReLU SAE of Rajamanoharan et al. 2024 (arXiv:2407.14435).
 
     `L = ||x - x_hat||^2 + lambda * sum_j H(z_j - theta_j)`: latents fire
@@ -102,6 +108,10 @@ def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
         bandwidth: float > 0, `eps` of the pseudo-derivatives; keep it on
             the scale of the pre-activations.
         name: the model name.
+        dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
+            the dtype policy of the model's layers, such as
+            `"mixed_bfloat16"`. Variables, loss terms and metrics stay
+            float32 either way (see `docs/mixed_precision.md`).
 
     Thresholds learn only from pre-activations within `eps / 2` of them,
     and Adam moves `log_threshold` by at most about the learning rate per
@@ -126,8 +136,9 @@ def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
     input_dim, latent_dim = _assembly.check_dims(input_dim, latent_dim)
     sparsity_coefficient = check_non_negative_float(
         sparsity_coefficient, "sparsity_coefficient")
-    activations, decoder, centered = _assembly.start(input_dim, latent_dim)
-    encoder = JumpReLUEncoder(latent_dim, initial_threshold, bandwidth, name="encoder")
+    activations, decoder, centered = _assembly.start(input_dim, latent_dim, dtype=dtype)
+    encoder = JumpReLUEncoder(latent_dim, initial_threshold, bandwidth, name="encoder",
+                              dtype=dtype)
     encoded = encoder(centered)
     model = SparseAutoencoder(
         inputs=activations,
@@ -169,7 +180,8 @@ def build_sae(architecture, input_dim, latent_dim, **kwargs):
             dead_steps_threshold=1000, aux_coefficient=1/32)`,
             `build_batch_topk_sae(...` the same `, threshold_momentum=0.99)`,
             `build_matryoshka_sae(..., k, prefix_sizes=None, k_aux=512,
-            dead_steps_threshold=1000, aux_coefficient=1/32)`; each takes `name`.
+            dead_steps_threshold=1000, aux_coefficient=1/32)`; each takes
+            `name` and `dtype` (a dtype policy such as `"mixed_bfloat16"`).
 
     Returns:
         A `SparseAutoencoder` whose outputs include `reconstruction` and

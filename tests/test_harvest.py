@@ -13,6 +13,13 @@ def _functional():
     return keras.Model(x, keras.layers.Dense(2, name="logits")(hidden))
 
 
+def _assert_same_rows(actual, expected):
+    """Equal up to 1-ulp matmul rounding: oneDNN's result for a row can depend
+    on the batch it is computed in (seen as 1.2e-7 on this CPU)."""
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
+
+
 def _data(n=37):
     return np.random.default_rng(0).normal(size=(n, 6)).astype("float32")
 
@@ -20,11 +27,11 @@ def _data(n=37):
 def test_functional_harvest_is_exactly_the_layer_output():
     model, x = _functional(), _data()
     expected = keras.Model(model.inputs, model.get_layer("hidden").output).predict(x, verbose=0)
-    np.testing.assert_array_equal(harvest(model, "hidden", x, batch_size=8, progress=False),
-                                  expected)
+    _assert_same_rows(harvest(model, "hidden", x, batch_size=8, progress=False),
+                      expected)
     got = harvest(model, model.get_layer("hidden"),
                   tf.data.Dataset.from_tensor_slices((x, x)).batch(10), progress=False)
-    np.testing.assert_array_equal(got, expected)
+    _assert_same_rows(got, expected)
 
 
 def test_sequential_and_subclassed_models():
@@ -95,7 +102,7 @@ def test_a_killed_harvest_resumes_without_loss_or_duplication(tmp_path):
     assert 0 < ActivationStore.open(tmp_path).num_rows < 50
     resumed = ActivationStore.create(tmp_path, 5, dtype="float32", shard_rows=6, resume=True)
     harvest(model, "hidden", x, batch_size=11, store=resumed, progress=False)
-    np.testing.assert_array_equal(ActivationStore.open(tmp_path).read_all(), clean)
+    _assert_same_rows(ActivationStore.open(tmp_path).read_all(), clean)
 
 
 def test_harvest_errors():

@@ -43,7 +43,9 @@ def load_mnist(cache=True):
     labels = np.asarray(labels, "int64")
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp.npz")
+        # One temporary file per process: parallel test workers (or users)
+        # filling the cache at once must not write into the same file.
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(temporary, images=images, labels=labels)
         os.replace(temporary, path)
     return images, labels

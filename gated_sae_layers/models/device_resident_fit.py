@@ -38,18 +38,14 @@ import math
 import keras
 import numpy as np
 
-from gated_sae_layers._validation import non_finite_rows_message
 from gated_sae_layers.activations.store import ActivationStore
+from gated_sae_layers.models.device_chunks import DeviceChunks, default_chunk_rows
+from gated_sae_layers.models.fit_arguments import RESIDENT_FIT_ARGUMENTS
 
 # Steps per dispatch when neither `compile(steps_per_execution=...)` nor a
 # callback with batch hooks asks for fewer. At 0.1 ms a step (a small SAE on
 # a GPU) a dispatch then lasts about 10 ms, far above its ~0.5 ms overhead.
 AUTO_STEPS_PER_DISPATCH = 128
-# Fraction of the device's free memory one chunk may use (two are resident
-# while the next one uploads).
-CHUNK_MEMORY_FRACTION = 0.25
-# Chunk size where the device reports no memory figures (the CPU).
-HOST_CHUNK_BYTES = 1 << 30
 
 # Keras's JAX trainer internals this module uses (see the module docstring).
 KERAS_INTERNALS = ("train_step", "compute_loss_and_updates",
@@ -58,21 +54,13 @@ KERAS_INTERNALS = ("train_step", "compute_loss_and_updates",
                    "_symbolic_build")
 
 
-# The `keras.Model.fit` arguments this path takes (the others must be unset).
-FIT_ARGUMENTS = ("batch_size", "epochs", "verbose", "validation_split",
-                 "shuffle", "initial_epoch", "validation_batch_size",
-                 "validation_freq")
-
-
 def unsupported_reason(model, x, y, kwargs):
     """Why the device-resident path cannot run this `fit`, or `None`."""
-    from keras.src.distribution import distribution_lib
-
     if keras.backend.backend() != "jax":
         return f"the backend is {keras.backend.backend()}, not jax"
     if model.run_eagerly or not model.jit_compile:
         return "the model was compiled with run_eagerly=True or jit_compile=False"
-    if distribution_lib.distribution() is not None:
+    if keras.distribution.distribution() is not None:
         return "a keras.distribution is set"
     if model.target is not None:
         return "the model reads its target from an output"
@@ -85,7 +73,7 @@ def unsupported_reason(model, x, y, kwargs):
     if y is not None and y is not x:
         return "`y` is given"
     for name, value in kwargs.items():
-        if name not in FIT_ARGUMENTS + ("callbacks",) and value is not None:
+        if name not in RESIDENT_FIT_ARGUMENTS + ("callbacks",) and value is not None:
             return f"`{name}` is given"
     if kwargs.get("shuffle", True) == "batch":
         return "shuffle='batch'"
@@ -125,85 +113,6 @@ def steps_per_dispatch(model, callbacks, steps_left):
         elif _has_batch_hooks(callback):
             return 1
     return max(1, min(AUTO_STEPS_PER_DISPATCH, steps_left))
-
-
-def default_chunk_rows(row_bytes, batch_size):
-    """Rows per device chunk: a multiple of `batch_size` that fits the budget."""
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        budget = int(free * CHUNK_MEMORY_FRACTION)
-    else:
-        budget = HOST_CHUNK_BYTES
-    return max(batch_size, budget // row_bytes // batch_size * batch_size)
-
-
-class _DeviceChunks:
-    """Uploads rows to the device chunk by chunk, one chunk ahead.
-
-    The rows come from an in-memory array (`from_array`) or from the shards
-    of an `ActivationStore` (`from_store`: whole shards per chunk, each read
-    and checksummed when its chunk uploads), so data larger than the device,
-    or than the host's memory, streams through.
-    """
-
-    def __init__(self, bounds, read, name):
-        import jax
-
-        self._jax = jax
-        self.bounds = bounds            # global (start, stop) row per chunk
-        self._read = read               # chunk index -> host array
-        self.name = name
-        self.num_rows = bounds[-1][1]
-        self._resident = {}
-
-    @classmethod
-    def from_array(cls, x, chunk_rows):
-        rows = int(x.shape[0])
-        bounds = [(start, min(start + chunk_rows, rows))
-                  for start in range(0, rows, chunk_rows)]
-        if len(bounds) == 1:            # no slice: a device array is not copied
-            return cls(bounds, lambda i: x, "x")
-        return cls(bounds, lambda i: x[bounds[i][0]:bounds[i][1]], "x")
-
-    @classmethod
-    def from_store(cls, store, chunk_rows):
-        groups, bounds, start = [], [], 0
-        shards_per_chunk = max(1, chunk_rows // store.shard_rows)
-        for first in range(0, store.num_shards, shards_per_chunk):
-            group = range(first, min(first + shards_per_chunk, store.num_shards))
-            rows = sum(store.manifest["shards"][i]["rows"] for i in group)
-            groups.append(group)
-            bounds.append((start, start + rows))
-            start += rows
-
-        def read(index):
-            parts = [store.read_shard(i) for i in groups[index]]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-        return cls(bounds, read, f"the store at {store.path}")
-
-    def prefetch(self, index):
-        """Starts the upload (and the finiteness check) of chunk `index`."""
-        if index in self._resident:
-            return
-        chunk = self._jax.device_put(self._read(index))
-        self._resident[index] = (chunk, self._jax.numpy.isfinite(chunk).all())
-
-    def get(self, index):
-        """The checked device chunk `index`; drops the others but one ahead."""
-        self.prefetch(index)
-        chunk, finite = self._resident[index]
-        if not bool(finite):
-            rows = np.asarray(self._jax.numpy.isfinite(chunk).all(axis=1))
-            bad = np.flatnonzero(~rows) + self.bounds[index][0]
-            raise ValueError(non_finite_rows_message(
-                self.name, bad, self.num_rows))
-        if len(self.bounds) > 1:
-            self._resident = {index: self._resident[index]}
-        return chunk
 
 
 def guarded_train_step(model, state, logs, batch):
@@ -323,8 +232,8 @@ class _Trainer:
                 self.input_dim * np.dtype(str(x.dtype)).itemsize, batch_size)
         else:
             chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)
-        self.chunks = (_DeviceChunks.from_store(x, chunk_rows) if is_store
-                       else _DeviceChunks.from_array(x, chunk_rows))
+        self.chunks = (DeviceChunks.from_store(x, chunk_rows) if is_store
+                       else DeviceChunks.from_array(x, chunk_rows))
         # Compiled loops live on the model, so later `fit` calls reuse them;
         # `SparseAutoencoder.compile` clears them.
         if getattr(model, "_device_resident_runners", None) is None:
@@ -427,8 +336,6 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
                         validation_batch_size=None, validation_freq=1,
                         device_chunk_rows=None):
     """The body of `SparseAutoencoder.fit` on JAX for in-memory activations."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
     model._assert_compile_called("fit")
     batch_size = int(batch_size or 32)
     if validation_split and validation_data is None:
@@ -445,7 +352,7 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
             verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model)
     if validation_data is not None:
         val_x, val_y, val_sample_weight = (
-            data_adapter_utils.unpack_x_y_sample_weight(validation_data))
+            keras.utils.unpack_x_y_sample_weight(validation_data))
 
     model.stop_training = False
     training_logs, finished = {}, False

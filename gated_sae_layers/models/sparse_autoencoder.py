@@ -1,7 +1,5 @@
 """`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
 
-import inspect
-
 import keras
 from keras import ops
 
@@ -16,6 +14,10 @@ from gated_sae_layers.activations.stream import store_dataset
 from gated_sae_layers.callbacks import find_decoders, find_sparsity_penalties
 from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.models import data_guard, device_resident_fit
+from gated_sae_layers.models.fit_arguments import (
+    RESIDENT_FIT_ARGUMENTS,
+    bind_fit_arguments,
+)
 from gated_sae_layers.models.jax_recovery import keep_weights_on_error
 
 
@@ -25,29 +27,6 @@ def _deserialize(obj, kind):
     if kind == "loss":
         return keras.losses.get(obj)
     return keras.metrics.get(obj)
-
-
-_FIT_PARAMETERS = [
-    name for name in inspect.signature(keras.Model.fit).parameters
-    if name not in ("self", "x", "y")]
-
-
-def _bind_fit_arguments(args, kwargs):
-    """`fit`'s arguments after `x, y`, positional or not, as one dict."""
-    if len(args) > len(_FIT_PARAMETERS):
-        raise TypeError(
-            f"fit() takes at most {len(_FIT_PARAMETERS) + 2} positional "
-            f"arguments. Received: {len(args) + 2}")
-    arguments = dict(zip(_FIT_PARAMETERS, args))
-    for name, value in kwargs.items():
-        if name not in _FIT_PARAMETERS:
-            raise TypeError(
-                f"fit() got an unexpected keyword argument '{name}'. It takes "
-                f"{_FIT_PARAMETERS + ['device_resident', 'device_chunk_rows']}")
-        if name in arguments:
-            raise TypeError(f"fit() got multiple values for argument '{name}'")
-        arguments[name] = value
-    return arguments
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -318,7 +297,7 @@ class SparseAutoencoder(keras.Model):
         if device_chunk_rows is not None:
             device_chunk_rows = check_positive_int(
                 device_chunk_rows, "device_chunk_rows")
-        arguments = _bind_fit_arguments(args, kwargs)
+        arguments = bind_fit_arguments(args, kwargs)
         reason = None
         if device_resident is not False:
             reason = device_resident_fit.unsupported_reason(
@@ -347,7 +326,7 @@ class SparseAutoencoder(keras.Model):
                     self, x, validation_data=validation_data,
                     callbacks=callbacks, device_chunk_rows=device_chunk_rows,
                     **{name: value for name, value in arguments.items()
-                       if name in device_resident_fit.FIT_ARGUMENTS})
+                       if name in RESIDENT_FIT_ARGUMENTS})
             return super().fit(x, y, validation_data=validation_data,
                                callbacks=callbacks, **arguments)
 

@@ -6,7 +6,12 @@ and ``Received: name=value``.
 
 import numbers
 
+import keras
 import numpy as np
+
+# The largest float32: a coefficient or activation beyond it is Inf in the
+# float32 math of every loss.
+FLOAT32_MAX = float(np.finfo("float32").max)
 
 
 def check_positive_int(value, name):
@@ -31,9 +36,10 @@ def check_non_negative_float(value, name):
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     value = float(value)
-    if not np.isfinite(value) or value < 0:
+    if not np.isfinite(value) or value < 0 or value > FLOAT32_MAX:
         raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value}"
+            f"`{name}` must be a finite number >= 0 that float32 can hold "
+            f"(at most {FLOAT32_MAX:.4g}). Received: {name}={value}"
         )
     return value
 
@@ -53,12 +59,63 @@ def is_array_like(data):
     )
 
 
+def is_data_frame(data):
+    """True for a pandas `DataFrame` or `Series` (converted with `to_numpy`)."""
+    return type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy")
+
+
+def dtype_name(dtype):
+    """The Keras name of `dtype` (`"float32"`, `"bfloat16"`, `"string"`, ...)."""
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except (ValueError, TypeError, AttributeError):
+        return str(getattr(dtype, "name", dtype))
+
+
+def is_floating(dtype):
+    """True for float16, bfloat16, float32 and float64 (and their aliases)."""
+    try:
+        return keras.backend.is_float_dtype(dtype_name(dtype))
+    except ValueError:
+        return False
+
+
+def check_floating_dtype(dtype, name):
+    """Raises `TypeError` unless `dtype` is a floating dtype (bfloat16 included)."""
+    standardized = dtype_name(dtype)
+    if not is_floating(standardized):
+        raise TypeError(
+            f"`{name}` must have a floating dtype (float16, bfloat16, float32 "
+            f"or float64 activations). Received: {name}.dtype={standardized}. "
+            f"Convert it first, for example `{name}.astype('float32') / 255.0` "
+            "for 8-bit pixels."
+        )
+    return standardized
+
+
+def non_finite_rows(values, limit=FLOAT32_MAX, block_rows=65536):
+    """Indices of the rows of 2-D `values` holding NaN, Inf or `|v| > limit`.
+
+    Values are compared after a cast to float32 (float64 kept as is), so a
+    float64 value that would overflow to Inf in float32 counts as Inf.
+    """
+    bad = []
+    for start in range(0, len(values), block_rows):
+        block = np.asarray(values[start:start + block_rows])
+        if block.dtype != np.float64:
+            block = block.astype(np.float32)
+        ok = (np.abs(block) <= limit).all(axis=1)
+        bad.append(np.flatnonzero(~ok) + start)
+    return np.concatenate(bad) if bad else np.zeros(0, "int64")
+
+
 def non_finite_rows_message(name, bad_rows, num_rows):
     """The error text for NaN/Inf in rows `bad_rows` (sorted) of `name`."""
     return (
         f"`{name}` contains NaN or Inf in {len(bad_rows)} of {num_rows} "
-        f"rows (first at row {bad_rows[0]}). Training on them would turn "
-        "every weight into NaN; drop or repair those rows first."
+        f"rows (first at row {bad_rows[0]}), counting values beyond "
+        f"{FLOAT32_MAX:.4g} that become Inf in float32. Training on them "
+        "would turn every weight into NaN; drop or repair those rows first."
     )
 
 
@@ -76,9 +133,12 @@ def check_activations(data, input_dim=None, name="x", check_finite=True):
         `data` unchanged.
 
     Raises:
-        ValueError: wrong rank or width, no rows, or NaN/Inf values.
+        ValueError: wrong rank or width, no rows, or NaN/Inf values (after
+            the cast to float32: a float64 1e300 counts as Inf).
         TypeError: a non-floating dtype.
     """
+    if is_data_frame(data):
+        data = data.to_numpy()
     shape = tuple(data.shape)
     expected = f"(num_examples, {input_dim if input_dim else 'input_dim'})"
     if len(shape) != 2:
@@ -96,17 +156,10 @@ def check_activations(data, input_dim=None, name="x", check_finite=True):
             f"`{name}` is empty: expected at least one row of shape {expected}. "
             f"Received: {name}.shape={shape}"
         )
-    dtype = np.dtype(str(getattr(data.dtype, "name", data.dtype)))
-    if not np.issubdtype(dtype, np.floating):
-        raise TypeError(
-            f"`{name}` must have a floating dtype (float16/32/64 activations). "
-            f"Received: {name}.dtype={dtype.name}. Convert it first, for "
-            f"example `{name}.astype('float32') / 255.0` for 8-bit pixels."
-        )
+    check_floating_dtype(data.dtype, name)
     if not check_finite:
         return data
-    finite = np.isfinite(np.asarray(data))
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
+    bad_rows = non_finite_rows(data)
+    if len(bad_rows):
         raise ValueError(non_finite_rows_message(name, bad_rows, shape[0]))
     return data

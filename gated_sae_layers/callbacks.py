@@ -85,10 +85,17 @@ class SparsityWarmup(keras.callbacks.Callback):
     """Ramps every sparsity coefficient linearly from 0 over the first `steps` steps.
 
     At optimizer step `t` the coefficient is `target * min(1, t / steps)`,
-    where `target` is the coefficient when training began. The ramp is
-    written into the coefficient variable before each batch, so it acts on
-    that very step; once the ramp is done the callback stops touching the
-    model. At the end of training the target coefficient is restored.
+    where `target` is the coefficient when `fit` set up its callbacks. The
+    ramp is written into the coefficient variable before each batch, so it
+    acts on that very step; once the ramp is done the callback stops
+    touching the model. The target coefficient is put back however `fit`
+    ends: normally, with an error (a NaN batch), or interrupted (Ctrl-C).
+
+    Resuming is exact in any callback order: the target is read before any
+    callback's `on_train_begin`, so a `keras.callbacks.BackupAndRestore`
+    that restores a half-ramped coefficient from its checkpoint does not
+    become the target, and the ramp continues from the restored optimizer
+    step.
 
     A sparsity warm-up is common SAE practice (it keeps latents from dying
     early, when the dictionary is still random).
@@ -107,14 +114,18 @@ class SparsityWarmup(keras.callbacks.Callback):
         super().__init__()
         self.steps = check_positive_int(steps, "steps")
         self._targets = None
+        self._done = False
 
-    def on_train_begin(self, logs=None):
-        penalties = find_sparsity_penalties(self.model)
+    def set_model(self, model):
+        super().set_model(model)
+        penalties = find_sparsity_penalties(model)
         if not penalties:
             raise ValueError(
                 "SparsityWarmup needs a SparseAutoencoder with a SparsityPenalty "
-                f"loss term. Received: a model of type {type(self.model).__name__}"
+                f"loss term. Received: a model of type {type(model).__name__}"
             )
+        # Read here, before any callback's `on_train_begin` can restore a
+        # checkpointed, half-ramped coefficient into the variable.
         self._targets = [
             (loss, float(ops.convert_to_numpy(loss.coefficient)))
             for loss in penalties
@@ -132,8 +143,12 @@ class SparsityWarmup(keras.callbacks.Callback):
 
     def needs_every_batch(self):
         """True while ramping: `fit` then runs one step per dispatch."""
-        return not getattr(self, "_done", False)
+        return not self._done
 
-    def on_train_end(self, logs=None):
+    def restore(self):
+        """Puts the target coefficients back into the model."""
         for loss, target in self._targets or ():
             loss.coefficient.assign(target)
+
+    def on_train_end(self, logs=None):
+        self.restore()

@@ -195,6 +195,27 @@ for architecture in ("gated", "regularized", "topk"):
         "single": train(architecture, tf.distribute.get_strategy()),
         "mirrored": train(architecture, mirrored),
     }
+def stops_at_a_non_finite_step(strategy):
+    # A row that overflows the loss on the second replica of batch 2: fit
+    # raises and keeps the weights of a run on batch 1 alone.
+    bad = X.copy()
+    bad[2 * BATCH - 1, 0] = 3e38
+    weights = []
+    for data in (X[:BATCH], bad):
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            model = build("gated")
+            model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        try:
+            model.fit(data, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+            raised = None
+        except ValueError as exception:
+            raised = str(exception)
+        weights.append(model.get_weights())
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(*weights))
+    return {"raised": raised, "max_difference": difference}
+
+results["non_finite_step"] = stops_at_a_non_finite_step(mirrored)
 try:
     train("gated", mirrored, jit_compile=True)
     results["jit_error"] = None
@@ -362,6 +383,12 @@ def test_mirrored_regularization_loss_is_counted_once(tf_results):
     # The total is more than the reconstruction term: the regularizer counts.
     assert single["loss"][0] - single["reconstruction"][0] > 1.0
     np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-5)
+
+
+def test_mirrored_step_with_an_overflow_on_one_replica_changes_nothing(tf_results):
+    result = tf_results["non_finite_step"]
+    assert result["raised"] is not None and "NaN or Inf" in result["raised"]
+    assert result["max_difference"] < 1e-6
 
 
 def test_mirrored_jit_compile_on_cpu_raises_a_clear_error(tf_results):

@@ -113,3 +113,38 @@ def test_harvest_errors():
         harvest(model, 3, _data(), progress=False)
     with pytest.raises(ValueError, match="empty"):
         harvest(model, "hidden", _data(0), progress=False)
+
+
+def test_a_resume_with_other_inputs_is_refused(tmp_path):
+    """The store records a fingerprint of its inputs (their number, and the
+    sha256 of the first example) and refuses a resume from other inputs."""
+    model, x = _functional(), _data(50)
+    clean = harvest(model, "hidden", x, progress=False)
+    store = ActivationStore.create(tmp_path, 5, dtype="float32", shard_rows=6)
+    original_append, calls = store.append, []
+
+    def dying_append(rows, source_index=None):
+        calls.append(source_index)
+        if len(calls) > 20:
+            raise _Killed()
+        original_append(rows, source_index=source_index)
+
+    store.append = dying_append
+    with pytest.raises(_Killed):
+        harvest(model, "hidden", x, batch_size=8, store=store, progress=False)
+    fingerprint = ActivationStore.open(tmp_path).metadata["inputs_fingerprint"]
+    assert fingerprint["num_examples"] == 50 and len(fingerprint["first_example_sha256"]) == 64
+
+    def resume(inputs):
+        store = ActivationStore.create(tmp_path, 5, dtype="float32", shard_rows=6, resume=True)
+        return harvest(model, "hidden", inputs, batch_size=16, store=store, progress=False)
+
+    with pytest.raises(ValueError, match=r"other inputs.*\['first_example_sha256'\]"):
+        resume(x[::-1].copy())
+    with pytest.raises(ValueError, match=r"other inputs.*\['num_examples'\]"):
+        resume(x[:49])
+    with pytest.raises(ValueError, match="first_example_sha256"):
+        resume(x.astype("float64"))  # the dtype is part of the fingerprint
+    # A dataset (of unknown length) of the same examples resumes.
+    resume(tf.data.Dataset.from_tensor_slices(x).batch(7))
+    _assert_same_rows(ActivationStore.open(tmp_path).read_all(), clean)

@@ -48,11 +48,117 @@ def test_seed_constructor_and_attributes():
     # Decoder rows start unit-norm (the seed's started at 0.55-0.86).
     np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1, atol=1e-6)
     assert set(sae.get_config()) == {"name", "input_dim", "encoding_dim", "lambda_sparse",
-                                     "aux_weight", "clip_norm"}
+                                     "aux_weight", "clip_norm", "normalization_scale",
+                                     "dtype", "trainable"}
     with pytest.raises(TypeError, match="encoding_dim"):
         gsl.GatedSAE(input_dim=10)
     with pytest.raises(ValueError, match="encoding_dim"):
         gsl.GatedSAE(10, 0)
+
+
+ACCEPTED = ("input_dim, encoding_dim, lambda_sparse, aux_weight, clip_norm, name, "
+            "normalization_scale, dtype, trainable")
+
+
+def test_misspelled_or_extra_arguments_raise():
+    # The seed package kept lambda 1e-3 silently here.
+    with pytest.raises(TypeError) as info:
+        gsl.GatedSAE(8, 16, lamda_sparse=0.5)
+    assert "`lamda_sparse`" in str(info.value) and ACCEPTED in str(info.value)
+    assert "Received: lamda_sparse=0.5" in str(info.value)
+    with pytest.raises(TypeError, match="at most 5 positional arguments"):
+        gsl.GatedSAE(8, 16, 1e-3, 1e-2, 1.0, "extra")
+    with pytest.raises(TypeError, match="multiple values for `encoding_dim`"):
+        gsl.GatedSAE(8, 16, encoding_dim=32)
+    with pytest.raises(ValueError, match="`clip_norm` must be > 0"):
+        gsl.GatedSAE(8, 16, clip_norm=0.0)
+    with pytest.raises(TypeError, match="`lambda_sparse`"):
+        gsl.GatedSAE(8, 16, lambda_sparse="0.5")
+
+
+@pytest.mark.parametrize("input_dim", [8.0, "8", True, [8]])
+def test_dims_of_the_wrong_type_raise_a_clear_type_error(input_dim):
+    with pytest.raises(TypeError, match=r"`input_dim` must be a positive integer\. "
+                                        r"Received: input_dim="):
+        gsl.GatedSAE(input_dim, 16)
+
+
+def test_numpy_integers_and_keras_model_keywords():
+    sae = gsl.GatedSAE(np.int64(8), np.int32(16), np.float32(0.5), trainable=False,
+                       name="seed", normalization_scale=np.float64(2.5))
+    assert (sae.input_dim, sae.encoding_dim) == (8, 16)
+    assert type(sae.get_config()["input_dim"]) is int
+    assert sae.lambda_sparse == 0.5 and sae.normalization_scale == 2.5
+    assert sae.name == "seed" and not sae.trainable and not sae.trainable_weights
+    # The Functional-graph constructor (inputs, outputs) still works.
+    template = gsl.build_gated_sae(8, 16, 0.1)
+    revived = gsl.GatedSAE(template.inputs, template._outputs_struct,
+                           loss_terms=template.loss_terms)
+    assert isinstance(revived, gsl.GatedSAE)
+    assert revived.lambda_sparse == pytest.approx(0.1)
+
+
+def test_config_round_trip_keeps_every_argument():
+    sae = gsl.GatedSAE(8, 16, 0.25, 0.5, None, name="seed", normalization_scale=2.5,
+                       dtype="mixed_bfloat16", trainable=False)
+    config = sae.get_config()
+    assert config["normalization_scale"] == 2.5 and config["dtype"] == "mixed_bfloat16"
+    clone = gsl.GatedSAE.from_config(config)
+    assert clone.get_config() == config
+    assert clone.decoder.dtype_policy.name == "mixed_bfloat16" and not clone.trainable
+    # A config written before these keys existed loads with their defaults.
+    old = {key: config[key] for key in ("name", "input_dim", "encoding_dim",
+                                        "lambda_sparse", "aux_weight", "clip_norm")}
+    clone = gsl.GatedSAE.from_config(old)
+    assert clone.normalization_scale is None and clone.trainable
+    assert clone.decoder.dtype_policy.name == keras.config.dtype_policy().name
+
+
+def test_encode_and_decode_check_in_memory_input():
+    sae = gsl.GatedSAE(8, 16)
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    x[3, 2] = np.nan
+    # NaN used to give all-zero latents, as if nothing fired.
+    for bad in (x, keras.ops.convert_to_tensor(x)):
+        with pytest.raises(ValueError, match=r"`x` contains NaN or Inf in 1 of 5 rows "
+                                             r"\(first at row 3\)"):
+            sae.encode(bad)
+    with pytest.raises(ValueError, match=r"`x` must have 8 features.*x\.shape=\(5, 6\)"):
+        sae.encode(x[:, :6])
+    with pytest.raises(ValueError, match="`x` must be a 2-D array"):
+        sae.encode(x[0])
+    with pytest.raises(TypeError, match="`x` must have a floating dtype"):
+        sae.encode(np.ones((2, 8), "int32"))
+    f = np.abs(np.random.default_rng(1).normal(size=(4, 16))).astype("float32")
+    assert tuple(sae.decode(f).shape) == (4, 8)
+    f[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`f` contains NaN or Inf in 1 of 4 rows"):
+        sae.decode(f, stop_grad=True)
+    with pytest.raises(ValueError, match=r"`f` must be a 2-D array of latents of shape "
+                                         r"\(num_examples, 16\).*f\.shape=\(2, 8\)"):
+        sae.decode(np.zeros((2, 8), "float32"))
+    with pytest.raises(TypeError, match="`f` must have a floating dtype"):
+        sae.decode(np.ones((2, 16), "int64"))
+
+
+def test_symbolic_input_passes_unchecked():
+    sae = gsl.GatedSAE(8, 16)
+    codes, _, _ = sae.encode(keras.Input((8,)))
+    assert isinstance(codes, keras.KerasTensor) and tuple(codes.shape) == (None, 16)
+    assert tuple(sae.decode(keras.Input((16,))).shape) == (None, 8)
+    x = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda v: sae.decode(sae.encode(v)[0]))
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        compiled = jax.jit(lambda v: sae.decode(sae.encode(v)[0]))
+    else:
+        pytest.skip("no compiled function on this backend")
+    np.testing.assert_allclose(compiled(x), sae.decode(sae.encode(x)[0]), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_encode_and_decode_match_the_model(trained, digits):

@@ -5,23 +5,30 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
 import gated_sae_layers as gsl
+from gated_sae_layers.activations import fold_normalization
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import keras
     import gated_sae_layers  # registers the classes
+    from gated_sae_layers.activations import fold_normalization
     model = keras.saving.load_model(sys.argv[1], safe_mode=True)
     x = np.load(sys.argv[2])
     out = model.predict_on_batch(x)
+    if model.normalization_scale is not None:
+        folded = fold_normalization(model).predict_on_batch(x)
+        out.update({"folded_" + k: v for k, v in folded.items()})
     np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in out.items()})
     print(json.dumps({"class": type(model).__name__,
+                      "normalization_scale": model.normalization_scale,
                       "lambda": model.sparsity_coefficient,
                       "iterations": int(model.optimizer.iterations.numpy()),
                       "remove_parallel_gradient": model.decoder.remove_parallel_gradient}))
@@ -44,7 +51,8 @@ def _load_in_fresh_process(path, x, tmp_path):
 def test_keras_file_round_trip_in_a_fresh_process(seed_api, tmp_path):
     x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
     if seed_api:
-        model = gsl.GatedSAE(6, 12, lambda_sparse=0.05, aux_weight=0.3, clip_norm=2.0)
+        model = gsl.GatedSAE(6, 12, lambda_sparse=0.05, aux_weight=0.3, clip_norm=2.0,
+                             normalization_scale=2.5)
     else:
         model = gsl.build_gated_sae(6, 12, sparsity_coefficient=0.05,
                                     aux_coefficient=0.3, remove_parallel_gradient=True,
@@ -62,6 +70,53 @@ def test_keras_file_round_trip_in_a_fresh_process(seed_api, tmp_path):
     assert info["lambda"] == 0.125
     assert info["iterations"] == 10  # the optimizer state comes back too
     assert info["remove_parallel_gradient"] is (not seed_api)
+    if seed_api:
+        # `GatedSAE` keeps `normalization_scale`, and `fold_normalization`
+        # works the same on the reloaded model.
+        assert info["normalization_scale"] == 2.5
+        for name, value in fold_normalization(model).predict_on_batch(x).items():
+            np.testing.assert_allclose(outputs["folded_" + name], np.asarray(value),
+                                       rtol=1e-6, atol=1e-6)
+        scaled = np.asarray(model.predict_on_batch(2.5 * x)["reconstruction"])
+        np.testing.assert_allclose(outputs["folded_reconstruction"], scaled / 2.5,
+                                   rtol=1e-4, atol=1e-5)
+    else:
+        assert info["normalization_scale"] is None
+
+
+def _perturbed_gated_sae(**kwargs):
+    """A `GatedSAE(8, 16)` with random, trained-looking weights (no `fit` needed)."""
+    model = gsl.GatedSAE(8, 16, **kwargs)
+    rng = np.random.default_rng(3)
+    for weight in model.trainable_weights:
+        value = np.asarray(weight) + rng.normal(scale=0.3, size=weight.shape)
+        weight.assign(value.astype("float32"))
+    return model
+
+
+def test_gated_sae_saved_without_the_newer_config_keys_still_loads(tmp_path):
+    # Files written before `normalization_scale`, `dtype` and `trainable` were
+    # in `GatedSAE.get_config` have only the seed arguments and the name.
+    x = np.random.default_rng(5).normal(size=(8, 8)).astype("float32")
+    model = _perturbed_gated_sae(lambda_sparse=0.25)
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(
+            tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            data = new.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for key in ("normalization_scale", "dtype", "trainable"):
+                    del config["config"][key]
+                data = json.dumps(config)
+            old.writestr(item, data)
+    reloaded = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
+    assert isinstance(reloaded, gsl.GatedSAE) and reloaded.normalization_scale is None
+    assert reloaded.lambda_sparse == 0.25
+    for name, value in model.predict_on_batch(x).items():
+        np.testing.assert_array_equal(reloaded.predict_on_batch(x)[name], np.asarray(value))
+    with pytest.raises(ValueError, match="normalization_scale"):
+        fold_normalization(reloaded)
 
 
 def test_reloaded_model_keeps_training_where_it_stopped(tmp_path):

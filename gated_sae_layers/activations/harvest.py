@@ -1,11 +1,14 @@
 """Collects a layer's activations from any Keras model."""
 
+import hashlib
+
 import numpy as np
 from keras import ops
 
 import keras
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations.store import FINGERPRINT_KEY
 
 
 def _find_layer(model, layer):
@@ -91,6 +94,39 @@ def _row_mask(batch_inputs, drop_padding, drop_token_ids, tokens):
     return mask
 
 
+def inputs_fingerprint(batch_inputs, num_examples):
+    """What a resumed harvest must match: `num_examples` (`None` for a
+    dataset) and the sha256 of the first example's arrays, dtypes and shapes
+    (the first example, not the first batch, so a resume may change
+    `batch_size`)."""
+    digest = hashlib.sha256()
+    for array in keras.tree.flatten(batch_inputs):
+        first = np.ascontiguousarray(np.asarray(array)[:1])
+        digest.update(f"{first.dtype.str}{first.shape[1:]};".encode())
+        digest.update(first.tobytes())
+    return {"num_examples": num_examples, "first_example_sha256": digest.hexdigest()}
+
+
+def _check_fingerprint(store, fingerprint):
+    """Records `fingerprint` in a store without one; else raises if it differs."""
+    recorded = store.metadata.get(FINGERPRINT_KEY)
+    if recorded is None:
+        store.update_metadata({FINGERPRINT_KEY: fingerprint})
+        return
+    if not isinstance(recorded, dict):
+        recorded = {}
+    differing = sorted(k for k, v in fingerprint.items() if k not in recorded or (
+        None not in (v, recorded[k]) and recorded[k] != v))
+    if differing:
+        raise ValueError(
+            f"Cannot resume the harvest into {store.path}: it was harvested from other "
+            f"inputs (they differ in {differing}), and resuming would mix two sources. "
+            f"The store has {FINGERPRINT_KEY}={recorded}. Received: {fingerprint}. "
+            "Pass the same inputs, or harvest into another folder.")
+    if recorded.get("num_examples") is None and fingerprint["num_examples"] is not None:
+        store.update_metadata({FINGERPRINT_KEY: fingerprint})
+
+
 def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
             drop_token_ids=(), progress=True):
     """Collects the output of `layer` in `model` for every example of `inputs`.
@@ -108,9 +144,15 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
         inputs: an array, a dict of arrays, or a `tf.data.Dataset` of
             batches (`x` or `(x, y)`).
         batch_size: examples per forward pass (arrays only).
-        store: an `ActivationStore` to write to (for data beyond memory);
-            with `None` the rows are returned as an array. A store with
-            `progress` resumes: the examples already on disk are skipped.
+        store: an `ActivationStore` writer to write to (for data beyond
+            memory); with `None` the rows are returned as an array. A store
+            with `progress` resumes: the examples already on disk are
+            skipped. The store's metadata records `inputs_fingerprint`
+            (see `inputs_fingerprint`), and a resume with other inputs
+            raises `ValueError`. If the harvest fails, the store is
+            abandoned as in a crash (`store.abandon()`: its lock is
+            released) and `ActivationStore.create(..., resume=True)`
+            continues it.
         drop_padding: drop positions where `padding_mask` is 0.
         drop_token_ids: token ids whose positions are dropped.
         progress: show a Keras progress bar.
@@ -118,22 +160,39 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
     Returns:
         `(rows, width)` float32 array, or the store (closed) when given one.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    layer = _find_layer(model, layer)
-    run = _OutputOf(model, layer)
+    try:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        run = _OutputOf(model, _find_layer(model, layer))
+        total = (None if hasattr(inputs, "element_spec")
+                 else len(keras.tree.flatten(inputs)[0]))
+        bar = keras.utils.Progbar(total, unit_name="example") if progress else None
+        collected = _run(run, inputs, batch_size, store, total, bar,
+                         (drop_padding, drop_token_ids))
+    except BaseException:
+        if store is not None:
+            store.abandon()
+        raise
+    if store is not None:
+        store.close()
+        return store
+    return np.concatenate(collected) if collected else np.zeros((0, 0), "float32")
+
+
+def _run(run, inputs, batch_size, store, total, bar, drop):
+    """Runs every batch not yet in `store`; the rows, where there is no store."""
     done = store.progress.get("examples_done", 0) if store is not None else 0
     skip_rows = store.progress.get("rows_into_next_example", 0) if store is not None else 0
-    total = None if hasattr(inputs, "element_spec") else len(keras.tree.flatten(inputs)[0])
-    bar = keras.utils.Progbar(total, unit_name="example") if progress else None
     collected, example = [], 0
     for batch_inputs, size in _batches(inputs, batch_size):
+        if store is not None and example == 0:
+            _check_fingerprint(store, inputs_fingerprint(batch_inputs, total))
         if example + size <= done:
             example += size
             if bar:
                 bar.add(size)
             continue
         output = np.asarray(ops.convert_to_numpy(run(batch_inputs)), "float32")
-        mask = _row_mask(batch_inputs, drop_padding, drop_token_ids, output) if (
+        mask = _row_mask(batch_inputs, *drop, output) if (
             output.ndim == 3) else None
         for i in range(size):
             index = example + i
@@ -152,7 +211,4 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
         example += size
         if bar:
             bar.add(size)
-    if store is not None:
-        store.close()
-        return store
-    return np.concatenate(collected) if collected else np.zeros((0, 0), "float32")
+    return collected

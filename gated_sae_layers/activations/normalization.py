@@ -14,18 +14,15 @@ from gated_sae_layers._validation import check_activations, check_positive_int
 
 
 def estimate_norm_scale(data, sample_rows=65536, seed=0):
-    """`sqrt(input_dim / E||x||^2)` over a sample of `data` (array or `ActivationStore`)."""
+    """`sqrt(input_dim / E||x||^2)` over a sample of `data` (array or `ActivationStore`).
+
+    Raises:
+        ValueError: no rows, NaN or Inf in the sample, or no finite positive
+            scale (all-zero or vanishingly small activations).
+    """
     sample_rows = check_positive_int(sample_rows, "sample_rows")
     if hasattr(data, "read_shard"):
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(data.num_shards)
-        parts, taken = [], 0
-        for index in order:
-            parts.append(np.asarray(data.read_shard(int(index)), "float64"))
-            taken += len(parts[-1])
-            if taken >= sample_rows:
-                break
-        sample = np.concatenate(parts)
+        sample = _store_sample(data, sample_rows, seed)
     else:
         sample = np.asarray(check_activations(data, None, "data"), "float64")
     if len(sample) > sample_rows:
@@ -34,7 +31,35 @@ def estimate_norm_scale(data, sample_rows=65536, seed=0):
     mean_squared_norm = float((sample ** 2).sum(axis=1).mean())
     if mean_squared_norm == 0:
         raise ValueError("The activations are all zero; no scale normalizes them.")
-    return float(np.sqrt(sample.shape[1] / mean_squared_norm))
+    with np.errstate(divide="ignore", over="ignore"):
+        scale = float(np.sqrt(sample.shape[1] / mean_squared_norm))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"The activations' mean squared norm is {mean_squared_norm:g}: no finite "
+            f"scale > 0 normalizes them. Received: scale={scale}")
+    return scale
+
+
+def _store_sample(store, sample_rows, seed):
+    """At least `sample_rows` rows (or all) of whole shards in random order."""
+    if not store.num_rows:
+        raise ValueError(
+            f"`data` has no rows: the store at {store.path} is empty. Harvest into "
+            "it first.")
+    order = np.random.default_rng(seed).permutation(store.num_shards)
+    parts, taken = [], 0
+    for index in order:
+        parts.append(np.asarray(store.read_shard(int(index)), "float64"))
+        taken += len(parts[-1])
+        if taken >= sample_rows:
+            break
+    sample = np.concatenate(parts)
+    if not np.isfinite(sample).all():
+        raise ValueError(
+            f"The store at {store.path} holds NaN or Inf (in a float16 store, values "
+            "beyond 65504 written before this was checked): no scale normalizes them. "
+            'Re-harvest with dtype="float32", or normalize the activations first.')
+    return sample
 
 
 def fold_normalization(model, scale=None):

@@ -27,12 +27,21 @@ def store_dataset(store, batch_size, shuffle_buffer=16384, seed=None,
 
     Returns:
         A `tf.data.Dataset`.
+
+    Raises:
+        ValueError: the store has no rows. A shard that changed on disk
+            since it was verified fails its checksum again in a later epoch
+            (`StoreCorruptionError`, surfaced by `tf.data` as an error).
     """
     import tensorflow as tf
 
     batch_size = check_positive_int(batch_size, "batch_size")
     shuffle_buffer = check_positive_int(shuffle_buffer, "shuffle_buffer")
     shards_in_flight = check_positive_int(shards_in_flight, "shards_in_flight")
+    if not store.num_rows:
+        raise ValueError(
+            f"`store` has no rows to stream: harvest into it first. Received: the "
+            f"store at {store.path} with num_rows=0")
     width = store.input_dim
 
     def load(index):

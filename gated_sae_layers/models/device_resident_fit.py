@@ -27,7 +27,7 @@ Everything else is the stock `fit`: `History`, the progress bar, callbacks,
 
 It uses these parts of Keras's JAX trainer, checked against Keras 3.15 and
 tested by `tests/test_device_resident_fit.py::test_keras_internals_exist`:
-`train_step(state, data)` (its structure, in `guarded_train_step`),
+`train_step(state, data)` (its structure, in `finite_step.guarded_train_step`),
 `compute_loss_and_updates`, `_update_metrics_variables`, `_get_jax_state`,
 `_jax_state`, `_jax_state_synced`, `jax_state_sync`,
 `_get_metrics_result_or_logs`, `_symbolic_build`.
@@ -40,6 +40,7 @@ import numpy as np
 
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.models.device_chunks import DeviceChunks, default_chunk_rows
+from gated_sae_layers.models.finite_step import guarded_train_step, non_finite_step_message
 from gated_sae_layers.models.fit_arguments import RESIDENT_FIT_ARGUMENTS
 
 # Steps per dispatch when neither `compile(steps_per_execution=...)` nor a
@@ -113,47 +114,6 @@ def steps_per_dispatch(model, callbacks, steps_left):
         elif _has_batch_hooks(callback):
             return 1
     return max(1, min(AUTO_STEPS_PER_DISPATCH, steps_left))
-
-
-def guarded_train_step(model, state, logs, batch):
-    """Keras's JAX `train_step`, skipping the update when the loss is not finite.
-
-    `(state, logs, batch)` -> `(state, logs, finite)`. The gradient step, the
-    constraint, the non-trainable updates and the metric updates all sit in
-    the true branch of one `lax.cond`, so a step with a NaN/Inf loss returns
-    `state` and `logs` untouched, and a finite one updates in place (the
-    false branch needs no copy of the weights, unlike a `where` over them).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    trainable, non_trainable, optimizer_state, metric_state = state
-    gradient_fn = jax.value_and_grad(
-        model.compute_loss_and_updates, has_aux=True)
-    (_, aux), gradients = gradient_fn(
-        trainable, non_trainable, metric_state, batch, None, None,
-        training=True, optimizer_variables=optimizer_state)
-    loss, y_pred, new_non_trainable, new_metric_state = aux
-    finite = jnp.isfinite(loss)
-
-    def update(operands):
-        (trainable, optimizer_state, gradients, new_non_trainable,
-         new_metric_state, _) = operands
-        trainable, optimizer_state = model.optimizer.stateless_apply(
-            optimizer_state, gradients, trainable)
-        new_logs, new_metric_state = model._update_metrics_variables(
-            new_metric_state, loss, batch, None, y_pred, None)
-        return ((trainable, new_non_trainable, optimizer_state,
-                 new_metric_state), new_logs)
-
-    def keep(operands):
-        return (state, operands[-1])
-
-    state, logs = jax.lax.cond(
-        finite, update, keep,
-        (trainable, optimizer_state, gradients, new_non_trainable,
-         new_metric_state, logs))
-    return state, logs, finite
 
 
 def _make_runner(model, batch_size, input_dtype):
@@ -272,14 +232,8 @@ class _Trainer:
             bad, done, first = self._pending.pop(0)
             if bool(bad):
                 step = first + int(done) - 1
-                raise ValueError(
-                    f"The training loss became NaN or Inf at step {step} "
-                    "(counted from 0 in this epoch). fit() stopped before "
-                    "that step changed any weight: the model holds the "
-                    "weights, optimizer state and metrics of the step "
-                    "before. Lower the learning rate or the sparsity "
-                    "coefficient, or normalize the activations "
-                    "(`estimate_norm_scale`).")
+                raise ValueError(non_finite_step_message(
+                    f"at step {step} (counted from 0 in this epoch)"))
 
     def dispatches(self, chunk_rows, callbacks):
         """`(batch_size, first_row, num_steps)` per dispatch over a chunk."""

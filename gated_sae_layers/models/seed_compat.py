@@ -1,14 +1,80 @@
 """`GatedSAE`: the `gated-sae-tf` 0.1.1 API on top of the kit."""
 
+import sys
+
 import keras
-import numpy as np  # noqa: F401 (doctest)
 from keras import ops
 
-from gated_sae_layers._validation import check_non_negative_float, check_positive_int
+from gated_sae_layers._validation import (
+    check_activations,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+    is_array_like,
+)
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
 SEED_ARGS = ("input_dim", "encoding_dim", "lambda_sparse", "aux_weight", "clip_norm")
+# Keyword-only arguments beyond the seed's (`name` and `trainable` as for any
+# `keras.Model`).
+EXTRA_ARGS = ("name", "normalization_scale", "dtype", "trainable")
+DEFAULTS = {"lambda_sparse": 1e-3, "aux_weight": 1e-2, "clip_norm": 1.0,
+            "name": "gated_sae", "normalization_scale": None, "dtype": None,
+            "trainable": True}
+
+
+def _is_keras_tensor_structure(value):
+    """True for a `KerasTensor` or a nested structure of them (Functional `inputs`)."""
+    flat = keras.tree.flatten(value)
+    return bool(flat) and all(isinstance(t, keras.KerasTensor) for t in flat)
+
+
+def _bind_arguments(args, kwargs):
+    """The seed signature, bound by name; unknown or repeated arguments raise."""
+    if len(args) > len(SEED_ARGS):
+        raise TypeError(
+            f"GatedSAE() takes at most {len(SEED_ARGS)} positional arguments "
+            f"({', '.join(SEED_ARGS)}). Received: {len(args)} positional "
+            f"arguments {args!r}")
+    bound = dict(zip(SEED_ARGS, args))
+    repeated = sorted(set(bound) & set(kwargs))
+    if repeated:
+        raise TypeError(
+            f"GatedSAE() got multiple values for `{repeated[0]}` (positional "
+            f"and keyword). Received: {repeated[0]}={kwargs[repeated[0]]!r}")
+    unknown = sorted(set(kwargs) - set(SEED_ARGS) - set(EXTRA_ARGS))
+    if unknown:
+        raise TypeError(
+            f"GatedSAE() got unexpected keyword argument(s) "
+            f"{', '.join(f'`{key}`' for key in unknown)}. Expected only: "
+            f"{', '.join(SEED_ARGS + EXTRA_ARGS)}. Received: "
+            f"{', '.join(f'{key}={kwargs[key]!r}' for key in unknown)}")
+    bound.update(kwargs)
+    for key in ("input_dim", "encoding_dim"):
+        if key not in bound:
+            raise TypeError(
+                f"GatedSAE() missing required argument `{key}` (a positive "
+                f"integer). Received arguments: {sorted(bound)}")
+    return {**DEFAULTS, **bound}
+
+
+def _is_in_memory(value):
+    """True for numpy arrays and eager tensors; False for symbolic ones.
+
+    Symbolic values (a `KerasTensor` in a Functional graph, a graph tensor
+    inside `tf.function`, a JAX tracer inside `jax.jit`) have no values to
+    check and pass through.
+    """
+    if isinstance(value, keras.KerasTensor) or not is_array_like(value):
+        return False
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(value, jax.core.Tracer):
+        return False
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.is_tensor(value) and not hasattr(value, "numpy"):
+        return False  # a graph tensor: only eager tensors have `.numpy()`
+    return True
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -45,9 +111,21 @@ class GatedSAE(SparseAutoencoder):
         aux_weight: float >= 0, the aux coefficient. Default 1e-2 (the
             seed's default; the paper uses 1.0).
         clip_norm: float > 0 or None, the global gradient-norm clip.
+            Default 1.0.
+        name: the model name. Default `"gated_sae"`.
+        normalization_scale: `None`, or the factor the training activations
+            were scaled by (`estimate_norm_scale`); saved with the model and
+            folded into the weights by `fold_normalization`.
+        dtype: `None` (the global policy) or the dtype policy of the
+            layers, such as `"mixed_bfloat16"`.
+        trainable: bool, as for any `keras.Model`. Default `True`.
+
+    Any other keyword raises a `TypeError` (the seed package ignored
+    misspelled ones, such as `lamda_sparse`).
 
     Example:
 
+    >>> import numpy as np
     >>> import gated_sae_layers as gsl
     >>> sae = gsl.GatedSAE(input_dim=8, encoding_dim=32)
     >>> codes, pi_gate, relu_pi_gate = sae.encode(np.zeros((2, 8), "float32"))
@@ -56,38 +134,42 @@ class GatedSAE(SparseAutoencoder):
     """
 
     def __init__(self, *args, **kwargs):
-        if "inputs" in kwargs or (args and not isinstance(args[0], int)):
+        if "inputs" in kwargs or "outputs" in kwargs or (
+                args and _is_keras_tensor_structure(args[0])):
             # Revived as a Functional graph (not the usual path, see
             # `from_config`); the seed attributes are read off the graph.
             self._seed_clip_norm = kwargs.pop("clip_norm", 1.0)
             super().__init__(*args, **kwargs)
             return
-        seed = dict(zip(SEED_ARGS, args))
-        for key in SEED_ARGS:
-            if key in kwargs:
-                seed[key] = kwargs.pop(key)
-        for key in ("input_dim", "encoding_dim"):
-            if key not in seed:
-                raise TypeError(f"GatedSAE() missing required argument `{key}`")
-        clip_norm = seed.get("clip_norm", 1.0)
+        seed = _bind_arguments(args, kwargs)
+        # numpy integers are integers; floats and strings raise a TypeError.
+        input_dim = check_positive_int(seed["input_dim"], "input_dim")
+        encoding_dim = check_positive_int(seed["encoding_dim"], "encoding_dim")
+        lambda_sparse = check_non_negative_float(seed["lambda_sparse"], "lambda_sparse")
+        aux_weight = check_non_negative_float(seed["aux_weight"], "aux_weight")
+        clip_norm = seed["clip_norm"]
         if clip_norm is not None:
-            check_non_negative_float(clip_norm, "clip_norm")
+            clip_norm = check_positive_float(clip_norm, "clip_norm")
+        normalization_scale = seed["normalization_scale"]
+        if normalization_scale is not None:
+            normalization_scale = check_non_negative_float(
+                normalization_scale, "normalization_scale")
         template = build_gated_sae(
-            check_positive_int(seed["input_dim"], "input_dim"),
-            check_positive_int(seed["encoding_dim"], "encoding_dim"),
-            sparsity_coefficient=seed.get("lambda_sparse", 1e-3),
-            aux_coefficient=seed.get("aux_weight", 1e-2),
-            name=kwargs.pop("name", "gated_sae"),
+            input_dim, encoding_dim,
+            sparsity_coefficient=lambda_sparse,
+            aux_coefficient=aux_weight,
+            name=seed["name"],
+            dtype=seed["dtype"],
         )
-        kwargs.pop("trainable", None)
         self._seed_clip_norm = clip_norm
         super().__init__(
             inputs=template.inputs,
             outputs=template._outputs_struct,
             loss_terms=template.loss_terms,
             metric_terms=template.metric_terms,
+            normalization_scale=normalization_scale,
             name=template.name,
-            **kwargs,
+            trainable=seed["trainable"],
         )
 
     # ---------------------------------------------------- seed attributes
@@ -119,14 +201,38 @@ class GatedSAE(SparseAutoencoder):
 
     # ------------------------------------------------------- seed methods
     def encode(self, x):
-        """Returns `(latents, gating_pre_activation, relu(gating_pre_activation))`."""
+        """Returns `(latents, gating_pre_activation, relu(gating_pre_activation))`.
+
+        Args:
+            x: activations of shape `(num_examples, input_dim)`. An
+                in-memory array (numpy or eager tensor) is checked first:
+                wrong rank or width, or NaN/Inf, raises a `ValueError`
+                (NaN would otherwise read as "no latent fires"), a
+                non-floating dtype a `TypeError`. Symbolic tensors pass.
+        """
+        if _is_in_memory(x):
+            check_activations(x, self.input_dim, "x")
         centered = self.decoder(ops.convert_to_tensor(x), mode="center")
         out = self.encoder(centered)
         pre = out["gating_pre_activation"]
         return out["latents"], pre, ops.relu(pre)
 
     def decode(self, f, stop_grad=False):
-        """`f @ W_dec + b_dec`; `stop_grad=True` decodes through a frozen decoder."""
+        """`f @ W_dec + b_dec`; `stop_grad=True` decodes through a frozen decoder.
+
+        Args:
+            f: latents of shape `(num_examples, encoding_dim)`, checked like
+                the `x` of `encode` when in memory.
+            stop_grad: bool, no gradient into `W_dec` and `b_dec`.
+        """
+        if _is_in_memory(f):
+            shape = tuple(f.shape)
+            if len(shape) != 2 or shape[1] != self.encoding_dim:
+                raise ValueError(
+                    "`f` must be a 2-D array of latents of shape (num_examples, "
+                    f"{self.encoding_dim}) to match the model's encoding_dim. "
+                    f"Received: f.shape={shape}")
+            check_activations(f, self.encoding_dim, "f")
         mode = "frozen" if stop_grad else "decode"
         return self.decoder(ops.convert_to_tensor(f), mode=mode)
 
@@ -145,8 +251,13 @@ class GatedSAE(SparseAutoencoder):
             "lambda_sparse": self.lambda_sparse,
             "aux_weight": self.aux_weight,
             "clip_norm": self.clip_norm,
+            "normalization_scale": self.normalization_scale,
+            "dtype": self.encoder.dtype_policy.name,
+            "trainable": self.trainable,
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        # Files saved before `normalization_scale`, `dtype` and `trainable`
+        # were in the config load with their defaults.
         return cls(**config)

@@ -1,5 +1,7 @@
 """`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -8,17 +10,47 @@ from gated_sae_layers._validation import (
     check_non_negative_float,
     check_positive_int,
     is_array_like,
+    is_data_frame,
 )
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.activations.stream import store_dataset
-from gated_sae_layers.callbacks import find_decoders, find_sparsity_penalties
+from gated_sae_layers.callbacks import (
+    SparsityWarmup,
+    find_decoders,
+    find_sparsity_penalties,
+)
 from gated_sae_layers.layers.base import SparseEncoder
-from gated_sae_layers.models import data_guard, device_resident_fit
+from gated_sae_layers.models import data_guard, device_resident_fit, finite_step
 from gated_sae_layers.models.fit_arguments import (
     RESIDENT_FIT_ARGUMENTS,
     bind_fit_arguments,
 )
 from gated_sae_layers.models.jax_recovery import keep_weights_on_error
+
+
+def _reject_sample_weight(sample_weight):
+    if sample_weight is not None:
+        raise ValueError(
+            "SparseAutoencoder does not support sample weights: every "
+            "activation row counts once in its loss terms and metrics. Drop "
+            "`sample_weight`/`class_weight` (or the third element of the "
+            "dataset's tuples); to weight rows, repeat or subsample them.")
+
+
+@contextlib.contextmanager
+def _restore_warmups(callbacks):
+    """Puts back the target sparsity coefficients when `fit` raises.
+
+    Keras skips `on_train_end` when `fit` raises (a NaN, Ctrl-C), which
+    would leave a `SparsityWarmup`'s half-ramped coefficient in the model.
+    """
+    try:
+        yield
+    except BaseException:
+        for callback in callbacks:
+            if isinstance(callback, SparsityWarmup):
+                callback.restore()
+        raise
 
 
 def _deserialize(obj, kind):
@@ -213,6 +245,18 @@ class SparseAutoencoder(keras.Model):
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def train_step(self, *args):
+        """Keras's step, skipping the update when it is not finite.
+
+        See `models.finite_step`: a step whose loss or a gradient is NaN/Inf
+        changes no weight, and `fit` then raises a `ValueError`.
+        """
+        if keras.backend.backend() == "jax":
+            return finite_step.jax_train_step(self, *args)
+        if keras.backend.backend() == "tensorflow":
+            return finite_step.tensorflow_train_step(self, *args)
+        return super().train_step(*args)
+
     def _target(self, x, y, y_pred):
         if self.target is not None:
             return ops.stop_gradient(y_pred[self.target])
@@ -228,6 +272,7 @@ class SparseAutoencoder(keras.Model):
         # sees the global batch and `replicas` is 1.
         from gated_sae_layers import distribution
 
+        _reject_sample_weight(sample_weight)
         distribution.check_jit_compile(self.jit_compile)
         replicas = distribution.num_replicas_in_sync()
         target = self._target(x, y, y_pred)
@@ -254,8 +299,20 @@ class SparseAutoencoder(keras.Model):
         return distribution.read_across_replicas(self.get_metrics_result)
 
     def _check_data(self, data, name, check_finite=True):
-        if data is None or self.target is not None:
+        """`data` checked (and unwrapped) by the rules of every input path.
+
+        In-memory arrays (numpy, TF, JAX, pandas) are checked whole, up
+        front; a dict naming the model's input is unwrapped; streams
+        (`tf.data`, generators) are checked batch by batch as they flow. A
+        model with a `target` output takes any inputs its graph takes: only
+        their floating values are checked for NaN/Inf.
+        """
+        if data is None:
             return data
+        if self.target is not None:
+            return data_guard.check_any_inputs(data, name)
+        if isinstance(data, dict):
+            data = self._unwrap_input_dict(data, name)
         if isinstance(data, ActivationStore):
             if data.input_dim != self.input_dim or data.num_rows == 0:
                 raise ValueError(
@@ -263,10 +320,30 @@ class SparseAutoencoder(keras.Model):
                     f"{self.input_dim} with at least one row. Received: a store "
                     f"of {data.num_rows} rows of width {data.input_dim}")
             return data
-        if is_array_like(data):
+        if is_array_like(data) or is_data_frame(data):
             return check_activations(
                 data, self.input_dim, name, check_finite=check_finite)
-        return data_guard.guard_stream(data, name)
+        return data_guard.guard_stream(data, name, self.input_dim)
+
+    def _unwrap_input_dict(self, data, name):
+        input_names = [tensor.name for tensor in self.inputs]
+        keys = sorted(data)
+        if len(self.inputs) != 1 or keys != input_names:
+            raise ValueError(
+                f"`{name}` as a dict must have exactly the model's input "
+                f"names as keys, {input_names}. Received: keys {keys}")
+        return data[keys[0]]
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`; NaN/Inf rows raise, as in `fit`.
+
+        A NaN row would otherwise come out as all-zero latents (the gate
+        `NaN > 0` is false) and the decoder bias: indistinguishable from an
+        input on which nothing fires.
+        """
+        x = self._check_data(x, "x")
+        with data_guard.readable_errors():
+            return super().predict(x, *args, **kwargs)
 
     def fit(self, x=None, y=None, *args, validation_data=None,
             device_resident="auto", device_chunk_rows=None, **kwargs):
@@ -298,6 +375,8 @@ class SparseAutoencoder(keras.Model):
             device_chunk_rows = check_positive_int(
                 device_chunk_rows, "device_chunk_rows")
         arguments = bind_fit_arguments(args, kwargs)
+        for weights in ("sample_weight", "class_weight"):
+            _reject_sample_weight(arguments.get(weights))
         reason = None
         if device_resident is not False:
             reason = device_resident_fit.unsupported_reason(
@@ -320,7 +399,10 @@ class SparseAutoencoder(keras.Model):
                               shuffle_buffer=16384 if arguments.get(
                                   "shuffle", True) else 1)
         callbacks = list(arguments.pop("callbacks", None) or [])
-        with data_guard.readable_errors(), keep_weights_on_error(self, callbacks):
+        if not resident:
+            callbacks.append(finite_step.NonFiniteLossGuard())
+        with data_guard.readable_errors(), keep_weights_on_error(
+                self, callbacks), _restore_warmups(callbacks):
             if resident:
                 return device_resident_fit.device_resident_fit(
                     self, x, validation_data=validation_data,
@@ -331,6 +413,7 @@ class SparseAutoencoder(keras.Model):
                                callbacks=callbacks, **arguments)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        _reject_sample_weight(kwargs.get("sample_weight"))
         x = self._check_data(x, "x")
         y = self._check_data(y, "y")
         with data_guard.readable_errors():

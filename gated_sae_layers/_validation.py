@@ -114,8 +114,9 @@ def non_finite_rows_message(name, bad_rows, num_rows):
     return (
         f"`{name}` contains NaN or Inf in {len(bad_rows)} of {num_rows} "
         f"rows (first at row {bad_rows[0]}), counting values beyond "
-        f"{FLOAT32_MAX:.4g} that become Inf in float32. Training on them "
-        "would turn every weight into NaN; drop or repair those rows first."
+        f"{FLOAT32_MAX:.4g} that become Inf in float32. In training they "
+        "would turn every weight into NaN, in inference they would read as "
+        "latents that do not fire; drop or repair those rows first."
     )
 
 

@@ -50,3 +50,19 @@ def test_folding_gives_the_same_reconstructions_on_raw_activations(tmp_path):
         fold_normalization(model, -1.0)
     with pytest.raises(ValueError, match="normalization_scale"):
         fold_normalization(folded)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: gsl.build_gated_sae(6, 8, 0.01),
+    lambda: gsl.GatedSAE(input_dim=6, encoding_dim=8),
+], ids=["build_gated_sae", "GatedSAE"])
+def test_folded_decoder_has_no_unit_norm_constraint(build):
+    folded = fold_normalization(build(), 2.0)
+    kernel = folded.decoder.kernel
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(kernel), axis=1), 0.5, rtol=1e-6)
+    assert folded.decoder.kernel_constraint is None and kernel.constraint is None
+    # A step that changes nothing, so only a constraint could move the rows.
+    variables = folded.trainable_variables
+    keras.optimizers.SGD(0.0).apply([np.zeros(v.shape, "float32") for v in variables],
+                                    variables)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(kernel), axis=1), 0.5, rtol=1e-6)

@@ -5,11 +5,12 @@ from gated_sae_layers.activations.harvest import harvest
 from gated_sae_layers.activations.minilm import load_minilm, minilm_path, stdlib_docstrings
 from gated_sae_layers.activations.normalization import estimate_norm_scale, fold_normalization
 from gated_sae_layers.activations.splice import SplicedModel, loss_recovered, spliced
-from gated_sae_layers.activations.store import ActivationStore, StoreCorruptionError
+from gated_sae_layers.activations.store import (
+    ActivationStore, StoreCorruptionError, StoreLockedError)
 from gated_sae_layers.activations.stream import store_dataset
 
 __all__ = [
-    "ActivationStore", "SplicedModel", "StoreCorruptionError", "estimate_norm_scale",
-    "fold_normalization", "harvest", "load_minilm", "loss_recovered", "minilm_path",
-    "spliced", "stdlib_docstrings", "store_dataset",
+    "ActivationStore", "SplicedModel", "StoreCorruptionError", "StoreLockedError",
+    "estimate_norm_scale", "fold_normalization", "harvest", "load_minilm",
+    "loss_recovered", "minilm_path", "spliced", "stdlib_docstrings", "store_dataset",
 ]

@@ -71,7 +71,9 @@ def fold_normalization(model, scale=None):
     kernel and bias are divided by `scale`, so the reconstruction comes out
     in raw units. Decoder rows then have norm `1 / scale`: the copy's
     decoder has no unit-norm constraint (it is for inference on raw data;
-    keep training the normalized model).
+    keep training the normalized model). A folded `GatedSAE` gets the
+    constraint back when saved and reloaded (its config has no decoder
+    settings), which changes nothing until an optimizer step.
 
     Args:
         model: a `SparseAutoencoder` whose encoder has an input kernel
@@ -101,6 +103,10 @@ def fold_normalization(model, scale=None):
     folded = model.__class__.from_config(config)
     folded.set_weights(model.get_weights())
     encoder, decoder = folded.encoder, folded.decoder
+    # Also for models whose config does not list the decoder (`GatedSAE`):
+    # the optimizer reads the constraint off the variable.
+    decoder.kernel_constraint = None
+    decoder.kernel.constraint = None
     kernel = getattr(encoder, "gate_kernel", None)
     if kernel is None:
         kernel = getattr(encoder, "kernel", None)

@@ -79,11 +79,15 @@ class SparseAutoencoder(keras.Model):
     the optimizer; `fit(x)` logs the total `loss`, every loss term under its
     own name and every metric, as epoch values.
 
-    Non-finite data never reaches a training step: in-memory arrays are
-    checked before any work (`ValueError` naming the bad rows), and the
-    batches of a `tf.data.Dataset` or a Python generator are checked as
-    they stream (the same `ValueError`, raised before the step that would
-    have used the batch). Integer arrays raise a `TypeError`.
+    Non-finite data never reaches a training step: in-memory arrays (numpy,
+    TF, JAX, pandas, or a dict naming the model's input) are checked before
+    any work, after the cast to float32 (`ValueError` naming the bad rows),
+    and the batches of a `tf.data.Dataset` or a Python generator are checked
+    as they stream, dtype and width included. Whatever the input, a step
+    whose loss or a gradient is not finite changes no weight and `fit`
+    raises (`models.finite_step`). Non-float data raises a `TypeError`;
+    `sample_weight` and `class_weight` raise (every row counts once).
+    `predict` refuses NaN/Inf rows like `fit`.
 
     Args:
         inputs, outputs, name: as for a Functional `keras.Model`; `outputs`

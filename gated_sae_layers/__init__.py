@@ -32,6 +32,7 @@ from gated_sae_layers.metrics import (
     FractionOfVarianceUnexplained,
     RelativeReconstructionBias,
 )
+from gated_sae_layers.models.folding import fold_normalization
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.seed_compat import GatedSAE
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
@@ -90,6 +91,7 @@ __all__ = [
     "build_topk_sae",
     "decoder_sharpness",
     "feature_density",
+    "fold_normalization",
     "latent_layout_map",
     "latent_parallel",
     "plot_decoder_gallery",

@@ -5,6 +5,7 @@ and ``Received: name=value``.
 """
 
 import numbers
+import sys
 
 import keras
 import numpy as np
@@ -57,6 +58,24 @@ def is_array_like(data):
     return hasattr(data, "shape") and hasattr(data, "dtype") and not callable(
         getattr(data, "element_spec", None)
     )
+
+
+def is_in_memory(value):
+    """True for numpy arrays and eager tensors; False for symbolic ones.
+
+    Symbolic values (a `KerasTensor` in a Functional graph, a graph tensor
+    inside `tf.function`, a JAX tracer inside `jax.jit`) have no values to
+    check and pass through the checks of `encode`/`decode`.
+    """
+    if isinstance(value, keras.KerasTensor) or not is_array_like(value):
+        return False
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(value, jax.core.Tracer):
+        return False
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.is_tensor(value) and not hasattr(value, "numpy"):
+        return False  # a graph tensor: only eager tensors have `.numpy()`
+    return True
 
 
 def is_data_frame(data):

@@ -24,9 +24,9 @@ def _batches(model, x, batch_size):
 
 
 def encode_all(model, x, batch_size=512):
-    """The latents of every row of `x`, shape `(num_examples, latent_dim)`."""
-    return np.concatenate(
-        [out["latents"] for _, out in _batches(model, x, batch_size)])
+    """The latents of every row of `x`, shape `(num_examples, latent_dim)`
+    (`model.encode`)."""
+    return model.encode(x, batch_size=batch_size)
 
 
 def sparsity_report(model, X, batch_size=512, k=20):

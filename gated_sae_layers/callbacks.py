@@ -5,16 +5,10 @@ from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.constraints import normalize_rows
-from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
-from gated_sae_layers.losses import SparsityPenalty
+from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 
-
-def find_decoders(model):
-    """All `UnitNormDecoder` layers of a model, nested models included."""
-    return [
-        layer for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, UnitNormDecoder)
-    ]
+# Kept for code written against earlier versions.
+find_decoders = unit_norm_decoders
 
 
 class DecoderNormalizer(keras.callbacks.Callback):
@@ -54,7 +48,7 @@ class DecoderNormalizer(keras.callbacks.Callback):
         self.epsilon = epsilon
 
     def normalize(self):
-        decoders = find_decoders(self.model)
+        decoders = unit_norm_decoders(self.model)
         if not decoders:
             raise ValueError(
                 "DecoderNormalizer found no UnitNormDecoder layer in the model "
@@ -76,9 +70,9 @@ class DecoderNormalizer(keras.callbacks.Callback):
 
 
 def find_sparsity_penalties(model):
-    """The `SparsityPenalty` loss terms of a `SparseAutoencoder`."""
-    terms = getattr(model, "loss_terms", None) or {}
-    return [loss for loss in terms.values() if isinstance(loss, SparsityPenalty)]
+    """The sparsity terms of a `SparseAutoencoder` (`model.sparsity_penalties()`)."""
+    penalties = getattr(model, "sparsity_penalties", None)
+    return penalties() if callable(penalties) else []
 
 
 class SparsityWarmup(keras.callbacks.Callback):
@@ -121,7 +115,7 @@ class SparsityWarmup(keras.callbacks.Callback):
         penalties = find_sparsity_penalties(model)
         if not penalties:
             raise ValueError(
-                "SparsityWarmup needs a SparseAutoencoder with a SparsityPenalty "
+                "SparsityWarmup needs a SparseAutoencoder with a sparsity term "
                 f"loss term. Received: a model of type {type(model).__name__}"
             )
         # Read here, before any callback's `on_train_begin` can restore a
@@ -151,4 +145,9 @@ class SparsityWarmup(keras.callbacks.Callback):
             loss.coefficient.assign(target)
 
     def on_train_end(self, logs=None):
+        self.restore()
+
+    def on_train_error(self, error):
+        """Called by `SparseAutoencoder.fit` when it raises (Keras then skips
+        `on_train_end`)."""
         self.restore()

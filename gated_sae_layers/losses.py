@@ -166,6 +166,10 @@ class SparsityPenalty(_CoefficientLoss):
     2.0
     """
 
+    # The model's sparsity term: `SparseAutoencoder.sparsity_penalties()`,
+    # `set_sparsity_coefficient` and `SparsityWarmup` act on it.
+    is_sparsity_term = True
+
     def __init__(
         self, coefficient=1e-3, name="sparsity",
         reduction="sum_over_batch_size", dtype=None,

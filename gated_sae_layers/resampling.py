@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from gated_sae_layers._keras_compat import optimizer_slots
 from gated_sae_layers._validation import check_activations, check_positive_int
 from gated_sae_layers.layers.gated_encoder import GatedEncoder
 
@@ -24,23 +25,6 @@ def _encoder_slots(encoder):
         "`kernel` (input_dim, latent_dim) and a `bias` (latent_dim,), such as "
         f"the ReLU SAE's. Received: an encoder of type {type(encoder).__name__}"
     )
-
-
-def _optimizer_slots(optimizer, variable):
-    """The optimizer's per-variable state tensors (Adam moments, ...) for `variable`."""
-    trainable = getattr(optimizer, "_trainable_variables", None) or []
-    if not any(v is variable for v in trainable):
-        return []
-    index = optimizer._get_variable_index(variable)
-    slots = []
-    for value in vars(optimizer).values():
-        if (isinstance(value, (list, tuple)) and len(value) == len(trainable)
-                and all(isinstance(v, keras.Variable) for v in value)
-                and value is not trainable):
-            slot = value[index]
-            if tuple(slot.shape) == tuple(variable.shape):
-                slots.append(slot)
-    return slots
 
 
 def _assign_slice(variable, indices, values, axis):
@@ -140,6 +124,6 @@ class DeadLatentResampler(keras.callbacks.Callback):
         optimizer = model.optimizer
         for variable, axis in [(decoder.kernel, 0), (kernel, 1)] + [
                 (v, 0) for v, _ in vectors]:
-            for slot in _optimizer_slots(optimizer, variable):
+            for slot in optimizer_slots(optimizer, variable):
                 _assign_slice(slot, dead, 0.0, axis=axis)
         return int(dead.size)

@@ -7,6 +7,7 @@ from keras import ops
 
 import keras
 
+from gated_sae_layers._keras_compat import sublayers
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations.store import FINGERPRINT_KEY
 
@@ -18,8 +19,8 @@ def _find_layer(model, layer):
         try:
             return model.get_layer(layer)
         except ValueError:
-            names = [l.name for l in model._flatten_layers(include_self=False)]
-            matches = [l for l in model._flatten_layers(include_self=False)
+            names = [l.name for l in sublayers(model)]
+            matches = [l for l in sublayers(model)
                        if l.name == layer]
             if matches:
                 return matches[0]

@@ -13,6 +13,8 @@ import warnings
 
 import keras
 
+from gated_sae_layers._keras_compat import sublayers
+
 
 def minilm_path():
     """The Hugging Face-format folder of the packaged all-MiniLM-L6-v2."""
@@ -37,7 +39,7 @@ def load_minilm(sequence_length=64):
 
     folder = str(minilm_path())
     backbone = keras_hub.models.BertBackbone.from_preset(folder)
-    for layer in backbone._flatten_layers(include_self=False):
+    for layer in sublayers(backbone):
         dense = getattr(layer, "_feedforward_intermediate_dense", None)
         if dense is not None:
             layer.activation = keras.activations.gelu

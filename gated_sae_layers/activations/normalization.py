@@ -8,7 +8,6 @@ gives `x_hat_raw = sae(scale * x) / scale` with no extra layer.
 """
 
 import numpy as np
-from keras import ops
 
 from gated_sae_layers._validation import check_activations, check_positive_int
 
@@ -62,62 +61,15 @@ def _store_sample(store, sample_rows, seed):
     return sample
 
 
-def fold_normalization(model, scale=None):
-    """A copy of `model` (trained on `scale * x`) that works on raw `x`.
+def __getattr__(name):
+    # `fold_normalization` transforms a model, so it lives with the models
+    # (`models/folding.py`); this name, where it was first, still works,
+    # imported lazily so that this package stays below the models.
+    if name == "fold_normalization":
+        from gated_sae_layers.models.folding import fold_normalization
 
-    With `x_c = scale * x - b_dec = scale * (x - b_dec / scale)`, the
-    encoder's input kernel is multiplied by `scale` and `b_dec` divided by
-    it, so every pre-activation and latent is unchanged; the decoder's
-    kernel and bias are divided by `scale`, so the reconstruction comes out
-    in raw units. Decoder rows then have norm `1 / scale`: the copy's
-    decoder has no unit-norm constraint (it is for inference on raw data;
-    keep training the normalized model). A folded `GatedSAE` gets the
-    constraint back when saved and reloaded (its config has no decoder
-    settings), which changes nothing until an optimizer step.
-
-    Args:
-        model: a `SparseAutoencoder` whose encoder has an input kernel
-            (`gate_kernel` or `kernel`).
-        scale: float > 0, from `estimate_norm_scale`; default the model's
-            own `normalization_scale`.
-
-    Returns:
-        A new model with the same config and folded weights, and
-        `normalization_scale=None` (it takes raw activations).
-    """
-    if scale is None:
-        scale = getattr(model, "normalization_scale", None)
-        if scale is None:
-            raise ValueError(
-                "`scale` is None and the model has no `normalization_scale`: pass "
-                "the scale from `estimate_norm_scale`.")
-    scale = float(scale)
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"`scale` must be a finite number > 0. Received: scale={scale}")
-    config = model.get_config()
-    if "normalization_scale" in config:
-        config["normalization_scale"] = None
-    for layer_config in config.get("layers", []):
-        if layer_config["class_name"] == "UnitNormDecoder":
-            layer_config["config"]["kernel_constraint"] = None
-    folded = model.__class__.from_config(config)
-    folded.set_weights(model.get_weights())
-    encoder, decoder = folded.encoder, folded.decoder
-    # Also for models whose config does not list the decoder (`GatedSAE`):
-    # the optimizer reads the constraint off the variable.
-    decoder.kernel_constraint = None
-    decoder.kernel.constraint = None
-    kernel = getattr(encoder, "gate_kernel", None)
-    if kernel is None:
-        kernel = getattr(encoder, "kernel", None)
-    if kernel is None:
-        raise ValueError(
-            f"Cannot fold a scale into an encoder of type {type(encoder).__name__}: "
-            "it has no `gate_kernel` or `kernel`.")
-    kernel.assign(ops.convert_to_numpy(kernel) * scale)
-    decoder.kernel.assign(ops.convert_to_numpy(decoder.kernel) / scale)
-    decoder.bias.assign(ops.convert_to_numpy(decoder.bias) / scale)
-    return folded
+        return fold_normalization
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["estimate_norm_scale", "fold_normalization"]
+__all__ = ["estimate_norm_scale"]

@@ -206,3 +206,10 @@ class UnitNormDecoder(keras.layers.Layer):
             }
         )
         return config
+
+
+def unit_norm_decoders(model):
+    """Every `UnitNormDecoder` inside `model` (nested models included)."""
+    from gated_sae_layers._keras_compat import sublayers
+
+    return [layer for layer in sublayers(model) if isinstance(layer, UnitNormDecoder)]

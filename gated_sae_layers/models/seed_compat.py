@@ -1,16 +1,15 @@
 """`GatedSAE`: the `gated-sae-tf` 0.1.1 API on top of the kit."""
 
-import sys
-
 import keras
 from keras import ops
 
+from gated_sae_layers._keras_compat import output_structure
 from gated_sae_layers._validation import (
     check_activations,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
-    is_array_like,
+    is_in_memory,
 )
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
@@ -57,24 +56,6 @@ def _bind_arguments(args, kwargs):
                 f"GatedSAE() missing required argument `{key}` (a positive "
                 f"integer). Received arguments: {sorted(bound)}")
     return {**DEFAULTS, **bound}
-
-
-def _is_in_memory(value):
-    """True for numpy arrays and eager tensors; False for symbolic ones.
-
-    Symbolic values (a `KerasTensor` in a Functional graph, a graph tensor
-    inside `tf.function`, a JAX tracer inside `jax.jit`) have no values to
-    check and pass through.
-    """
-    if isinstance(value, keras.KerasTensor) or not is_array_like(value):
-        return False
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(value, jax.core.Tracer):
-        return False
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and tf.is_tensor(value) and not hasattr(value, "numpy"):
-        return False  # a graph tensor: only eager tensors have `.numpy()`
-    return True
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -164,7 +145,7 @@ class GatedSAE(SparseAutoencoder):
         self._seed_clip_norm = clip_norm
         super().__init__(
             inputs=template.inputs,
-            outputs=template._outputs_struct,
+            outputs=output_structure(template),
             loss_terms=template.loss_terms,
             metric_terms=template.metric_terms,
             normalization_scale=normalization_scale,
@@ -210,7 +191,7 @@ class GatedSAE(SparseAutoencoder):
                 (NaN would otherwise read as "no latent fires"), a
                 non-floating dtype a `TypeError`. Symbolic tensors pass.
         """
-        if _is_in_memory(x):
+        if is_in_memory(x):
             check_activations(x, self.input_dim, "x")
         centered = self.decoder(ops.convert_to_tensor(x), mode="center")
         out = self.encoder(centered)
@@ -225,7 +206,7 @@ class GatedSAE(SparseAutoencoder):
                 the `x` of `encode` when in memory.
             stop_grad: bool, no gradient into `W_dec` and `b_dec`.
         """
-        if _is_in_memory(f):
+        if is_in_memory(f):
             shape = tuple(f.shape)
             if len(shape) != 2 or shape[1] != self.encoding_dim:
                 raise ValueError(

@@ -3,23 +3,23 @@
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 from gated_sae_layers._validation import (
     check_activations,
     check_non_negative_float,
+    check_positive_float,
     check_positive_int,
     is_array_like,
     is_data_frame,
+    is_in_memory,
 )
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.activations.stream import store_dataset
-from gated_sae_layers.callbacks import (
-    SparsityWarmup,
-    find_decoders,
-    find_sparsity_penalties,
-)
+from gated_sae_layers._keras_compat import output_structure, sublayers
 from gated_sae_layers.layers.base import SparseEncoder
+from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import data_guard, device_resident_fit, finite_step
 from gated_sae_layers.models.fit_arguments import (
     RESIDENT_FIT_ARGUMENTS,
@@ -38,18 +38,16 @@ def _reject_sample_weight(sample_weight):
 
 
 @contextlib.contextmanager
-def _restore_warmups(callbacks):
-    """Puts back the target sparsity coefficients when `fit` raises.
-
-    Keras skips `on_train_end` when `fit` raises (a NaN, Ctrl-C), which
-    would leave a `SparsityWarmup`'s half-ramped coefficient in the model.
-    """
+def _tell_callbacks_on_error(callbacks):
+    """Calls `on_train_error(error)` of the callbacks that have one when
+    `fit` raises: Keras then skips `on_train_end`, which would leave, say, a
+    `SparsityWarmup`'s half-ramped coefficient in the model."""
     try:
         yield
-    except BaseException:
+    except BaseException as error:
         for callback in callbacks:
-            if isinstance(callback, SparsityWarmup):
-                callback.restore()
+            if callable(getattr(callback, "on_train_error", None)):
+                callback.on_train_error(error)
         raise
 
 
@@ -117,14 +115,8 @@ class SparseAutoencoder(keras.Model):
     def __init__(self, *args, loss_terms=None, metric_terms=None, target=None,
                  normalization_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if normalization_scale is not None:
-            normalization_scale = check_non_negative_float(
-                normalization_scale, "normalization_scale")
-        # The factor the training activations were multiplied by (see
-        # `activations.normalization`); saved with the model, used by
-        # `fold_normalization`.
         self.normalization_scale = normalization_scale
-        outputs = getattr(self, "_outputs_struct", None)
+        outputs = output_structure(self)
         if not isinstance(outputs, dict):
             raise ValueError(
                 "SparseAutoencoder needs `outputs` to be a dict of named tensors "
@@ -180,7 +172,7 @@ class SparseAutoencoder(keras.Model):
     @property
     def decoder(self):
         """The model's `UnitNormDecoder` layer."""
-        decoders = find_decoders(self)
+        decoders = unit_norm_decoders(self)
         if len(decoders) != 1:
             raise ValueError(
                 f"Model '{self.name}' has {len(decoders)} UnitNormDecoder "
@@ -192,8 +184,7 @@ class SparseAutoencoder(keras.Model):
     def encoder(self):
         """The model's encoder layer (a `GatedEncoder` or another `SparseEncoder`)."""
         encoders = [
-            layer for layer in self._flatten_layers(include_self=False)
-            if isinstance(layer, SparseEncoder)
+            layer for layer in sublayers(self) if isinstance(layer, SparseEncoder)
         ]
         if len(encoders) != 1:
             raise ValueError(
@@ -203,6 +194,22 @@ class SparseAutoencoder(keras.Model):
         return encoders[0]
 
     @property
+    def normalization_scale(self):
+        """`None`, or the factor the training activations were multiplied by.
+
+        Set it (a finite number > 0) when training on `scale * x`
+        (`estimate_norm_scale`); it is saved with the model and
+        `fold_normalization` folds it into a copy that takes raw activations.
+        """
+        return self._normalization_scale
+
+    @normalization_scale.setter
+    def normalization_scale(self, value):
+        if value is not None:
+            value = check_positive_float(value, "normalization_scale")
+        object.__setattr__(self, "_normalization_scale", value)
+
+    @property
     def input_dim(self):
         return self.decoder.output_dim
 
@@ -210,23 +217,36 @@ class SparseAutoencoder(keras.Model):
     def latent_dim(self):
         return self.decoder.latent_dim
 
-    def set_sparsity_coefficient(self, value):
-        """Sets every `SparsityPenalty` coefficient; the next step uses it."""
-        value = check_non_negative_float(value, "value")
-        penalties = find_sparsity_penalties(self)
+    def sparsity_penalties(self):
+        """The loss terms that are the sparsity term (`is_sparsity_term`).
+
+        `SparsityPenalty` (gated), `L1Penalty` (ReLU) and `L0Penalty`
+        (JumpReLU) declare themselves so; `set_sparsity_coefficient`,
+        `SparsityWarmup` and the resampler act on these.
+        """
+        return [loss for loss in self.loss_terms.values()
+                if getattr(loss, "is_sparsity_term", False)]
+
+    def _sparsity_penalties_or_raise(self):
+        penalties = self.sparsity_penalties()
         if not penalties:
-            raise ValueError(f"Model '{self.name}' has no SparsityPenalty term.")
-        for loss in penalties:
+            raise ValueError(
+                f"Model '{self.name}' has no sparsity term (a loss with "
+                "`is_sparsity_term = True`, such as `SparsityPenalty`).")
+        return penalties
+
+    def set_sparsity_coefficient(self, value):
+        """Sets every sparsity term's coefficient; the next step uses it."""
+        value = check_non_negative_float(value, "value")
+        for loss in self._sparsity_penalties_or_raise():
             loss.coefficient.assign(value)
 
     set_lambda = set_sparsity_coefficient
 
     @property
     def sparsity_coefficient(self):
-        """The current coefficient of the (first) `SparsityPenalty` term."""
-        penalties = find_sparsity_penalties(self)
-        if not penalties:
-            raise ValueError(f"Model '{self.name}' has no SparsityPenalty term.")
+        """The current coefficient of the (first) sparsity term."""
+        penalties = self._sparsity_penalties_or_raise()
         return float(ops.convert_to_numpy(penalties[0].coefficient))
 
     # ------------------------------------------------------------ training
@@ -338,6 +358,61 @@ class SparseAutoencoder(keras.Model):
                 f"names as keys, {input_names}. Received: keys {keys}")
         return data[keys[0]]
 
+    # ------------------------------------------------------------ inference
+    def encode(self, x, batch_size=1024):
+        """The latents `f(x)` of the rows of `x`, `(num_rows, latent_dim)`.
+
+        In-memory arrays are checked as in `fit` (NaN/Inf rows raise) and
+        encoded `batch_size` rows at a time, without computing the decoder;
+        a symbolic tensor (inside another Functional model, or traced) gives
+        the symbolic latents.
+
+        Example:
+
+        >>> import numpy as np
+        >>> import gated_sae_layers as gsl
+        >>> sae = gsl.build_gated_sae(8, 32, sparsity_coefficient=1e-3)
+        >>> sae.encode(np.ones((3, 8), "float32")).shape
+        (3, 32)
+        """
+        encoder = self._latents_model()
+        if not (is_in_memory(x) or is_data_frame(x) or isinstance(x, dict)):
+            return encoder(x)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x = self._check_data(x, "x")
+        return np.concatenate([
+            np.asarray(ops.convert_to_numpy(encoder(x[start:start + batch_size])))
+            for start in range(0, len(x), batch_size)])
+
+    def decode(self, latents, batch_size=1024):
+        """The reconstruction `f W_dec + b_dec` of latents, `(num_rows, input_dim)`.
+
+        In-memory arrays must be 2-D, `latent_dim` wide, floating and finite;
+        a symbolic tensor gives the symbolic reconstruction.
+        """
+        if not is_in_memory(latents):
+            return self.decoder(latents)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        latents = check_activations(latents, self.latent_dim, "latents")
+        return np.concatenate([
+            np.asarray(ops.convert_to_numpy(
+                self.decoder(latents[start:start + batch_size])))
+            for start in range(0, len(latents), batch_size)])
+
+    def _latents_model(self):
+        """A Functional model from the input to the `latents` output (cached,
+        untracked: it shares this model's layers and weights)."""
+        cached = getattr(self, "_cached_latents_model", None)
+        if cached is None:
+            outputs = output_structure(self)
+            if "latents" not in outputs:
+                raise ValueError(
+                    f"Model '{self.name}' has no `latents` output to encode "
+                    f"with. Its outputs: {sorted(outputs)}")
+            cached = keras.Model(self.inputs, outputs["latents"])
+            object.__setattr__(self, "_cached_latents_model", cached)
+        return cached
+
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`; NaN/Inf rows raise, as in `fit`.
 
@@ -406,7 +481,7 @@ class SparseAutoencoder(keras.Model):
         if not resident:
             callbacks.append(finite_step.NonFiniteLossGuard())
         with data_guard.readable_errors(), keep_weights_on_error(
-                self, callbacks), _restore_warmups(callbacks):
+                self, callbacks), _tell_callbacks_on_error(callbacks):
             if resident:
                 return device_resident_fit.device_resident_fit(
                     self, x, validation_data=validation_data,

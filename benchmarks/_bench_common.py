@@ -1,199 +1,190 @@
-"""Shared pieces of the SAE-variant benchmarks (`ground_truth.py`, `pareto.py`).
+"""What every benchmark shares: the machine, Markdown tables, files.
 
-* `build(architecture, input_dim, latent_dim, **kwargs)`: the variants' one
-  entry point, `gated_sae_layers.models.variants.build_sae`. If that module
-  is missing (or cannot be imported), only "gated" is available, mapped to
-  `gsl.build_gated_sae`.
-* `train(...)`: one SAE at a fixed training budget (steps, batch size,
-  Adam(beta_1=0) with linear warm-up + cosine decay, sparsity warm-up for the
-  variants that have a `SparsityPenalty`), identical for every variant.
-* `evaluate(model, x)`: L0, dead latents, FVU and shrinkage on held-out rows.
-* `machine_info()`: nproc, CPU model, memory, date, versions (for RESULTS.md).
+* `machine_info()`: CPU model and count, memory, the GPUs `nvidia-smi -L`
+  lists (no framework import), Python and numpy versions and the date;
+  `machine_lines(info)` says it in two lines, `machine_summary(info)` in a
+  title's few words; `framework_versions()` adds keras, its backend and
+  TensorFlow.
+* `markdown_table(header, rows, align)`: cells already formatted;
+  `column_table(rows, columns)`: dict rows formatted column by column;
+  `fmt`, `fmt_bytes`: one cell.
+* `cache_dir()` (harvested activations, outside the repository),
+  `figures_dir()` (`benchmarks/figures`, or `$SAE_BENCH_FIGURES`) and
+  `write_json(path, payload)` (written whole, then renamed into place).
+
+Example:
+
+    >>> print(markdown_table(["what", "rows/s"], [["stream", "1,024"]]))
+    | what | rows/s |
+    |---|---:|
+    | stream | 1,024 |
 """
 
 import datetime
+import json
 import os
+import pathlib
 import platform
+import shutil
 import subprocess
-import time
 
-import keras
 import numpy as np
 
-import gated_sae_layers as gsl
-from gated_sae_layers import analysis
-
-ALL_ARCHITECTURES = ("gated", "relu", "topk", "batch_topk", "jumprelu", "matryoshka")
-PENALTY_ARCHITECTURES = ("gated", "relu", "jumprelu")   # take sparsity_coefficient=
-K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")  # take k=
-
-_VARIANTS_ERROR = None
-try:  # the other engineer's module; may not exist yet
-    from gated_sae_layers.models.variants import build_sae as _build_sae
-except Exception as error:  # noqa: BLE001 - any failure means "not available"
-    _build_sae = None
-    _VARIANTS_ERROR = f"{type(error).__name__}: {error}"
+BENCH_DIR = pathlib.Path(__file__).resolve().parent
+GIB = 2.0**30
 
 
-def variants_available():
-    """The architectures this checkout can build."""
-    return ALL_ARCHITECTURES if _build_sae is not None else ("gated",)
-
-
-def variants_status():
-    if _build_sae is not None:
-        return "gated_sae_layers.models.variants.build_sae"
-    return f"fallback (gated only; variants import failed: {_VARIANTS_ERROR})"
-
-
-def build(architecture, input_dim, latent_dim, **kwargs):
-    """`build_sae(architecture, input_dim, latent_dim, **kwargs)`, or the fallback."""
-    if _build_sae is not None:
-        return _build_sae(architecture, input_dim, latent_dim, **kwargs)
-    if architecture != "gated":
-        raise RuntimeError(
-            f"architecture {architecture!r} needs gated_sae_layers.models.variants "
-            f"({_VARIANTS_ERROR})")
-    return gsl.build_gated_sae(input_dim, latent_dim, **kwargs)
-
-
-def hyper_kwargs(architecture, value, latent_dim=None, prefix_fractions=None):
-    """The keyword arguments of one sweep point: a coefficient or a k."""
-    if architecture in PENALTY_ARCHITECTURES:
-        return {"sparsity_coefficient": float(value)}
-    kwargs = {"k": int(value)}
-    if architecture == "matryoshka":
-        fractions = prefix_fractions or (1 / 16, 1 / 4, 1.0)
-        sizes = sorted({max(1, int(round(f * latent_dim))) for f in fractions})
-        sizes[-1] = latent_dim
-        kwargs["prefix_sizes"] = sizes
-    return kwargs
-
-
-def has_sparsity_penalty(model):
-    from gated_sae_layers.callbacks import find_sparsity_penalties
-
+# ---------------------------------------------------------------- machine
+def _read(path):
     try:
-        return bool(find_sparsity_penalties(model))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def train(architecture, x_train, latent_dim, hyper, *, steps, batch_size,
-          peak_lr, seed=0, warmup_fraction=0.05, sparsity_warmup_fraction=0.1,
-          verbose=0, builder_kwargs=None):
-    """Trains one SAE for exactly `steps` optimizer steps; returns (model, seconds).
-
-    The budget is the same for every architecture: the same data, rows,
-    steps, batch size, optimizer and learning-rate schedule. Only the
-    sparsity knob (`hyper`: a coefficient or a k) differs. The k-budget
-    variants get `k_aux = input_dim // 2` (Gao et al.'s d_model / 2) unless
-    `builder_kwargs` says otherwise.
-    """
-    keras.utils.set_random_seed(seed)
-    input_dim = x_train.shape[1]
-    builder_kwargs = dict(builder_kwargs or {})
-    if architecture in K_ARCHITECTURES:
-        # Gao et al. 2024 use k_aux ~ d_model / 2 (512 for d_model 768).
-        builder_kwargs.setdefault("k_aux", max(1, min(input_dim // 2, latent_dim)))
-    model = build(architecture, input_dim, latent_dim,
-                  **hyper_kwargs(architecture, hyper, latent_dim),
-                  **builder_kwargs)
-    model.decoder.bias.assign(x_train.mean(axis=0).astype("float32"))
-    schedule = gsl.WarmupCosineDecay(
-        peak_lr, warmup_steps=max(int(steps * warmup_fraction), 1),
-        total_steps=steps + 1)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.0),
-                  jit_compile=True)
-    callbacks = []
-    if has_sparsity_penalty(model):
-        callbacks.append(gsl.SparsityWarmup(
-            steps=max(int(steps * sparsity_warmup_fraction), 1)))
-    # Exactly `steps` steps: whole epochs over a shuffled copy that is long enough.
-    rng = np.random.default_rng(seed)
-    rows_needed = steps * batch_size
-    reps = int(np.ceil(rows_needed / len(x_train)))
-    order = np.concatenate([rng.permutation(len(x_train)) for _ in range(reps)])
-    data = x_train[order[:rows_needed]]
-    start = time.perf_counter()
-    model.fit(data, epochs=1, batch_size=batch_size, shuffle=False,
-              verbose=verbose, callbacks=callbacks)
-    return model, time.perf_counter() - start
-
-
-def evaluate(model, x):
-    """Held-out L0, dead latents, FVU and shrinkage (relative reconstruction bias)."""
-    sparsity = gsl.sparsity_report(model, x)
-    return {
-        "l0": sparsity["l0_mean"],
-        "dead": int(sparsity["dead"]),
-        "fvu": float(analysis.fraction_of_variance_unexplained(model, x)),
-        "shrinkage": float(gsl.relative_reconstruction_bias(model, x)),
-    }
-
-
-def _run(command):
-    try:
-        return subprocess.run(command, shell=True, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001
+        with open(path) as f:
+            return f.read()
+    except OSError:
         return ""
 
 
-def machine_info():
-    model_name = _run("lscpu | grep 'Model name' | sed 's/.*: *//'") or platform.processor()
-    mem_kb = 0
+def cpu_model():
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def memory_gib():
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    return None
+
+
+def nvidia_gpus():
+    """GPU names from `nvidia-smi -L` (no framework import); [] if none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
     try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemTotal"):
-                    mem_kb = int(line.split()[1])
-    except OSError:
-        pass
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.startswith("GPU")]
+
+
+def machine_info():
+    """The machine a benchmark runs on, as a JSON-ready dict."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    gpus = nvidia_gpus()
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "cpu_model": cpu_model(),
+        "memory_gib": memory_gib(),
+        "gpu_present": bool(gpus),
+        "gpus": gpus,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def machine_lines(info):
+    """`CPU: ...` and one `GPU: ...` line per GPU (or `GPU: none ...`)."""
+    mem = f"{info['memory_gib']:.1f} GiB" if info["memory_gib"] else "unknown"
+    lines = [f"CPU: {info['cpu_model']}, {info['cpu_count']} logical CPUs "
+             f"({info['cpu_usable']} usable), memory {mem}"]
+    if info["gpu_present"]:
+        lines += [f"GPU: {gpu}" for gpu in info["gpus"]]
+    else:
+        lines.append("GPU: none (nvidia-smi absent or lists no GPU)")
+    return lines
+
+
+def machine_summary(info):
+    """`date; N CPUs, model, M GiB`: a benchmark's title line."""
+    return (f"{info['date']}; {info['cpu_count']} CPUs, {info['cpu_model']}, "
+            f"{fmt(info['memory_gib'], '.1f')} GiB")
+
+
+def framework_versions():
+    """keras, its backend and TensorFlow (`None` where not installed)."""
+    import keras
+
     try:
         import tensorflow as tf
 
         tf_version = tf.__version__
     except ImportError:
         tf_version = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model_name,
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S UTC"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "tensorflow": tf_version,
-        "variants": variants_status(),
-    }
+    return {"keras": keras.__version__, "backend": keras.backend.backend(),
+            "tensorflow": tf_version}
 
 
-def markdown_table(rows, columns):
-    """`columns`: list of (header, key, format) with format a format spec or callable."""
-    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
-    for row in rows:
-        cells = []
-        for _, key, fmt in columns:
-            value = row.get(key)
-            if value is None:
-                cells.append("")
-            elif callable(fmt):
-                cells.append(fmt(value))
-            else:
-                cells.append(format(value, fmt))
-        lines.append("| " + " | ".join(cells) + " |")
+# ----------------------------------------------------------------- tables
+def markdown_table(header, rows, align=None):
+    """A Markdown table of already formatted cells.
+
+    `align` holds one `"l"` or `"r"` per column; by default the first
+    column is left-aligned and the others right-aligned (numbers).
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def parse_grid(text):
-    """`"gated=1,2;relu=0.5"` -> `{"gated": [1.0, 2.0], "relu": [0.5]}`."""
-    grid = {}
-    for item in text.split(";"):
-        if item.strip():
-            name, values = item.split("=")
-            grid[name.strip()] = [float(v) for v in values.split(",")]
-    return grid
+def column_table(rows, columns):
+    """`columns`: (header, key, format) triples, format a spec or a callable.
+
+    A row without the key (or with `None`) gets an empty cell.
+    """
+    def cell(value, spec):
+        if value is None:
+            return ""
+        return spec(value) if callable(spec) else format(value, spec)
+
+    return markdown_table([header for header, _, _ in columns],
+                          [[cell(row.get(key), spec) for _, key, spec in columns]
+                           for row in rows])
+
+
+def fmt(value, spec, suffix=""):
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def fmt_bytes(n):
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", GIB), ("MiB", 2.0**20), ("KiB", 2.0**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------ files
+def cache_dir():
+    """`$GATED_SAE_CACHE`, else `$XDG_CACHE_HOME/gated_sae_layers` (~/.cache)."""
+    root = os.environ.get("GATED_SAE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+        "gated_sae_layers")
+    return pathlib.Path(root)
+
+
+def figures_dir():
+    """`$SAE_BENCH_FIGURES`, else `benchmarks/figures` (created)."""
+    path = pathlib.Path(os.environ.get("SAE_BENCH_FIGURES") or BENCH_DIR / "figures")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path, payload, indent=2):
+    """Writes `payload` to `path` whole (a temporary file, then a rename)."""
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=indent)
+        os.replace(tmp, path)

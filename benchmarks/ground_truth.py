@@ -42,8 +42,6 @@ and `benchmarks/figures/ground_truth[_large].json`.
 """
 
 import argparse
-import json
-import os
 import pathlib
 import sys
 import time
@@ -51,10 +49,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-
-FIGURES = pathlib.Path(os.environ.get("SAE_BENCH_FIGURES")
-                       or pathlib.Path(__file__).resolve().parent / "figures")
+import _variant_sweep as vs  # noqa: E402
+from _bench_common import (  # noqa: E402
+    column_table, figures_dir, framework_versions, machine_info, machine_summary,
+    write_json)
 
 DEFAULT_GRID = {
     "gated": [1.0, 2.0],
@@ -155,25 +153,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--architectures", default=",".join(bc.ALL_ARCHITECTURES))
-    parser.add_argument("--grid", default="",
-                        help='override, e.g. "gated=1,2;relu=0.5;topk=5"')
-    parser.add_argument("--jumprelu-bandwidth", type=float, default=0.05,
-                        help="JumpReLU pseudo-derivative bandwidth (kit default 1e-3 "
-                             "does not sparsify at this budget and data scale)")
-    parser.add_argument("--jumprelu-threshold", type=float, default=0.1,
-                        help="JumpReLU initial threshold (kit default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default=None, help="output file stem suffix")
-    parser.add_argument("--replot", metavar="JSON",
-                        help="only redraw the PNG beside an earlier run's JSON")
+    vs.add_sweep_arguments(
+        parser, jumprelu_bandwidth=(0.05, "JumpReLU pseudo-derivative bandwidth "
+                                    "(kit default 1e-3 does not sparsify at this "
+                                    "budget and data scale)"),
+        jumprelu_threshold=(0.1, "JumpReLU initial threshold (kit default 1e-3)"))
     args = parser.parse_args(argv)
     if args.replot:
-        results = json.loads(pathlib.Path(args.replot).read_text())
-        png = pathlib.Path(args.replot).with_suffix(".png")
-        plot(results, png, results.get("title", ""))
-        print(f"figure: {png}")
-        return results
+        return vs.replot(args.replot, lambda results, png: plot(
+            results, png, results.get("title", "")))
+    architectures = vs.parse_architectures(args.architectures, parser)
 
     d = args.d or (128 if args.large else 64)
     n_true = args.n_true or (512 if args.large else 256)
@@ -181,21 +170,17 @@ def main(argv=None):
     steps = args.steps or (20000 if args.large else 6000)
     latent_dim = int(round(args.latent_factor * n_true))
     grid = dict(DEFAULT_GRID)
-    grid.update(bc.parse_grid(args.grid))
-    available = bc.variants_available()
-    architectures = [a for a in args.architectures.split(",") if a]
-    skipped = [a for a in architectures if a not in available]
-    architectures = [a for a in architectures if a in available]
+    grid.update(vs.parse_grid(args.grid))
     stem = "ground_truth" + ("_large" if args.large else "") + (
         f"_{args.tag}" if args.tag else "")
+    figures = figures_dir()
 
     x, directions, p, counts, true_l0 = make_data(
         d, n_true, args.target_l0, args.alpha, args.magnitude_sigma, args.noise,
         train_rows + args.test_rows, args.seed)
     x_train, x_test = x[:train_rows], x[train_rows:]
-    info = bc.machine_info()
-    print(f"# Ground-truth recovery ({info['date']}; {info['nproc']} CPUs, {info['cpu']}; "
-          f"builder: {info['variants']})")
+    info = {**machine_info(), **framework_versions()}
+    print(f"# Ground-truth recovery ({machine_summary(info)})")
     print(f"data: d={d}, n_true={n_true}, power-law alpha={args.alpha} "
           f"(p {p.max():.3f}..{p.min():.4f}), true L0 {true_l0.mean():.2f}, "
           f"lognormal(0,{args.magnitude_sigma}) magnitudes, noise {args.noise}; "
@@ -204,40 +189,19 @@ def main(argv=None):
     print(f"training: latent_dim={latent_dim}, {steps} steps x batch {args.batch_size} "
           f"(~{steps * args.batch_size / train_rows:.0f} epochs), Adam(beta_1=0) "
           f"peak lr {args.lr}, warm-up 5% + cosine; sparsity warm-up 10%")
-    if skipped:
-        print(f"SKIPPED (not buildable here): {skipped}")
 
     extra = {"jumprelu": {k: v for k, v in (
         ("bandwidth", args.jumprelu_bandwidth),
         ("initial_threshold", args.jumprelu_threshold)) if v is not None}}
-    rows = []
     start = time.perf_counter()
-    for arch in architectures:
-        values = grid.get(arch, [args.target_l0])
-        for value in values:
-            hyper = int(value) if arch in bc.K_ARCHITECTURES else float(value)
-            try:
-                model, seconds = bc.train(arch, x_train, latent_dim, hyper, steps=steps,
-                                          batch_size=args.batch_size, peak_lr=args.lr,
-                                          seed=args.seed,
-                                          builder_kwargs=extra.get(arch))
-                row = {"architecture": arch,
-                       "knob": "k" if arch in bc.K_ARCHITECTURES else "lambda",
-                       "hyper": hyper, "train_seconds": round(seconds, 1)}
-                row.update(bc.evaluate(model, x_test))
-                row.update(recovery(model, directions))
-            except Exception as error:  # noqa: BLE001 - report and go on
-                row = {"architecture": arch, "hyper": hyper,
-                       "knob": "k" if arch in bc.K_ARCHITECTURES else "lambda",
-                       "error": f"{type(error).__name__}: {error}"[:300]}
-            rows.append(row)
-            FIGURES.mkdir(parents=True, exist_ok=True)
-            (FIGURES / f"{stem}.partial.json").write_text(json.dumps(rows, indent=1))
-            print(f"  {arch:<11} {row['knob']}={hyper}: " + (
-                row.get("error") or
-                f"recovered {row['recovered']:.1%} MMCS {row['mmcs']:.3f} "
-                f"L0 {row['l0']:.2f} FVU {row['fvu']:.3f} ({row['train_seconds']} s)"),
-                flush=True)
+    rows = vs.sweep(
+        {arch: grid.get(arch, [args.target_l0]) for arch in architectures},
+        x_train, x_test, latent_dim, score=lambda model: recovery(model, directions),
+        summary=lambda row: (
+            f"recovered {row['recovered']:.1%} MMCS {row['mmcs']:.3f} "
+            f"L0 {row['l0']:.2f} FVU {row['fvu']:.3f} ({row['train_seconds']} s)"),
+        partial_path=figures / f"{stem}.partial.json", builder_kwargs=extra,
+        steps=steps, batch_size=args.batch_size, peak_lr=args.lr, seed=args.seed)
 
     headline = []
     for arch in architectures:
@@ -255,14 +219,11 @@ def main(argv=None):
     print(f"\nTrue L0 = {true_l0.mean():.2f}; latent_dim = {latent_dim}; "
           f"{steps} steps x {args.batch_size} for every run; total {total:.0f} s\n")
     print("Headline (best recovered@0.9 of each variant's sweep):\n")
-    print(bc.markdown_table(headline, columns))
+    print(column_table(headline, columns))
     print("\nAll runs:\n")
-    print(bc.markdown_table([r for r in rows if "error" not in r], columns))
-    for r in rows:
-        if "error" in r:
-            print(f"\nFAILED {r['architecture']} {r['knob']}={r['hyper']}: {r['error']}")
+    print(column_table([r for r in rows if "error" not in r], columns))
+    vs.print_failures(rows)
 
-    FIGURES.mkdir(exist_ok=True)
     results = {
         "command": "python benchmarks/ground_truth.py " + " ".join(argv or sys.argv[1:]),
         "machine": info, "seconds": round(total, 1),
@@ -276,21 +237,19 @@ def main(argv=None):
                      "batch_size": args.batch_size, "peak_lr": args.lr,
                      "optimizer": "Adam(beta_1=0), 5% warm-up + cosine decay",
                      "sparsity_warmup": "10% of steps (penalty variants)"},
-        "skipped": skipped, "rows": rows, "headline": headline,
+        "rows": rows, "headline": headline,
+        "title": (f"Ground truth: d={d}, {n_true} true features (power law "
+                  f"{args.alpha}, true L0 {true_l0.mean():.1f}), latent {latent_dim}, "
+                  f"{steps} steps x {args.batch_size}"),
     }
-    json_path = FIGURES / f"{stem}.json"
-    json_path.write_text(json.dumps(results, indent=1))
-    png_path = FIGURES / f"{stem}.png"
-    results["title"] = (
-        f"Ground truth: d={d}, {n_true} true features (power law {args.alpha}, "
-        f"true L0 {true_l0.mean():.1f}), latent {latent_dim}, {steps} steps x "
-        f"{args.batch_size}")
-    json_path.write_text(json.dumps(results, indent=1))
+    json_path = figures / f"{stem}.json"
+    write_json(json_path, results, indent=1)
+    png_path = figures / f"{stem}.png"
     try:
         plot(results, png_path, results["title"])
     except ImportError as error:  # no matplotlib (e.g. a bare accelerator image)
         print(f"no plot ({error}); later: python {__file__} --replot {json_path}")
-    (FIGURES / f"{stem}.partial.json").unlink(missing_ok=True)
+    (figures / f"{stem}.partial.json").unlink(missing_ok=True)
     print(f"\nfigure: {png_path}\njson: {json_path}")
     return results
 

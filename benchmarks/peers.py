@@ -46,6 +46,8 @@ import time
 import types
 
 import reference_steps as ref
+from _devices import (tensorflow_device, torch_device, torch_device_report,
+                      torch_prepare, torch_sync)
 
 
 class PeerUnavailable(Exception):
@@ -68,10 +70,8 @@ def time_saelens(input_dim, latent_dim, batch_size, steps, epochs, repeats,
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    device = ref.torch_device(device)
-    if device.startswith("cuda"):
-        torch.set_float32_matmul_precision("high")
-        torch.cuda.reset_peak_memory_stats()
+    device = torch_device(device)
+    torch_prepare(torch, device)
     torch.manual_seed(seed)
     sae = GatedTrainingSAE(GatedTrainingSAEConfig(
         d_in=input_dim, d_sae=latent_dim, device=device,
@@ -92,7 +92,7 @@ def time_saelens(input_dim, latent_dim, batch_size, steps, epochs, repeats,
         for i in range(n_steps):
             out = trainer.step(batches[i % steps])
             trainer.n_training_steps += 1
-        ref.torch_sync(torch, device)
+        torch_sync(torch, device)
 
     return _finish(torch, device, run, steps, epochs, repeats, min_time,
                    batch_size, input_dim, latent_dim, lambda: out.loss,
@@ -108,7 +108,7 @@ def _import_gdm():
                  "pip install --no-deps dictionary-learning einops")
     _require("einops", "pip install einops")
     try:
-        import dictionary_learning  # noqa: F401
+        importlib.import_module("dictionary_learning")
     except ImportError:
         sys.modules.pop("dictionary_learning", None)
         spec = importlib.util.find_spec("dictionary_learning")
@@ -135,10 +135,8 @@ def time_dictionary_learning(input_dim, latent_dim, batch_size, steps, epochs,
     import torch
 
     GatedSAETrainer, label = _import_gdm()
-    device = ref.torch_device(device)
-    if device.startswith("cuda"):
-        torch.set_float32_matmul_precision("high")
-        torch.cuda.reset_peak_memory_stats()
+    device = torch_device(device)
+    torch_prepare(torch, device)
     trainer = GatedSAETrainer(
         steps=2**62, activation_dim=input_dim, dict_size=latent_dim, layer=0,
         lm_name="benchmark", lr=ref.ADAM["learning_rate"],
@@ -154,7 +152,7 @@ def time_dictionary_learning(input_dim, latent_dim, batch_size, steps, epochs,
             with autocast:
                 trainer.update(counter[0], batches[i % steps])
             counter[0] += 1
-        ref.torch_sync(torch, device)
+        torch_sync(torch, device)
 
     return _finish(torch, device, run, steps, epochs, repeats, min_time,
                    batch_size, input_dim, latent_dim,
@@ -172,17 +170,10 @@ def _finish(torch, device, run, steps, epochs, repeats, min_time, batch_size,
                                      min_time)
     result = ref.timing_summary(times, passes * steps, batch_size, input_dim,
                                 latent_dim)
-    on_gpu = device.startswith("cuda")
     with torch.no_grad():
         loss = float(last_loss())
-    result.update(
-        device=torch.device(device).type,
-        device_detail=(torch.cuda.get_device_name() if on_gpu
-                       else f"CPU, {torch.get_num_threads()} threads"),
-        warmup_s=warmup_s, final_loss=loss,
-        float32_matmul_precision=torch.get_float32_matmul_precision(),
-        peak_device_bytes=int(torch.cuda.max_memory_allocated()) if on_gpu else None,
-        **extra)
+    result.update(warmup_s=warmup_s, final_loss=loss,
+                  **torch_device_report(torch, device), **extra)
     return result
 
 
@@ -221,11 +212,9 @@ def time_gated_sae_tf(input_dim, latent_dim, batch_size, steps, epochs, repeats,
     n_epochs, times = ref.time_repeats(fit, epochs, repeats, min_time)
     result = ref.timing_summary(times, n_epochs * steps, batch_size, input_dim,
                                 latent_dim)
-    gpus = tf.config.list_physical_devices("GPU")
     result.update(
         library=f"gated-sae-tf (tensorflow {tf.__version__})",
-        device="gpu" if gpus else "cpu",
-        device_detail=", ".join(d.name for d in gpus) or "CPU",
+        **tensorflow_device(),
         precision="float32", jit_compile=jit_compile, warmup_s=warmup_s,
         final_loss=float(history.history["loss"][-1]))
     return result

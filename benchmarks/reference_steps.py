@@ -49,6 +49,9 @@ import time
 
 import numpy as np
 
+from _devices import (jax_memory, jax_peak_since, torch_device,
+                      torch_device_report, torch_prepare, torch_sync)
+
 ADAM = {"learning_rate": 1e-4, "beta_1": 0.0, "beta_2": 0.999, "epsilon": 1e-7}
 SPARSITY_COEFFICIENT = 1e-3
 AUX_COEFFICIENT = 1.0
@@ -149,7 +152,7 @@ def time_jax_step(input_dim, latent_dim, batch_size, steps, epochs, repeats,
     import jax.numpy as jnp
 
     device = jax.devices()[0]
-    before = _jax_memory(device)
+    before = jax_memory(device)
     params = jax.device_put(init_params(input_dim, latent_dim, seed), device)
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
     m, v = zeros(params), zeros(params)
@@ -187,30 +190,13 @@ def time_jax_step(input_dim, latent_dim, batch_size, steps, epochs, repeats,
         device_detail=str(device), precision=precision,
         compile_s=compile_s, warmup_s=warmup_s, final_loss=float(loss),
         xla_memory=analysis,
-        peak_device_bytes=_peak_since(device, before))
+        peak_device_bytes=jax_peak_since(device, before))
     if profile_dir:
         jax.profiler.start_trace(profile_dir)
         run(3)
         jax.profiler.stop_trace()
         result["profile_dir"] = profile_dir
     return result
-
-
-def _jax_memory(device):
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - not every backend has figures
-        stats = None
-    return stats or {}
-
-
-def _peak_since(device, before):
-    """The device's peak bytes, or None if there are no figures or an earlier
-    config in this process already set a higher peak."""
-    peak = _jax_memory(device).get("peak_bytes_in_use")
-    if peak is None or peak <= before.get("peak_bytes_in_use", -1):
-        return None
-    return int(peak)
 
 
 def _memory_analysis(compiled):
@@ -271,19 +257,6 @@ def torch_adam(torch, parameters):
         return torch.optim.Adam(parameters, foreach=True, **kwargs), "foreach"
 
 
-def torch_device(requested=None):
-    import torch
-
-    if requested:
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def torch_sync(torch, device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def torch_batches(torch, steps, batch_size, input_dim, device, seed=0):
     x = torch.from_numpy(random_batches(steps, batch_size, input_dim, seed)).to(device)
     return list(x.split(batch_size))
@@ -297,10 +270,7 @@ def time_torch_step(input_dim, latent_dim, batch_size, steps, epochs, repeats,
     import torch
 
     device = torch_device(device)
-    if torch.device(device).type == "cuda":
-        # XLA's default float32 matmul on the GPU is TF32: match it.
-        torch.set_float32_matmul_precision("high")
-        torch.cuda.reset_peak_memory_stats()
+    torch_prepare(torch, device)     # TF32 on a GPU, as XLA's default float32
     sae = make_torch_sae(input_dim, latent_dim, device, precision, seed)
     optimizer, adam_kind = torch_adam(torch, sae.parameters())
     loss_fn = torch.compile(sae) if compile else sae
@@ -335,14 +305,9 @@ def time_torch_step(input_dim, latent_dim, batch_size, steps, epochs, repeats,
     passes, times = time_repeats(lambda k: run(k * steps), epochs, repeats, min_time)
     result = timing_summary(times, passes * steps, batch_size, input_dim, latent_dim)
     result.update(
-        library=f"torch {torch.__version__}", device=torch.device(device).type,
-        device_detail=(torch.cuda.get_device_name() if device.startswith("cuda")
-                       else f"CPU, {torch.get_num_threads()} threads"),
-        precision=precision, compiled=compile, adam=adam_kind,
-        float32_matmul_precision=torch.get_float32_matmul_precision(),
-        warmup_s=warmup_s, final_loss=float(loss.detach()),
-        peak_device_bytes=(int(torch.cuda.max_memory_allocated())
-                           if device.startswith("cuda") else None))
+        library=f"torch {torch.__version__}", precision=precision,
+        compiled=compile, adam=adam_kind, warmup_s=warmup_s,
+        final_loss=float(loss.detach()), **torch_device_report(torch, device))
     return result
 
 

@@ -13,6 +13,8 @@ why. Prints a Markdown table.
 
 import argparse
 import os
+import pathlib
+import sys
 import tempfile
 import time
 
@@ -24,6 +26,9 @@ import numpy as np  # noqa: E402
 import gated_sae_layers as gsl  # noqa: E402
 from gated_sae_layers.activations import ActivationStore, store_dataset  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _bench_common import machine_info, markdown_table  # noqa: E402
+
 
 def _model(args):
     model = gsl.build_gated_sae(args.input_dim, args.latent_dim, 1e-3)
@@ -31,10 +36,10 @@ def _model(args):
     return model
 
 
-def _time_fit(model, data, epochs):
-    model.fit(data, epochs=1, verbose=0)  # compile and warm up
+def _time_fit(model, data, epochs, **fit_kwargs):
+    model.fit(data, epochs=1, verbose=0, **fit_kwargs)  # compile and warm up
     start = time.perf_counter()
-    model.fit(data, epochs=epochs, verbose=0)
+    model.fit(data, epochs=epochs, verbose=0, **fit_kwargs)
     return time.perf_counter() - start
 
 
@@ -68,11 +73,7 @@ def main():
             pass
     results.append(("store stream alone (float16)", args.rows * args.epochs /
                     (time.perf_counter() - start)))
-    model = _model(args)
-    model.fit(data, batch_size=args.batch_size, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(data, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
-    seconds = time.perf_counter() - start
+    seconds = _time_fit(_model(args), data, args.epochs, batch_size=args.batch_size)
     results.append(("fit, in-memory numpy", args.rows * args.epochs / seconds))
     for dtype, store in stores.items():
         seconds = _time_fit(_model(args), store_dataset(store, args.batch_size, seed=0),
@@ -81,12 +82,11 @@ def main():
 
     print(f"Gated SAE {args.input_dim} -> {args.latent_dim}, batch {args.batch_size}, "
           f"{args.rows} rows in shards of {args.shard_rows}, {args.epochs} timed epochs, "
-          f"{os.cpu_count()} CPUs\n")
-    print("| what | rows/s | vs in-memory fit |")
-    print("|---|---:|---:|")
+          f"{machine_info()['cpu_count']} CPUs\n")
     ceiling = results[1][1]
-    for name, rate in results:
-        print(f"| {name} | {rate:,.0f} | {rate / ceiling:.2f}x |")
+    print(markdown_table(["what", "rows/s", "vs in-memory fit"],
+                         [[name, f"{rate:,.0f}", f"{rate / ceiling:.2f}x"]
+                          for name, rate in results]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from gated_sae_layers.callbacks import DecoderNormalizer, SparsityWarmup
 from gated_sae_layers.constraints import UnitNormRows
 from gated_sae_layers.distribution import latent_layout_map, latent_parallel
 from gated_sae_layers.layers import (
+    AffineEncoder,
+    AuxKEncoder,
     AuxKResidual,
     BatchTopKEncoder,
+    DecoderNormWeighting,
     GatedEncoder,
     JumpReLUEncoder,
     PrefixMask,
@@ -25,7 +28,16 @@ from gated_sae_layers.layers import (
     TopKEncoder,
     UnitNormDecoder,
 )
-from gated_sae_layers.losses import AuxReconstruction, ReconstructionLoss, SparsityPenalty
+from gated_sae_layers.losses import (
+    AuxKLoss,
+    AuxReconstruction,
+    CoefficientLoss,
+    L0Penalty,
+    L1Penalty,
+    ReconstructionLoss,
+    SparsityLoss,
+    SparsityPenalty,
+)
 from gated_sae_layers.metrics import (
     L0,
     DeadFeatures,
@@ -51,18 +63,21 @@ from gated_sae_layers.plots import (
 )
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay
-from gated_sae_layers.variant_losses import AuxKLoss, L0Penalty, L1Penalty
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffineEncoder",
+    "AuxKEncoder",
     "AuxKLoss",
     "AuxKResidual",
     "AuxReconstruction",
     "BatchTopKEncoder",
+    "CoefficientLoss",
     "DeadFeatures",
     "DeadLatentResampler",
     "DecoderNormalizer",
+    "DecoderNormWeighting",
     "FractionOfVarianceUnexplained",
     "GatedEncoder",
     "GatedSAE",
@@ -76,6 +91,7 @@ __all__ = [
     "RelativeReconstructionBias",
     "SparseAutoencoder",
     "SparseEncoder",
+    "SparsityLoss",
     "SparsityPenalty",
     "SparsityWarmup",
     "TopKEncoder",

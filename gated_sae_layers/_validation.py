@@ -183,3 +183,25 @@ def check_activations(data, input_dim=None, name="x", check_finite=True):
     if len(bad_rows):
         raise ValueError(non_finite_rows_message(name, bad_rows, shape[0]))
     return data
+
+
+def check_floating_input(inputs, layer_name):
+    """Raises a `TypeError` if a layer's input is not a floating tensor."""
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if "float" not in dtype:
+        raise TypeError(
+            f"Layer '{layer_name}' expects floating-point activations. "
+            f"Received: inputs.dtype={dtype}. Cast first, for example "
+            "`x.astype('float32')`."
+        )
+
+
+def check_k(k, latent_dim, name="k"):
+    """Returns `k` as an int, or raises unless `1 <= k <= latent_dim`."""
+    k = check_positive_int(k, name)
+    if k > latent_dim:
+        raise ValueError(
+            f"`{name}` must be at most `latent_dim` ({latent_dim}): it counts "
+            f"latents kept out of latent_dim. Received: {name}={k}"
+        )
+    return k

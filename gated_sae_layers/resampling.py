@@ -6,25 +6,6 @@ from keras import ops
 
 from gated_sae_layers._keras_compat import optimizer_slots
 from gated_sae_layers._validation import check_activations, check_positive_int
-from gated_sae_layers.layers.gated_encoder import GatedEncoder
-
-
-def _encoder_slots(encoder):
-    """`(kernel, [(vector, value on resample)])` of a supported encoder."""
-    if isinstance(encoder, GatedEncoder):
-        return encoder.gate_kernel, [
-            (encoder.gate_bias, 0.0),
-            (encoder.magnitude_bias, 0.0),
-            (encoder.magnitude_log_scale, 0.0),
-        ]
-    kernel, bias = getattr(encoder, "kernel", None), getattr(encoder, "bias", None)
-    if isinstance(kernel, keras.Variable) and isinstance(bias, keras.Variable):
-        return kernel, [(bias, 0.0)]
-    raise ValueError(
-        "DeadLatentResampler supports the GatedEncoder and encoders with a "
-        "`kernel` (input_dim, latent_dim) and a `bias` (latent_dim,), such as "
-        f"the ReLU SAE's. Received: an encoder of type {type(encoder).__name__}"
-    )
 
 
 def _assign_slice(variable, indices, values, axis):
@@ -48,12 +29,15 @@ class DeadLatentResampler(keras.callbacks.Callback):
     1. draw an input `x` with probability proportional to its squared
        reconstruction loss `||x - x_hat||^2`;
     2. decoder row `W_dec[i] = (x - b_dec) / ||x - b_dec||`;
-    3. encoder column `W[:, i] = 0.2 * mean alive column norm * W_dec[i]`,
-       and the latent's biases (and `r_mag` of a gated encoder) to 0;
+    3. encoder column `W[:, i] = 0.2 * mean alive column norm * W_dec[i]`
+       (`W` is the encoder's `input_kernel`), and the latent's other
+       per-latent weights to their reset values (the encoder's
+       `latent_parameters()`: biases and `r_mag` to 0, a JumpReLU
+       threshold to its initial value, a dead-latent counter to 0);
     4. the optimizer's state for those rows and columns (Adam's moments)
        to 0.
 
-    Works with the gated SAE (`GatedEncoder`) and the ReLU SAE, on every
+    Works with every encoder of the kit (any `SparseEncoder`), on every
     backend. `resampled` holds `(step, number of latents resampled)` for
     each check.
 
@@ -111,7 +95,7 @@ class DeadLatentResampler(keras.callbacks.Callback):
         directions = centered / np.maximum(
             np.linalg.norm(centered, axis=1, keepdims=True), 1e-8)
 
-        kernel, vectors = _encoder_slots(encoder)
+        kernel, vectors = encoder.input_kernel, encoder.latent_parameters()
         columns = np.asarray(ops.convert_to_numpy(kernel))
         alive = np.setdiff1d(np.arange(columns.shape[1]), dead)
         scale = 0.2 * (np.linalg.norm(columns[:, alive], axis=0).mean()

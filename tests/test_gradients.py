@@ -1,10 +1,13 @@
-"""Gradient routing of the gated SAE, as the paper prescribes."""
+"""Gradient routing, as each paper prescribes: the gated SAE, the JumpReLU
+pseudo-derivatives, decoding without `b_dec` (AuxK), the decoder-norm weighting."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import gated_sae_layers as gsl
+from gated_sae_layers.layers.jumprelu_encoder import heaviside_step, jump_relu
 from tests.backend_grad import gradients
 from tests.reference import gated_forward, randomize, weights_of
 
@@ -91,3 +94,100 @@ def test_parallel_gradient_removal():
     np.testing.assert_allclose(g_proj, expected, rtol=1e-4, atol=1e-6)
     # The forward pass is unchanged.
     np.testing.assert_allclose(plain(f), projected(f), rtol=1e-6)
+
+
+# ------------------------------------------------------- JumpReLU (eq. 11-12)
+EPS = 0.1
+Z = np.array([[0.42, 0.52, -1.0], [0.56, 2.0, 0.3], [0.5, 0.62, 0.33]], "float32")
+THETA = np.array([0.5, 0.55, 0.3], "float32")
+W = np.array([[1.0, -2.0, 0.5], [3.0, 1.0, -1.0], [0.25, 2.0, 4.0]], "float32")
+
+
+def _rect(u):
+    return (np.abs(u) < 0.5).astype("float64")
+
+
+def test_jumprelu_pseudo_derivatives_match_the_paper():
+    z, theta = keras.Variable(Z), keras.Variable(THETA)
+    dz, dtheta = gradients(lambda: ops.sum(W * jump_relu(z, theta, EPS)), [z, theta])
+    window = _rect((Z - THETA) / EPS)
+    assert 0 < window.sum() < window.size  # both sides of the window are exercised
+    np.testing.assert_allclose(dz, W * (Z > THETA), rtol=1e-6)
+    np.testing.assert_allclose(dtheta, (W * -(THETA / EPS) * window).sum(0), rtol=1e-5)
+
+
+def test_heaviside_step_pseudo_derivative_and_no_gradient_to_z():
+    z, theta = keras.Variable(Z), keras.Variable(THETA)
+    dz, dtheta = gradients(lambda: ops.sum(W * heaviside_step(z, theta, EPS)), [z, theta])
+    assert np.all(dz == 0)
+    window = _rect((Z - THETA) / EPS)
+    np.testing.assert_allclose(dtheta, (W * -(1.0 / EPS) * window).sum(0), rtol=1e-5)
+
+
+def test_l0_term_trains_only_the_threshold_through_log_threshold():
+    encoder = gsl.JumpReLUEncoder(3, bandwidth=EPS)
+    encoder.build((None, 3))
+    encoder.kernel.assign(np.eye(3, dtype="float32"))
+    encoder.log_threshold.assign(np.log(THETA))
+    grads = gradients(lambda: ops.sum(encoder(Z)["active_latents"]),
+                      [encoder.kernel, encoder.bias, encoder.log_threshold])
+    assert np.all(grads[0] == 0) and np.all(grads[1] == 0)
+    expected = THETA * (-(1.0 / EPS) * _rect((Z - THETA) / EPS)).sum(0)  # chain rule
+    np.testing.assert_allclose(grads[2], expected, rtol=1e-5)
+
+
+# ------------------------------------------------------------ AuxK (Gao et al.)
+def test_decoding_without_b_dec_gives_b_dec_exactly_zero_gradient():
+    decoder = gsl.UnitNormDecoder(4, 3)
+    decoder.build()
+    decoder.bias.assign([1.0, -2.0, 0.5])
+    a = np.random.default_rng(0).random((5, 4)).astype("float32")
+    w = np.random.default_rng(1).normal(size=(5, 3)).astype("float32")
+    d_kernel, d_bias = gradients(lambda: ops.sum(w * decoder(a, use_bias=False)),
+                                 [decoder.kernel, decoder.bias])
+    assert np.all(d_bias == 0)
+    np.testing.assert_allclose(d_kernel, a.T @ w, rtol=1e-5)
+
+
+def test_auxk_loss_trains_only_dead_latents():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    encoder = gsl.TopKEncoder(6, k=2, k_aux=2, dead_steps_threshold=3)
+    decoder = gsl.UnitNormDecoder(6, 4)
+    encoder.build(x.shape)
+    decoder.build()
+    encoder.steps_since_fired.assign([0, 5, 0, 3, 1, 0])  # latents 1 and 3 are dead
+    residual_layer, loss = gsl.AuxKResidual(), gsl.AuxKLoss(1.0)
+
+    def aux_loss():
+        out = encoder(decoder(x, mode="center"))
+        reconstruction = decoder(out["latents"])
+        residual = residual_layer([x, reconstruction,
+                                   decoder(out["aux_latents"], use_bias=False),
+                                   out["aux_latents"]])
+        return loss(None, residual)
+
+    d_enc, d_dec, d_b_dec = gradients(
+        aux_loss, [encoder.kernel, decoder.kernel, decoder.bias])
+    live = [0, 2, 4, 5]
+    # x_hat is detached and live latents are masked out: no gradient reaches them.
+    assert np.all(d_enc[:, live] == 0) and np.all(d_dec[live] == 0)
+    assert np.abs(d_enc[:, [1, 3]]).max() > 0 and np.abs(d_dec[[1, 3]]).max() > 0
+    # b_dec only through the encoder's centering, as in the main model.
+    assert np.abs(d_b_dec).max() > 0
+
+
+# ------------------------------------------- decoder-norm weighting (ReLU SAE)
+def test_decoder_norm_weighting_passes_the_norm_gradient_to_the_decoder_rows():
+    decoder = gsl.UnitNormDecoder(4, 3, kernel_constraint=None)
+    decoder.build()
+    kernel = np.random.default_rng(5).normal(size=(4, 3)).astype("float32")
+    decoder.kernel.assign(kernel)
+    weighting = gsl.DecoderNormWeighting(decoder)
+    f = np.random.default_rng(6).random((5, 4)).astype("float32")
+    d_kernel, d_bias = gradients(lambda: ops.sum(weighting(f)),
+                                 [decoder.kernel, decoder.bias])
+    norms = np.linalg.norm(kernel.astype("float64"), axis=1, keepdims=True)
+    # d/dW_j sum_b f_bj ||W_j|| = (sum_b f_bj) W_j / ||W_j||
+    np.testing.assert_allclose(d_kernel, f.sum(0)[:, None] * kernel / norms, rtol=1e-5)
+    assert np.all(d_bias == 0)

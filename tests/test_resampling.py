@@ -4,7 +4,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 import gated_sae_layers as gsl
-from gated_sae_layers.resampling import DeadLatentResampler, _optimizer_slots
+from gated_sae_layers._keras_compat import optimizer_slots as _optimizer_slots
+from gated_sae_layers.resampling import DeadLatentResampler
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +83,39 @@ def test_resampling_works_with_the_relu_sae(digits):
     assert DeadLatentResampler(digits, check_every=1).resample(model) >= 2
     codes = model.predict_on_batch(digits)["latents"]
     assert np.all(codes[:, [5, 6]].max(0) > 0)
+
+
+@pytest.mark.parametrize("architecture, kwargs", [
+    ("topk", {"k": 4, "dead_steps_threshold": 1}),
+    ("batch_topk", {"k": 4, "dead_steps_threshold": 1}),
+    ("jumprelu", {"sparsity_coefficient": 0.01, "initial_threshold": 0.05}),
+])
+def test_resampling_resets_each_encoders_latent_parameters(architecture, kwargs, digits):
+    """The encoder's protocol says what to reset: biases to 0, a JumpReLU
+    threshold to its initial value, the dead-latent counter to 0."""
+    data = digits[:256]
+    model = gsl.build_sae(architecture, 64, 16, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    encoder = model.encoder
+    bias = np.array(encoder.bias)
+    bias[[2, 9]] = -1e3
+    encoder.bias.assign(bias)
+    moved = {}
+    for variable, _ in encoder.latent_parameters():
+        if variable is not encoder.bias:  # off its reset value everywhere
+            moved[variable.name] = np.asarray(variable) + 3
+            variable.assign(moved[variable.name])
+    dead = np.flatnonzero(model.predict_on_batch(data)["latents"].max(0) <= 0)
+    alive = np.setdiff1d(np.arange(16), dead)
+    assert {2, 9} <= set(dead) and alive.size
+    kernel_before = np.array(encoder.input_kernel)
+    assert DeadLatentResampler(data, check_every=1).resample(model) == dead.size
+    for variable, value in encoder.latent_parameters():
+        np.testing.assert_allclose(np.asarray(variable)[dead], value, rtol=1e-6)
+        if variable.name in moved:
+            np.testing.assert_array_equal(np.asarray(variable)[alive],
+                                          moved[variable.name][alive])
+    kernel_after = np.asarray(encoder.input_kernel)
+    np.testing.assert_array_equal(kernel_after[:, alive], kernel_before[:, alive])
+    assert np.all(np.abs(kernel_after[:, dead] - kernel_before[:, dead]).max(0) > 0)

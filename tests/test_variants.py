@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from gated_sae_layers.layers.prefix_mask import PrefixMask
 from gated_sae_layers.models.variants import build_sae
-from tests import variant_reference as ref
+from tests import reference as ref
 from tests.reference import randomize
 
 # Non-default arguments for every variant: (architecture, kwargs).

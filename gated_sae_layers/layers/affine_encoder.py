@@ -2,17 +2,19 @@
 
 from keras import ops
 
+from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.base import SparseEncoder
-from gated_sae_layers.layers.gated_encoder import check_floating_input
 
 
 class AffineEncoder(SparseEncoder):
     """Base of the encoders whose latents are a sparsifying map of `x_c @ W_enc + b_enc`.
 
-    It owns `kernel` (`W_enc`, shape `(input_dim, latent_dim)`) and `bias`
-    (`b_enc`, shape `(latent_dim,)`) and computes the pre-activation
+    It owns `kernel` (`W_enc`, shape `(input_dim, latent_dim)`, the
+    `input_kernel`) and `bias` (`b_enc`, shape `(latent_dim,)`, reset to 0
+    for a resampled latent) and computes the pre-activation
     `z = x_c @ W_enc + b_enc` of the centered input `x_c = x - b_dec`.
-    Subclasses decide which entries of `z` become latents. It is not a
+    Subclasses decide which entries of `z` become latents (`call`) and add
+    their own per-latent variables to `latent_parameters()`. It is not a
     layer to use on its own: its `call` is left to the subclasses.
 
     Args:
@@ -21,6 +23,18 @@ class AffineEncoder(SparseEncoder):
             overwrite it with the transposed decoder (tied initialization).
         bias_initializer: initializer of `b_enc`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Example, a variant with the absolute value as its sparsifying map:
+
+    >>> import numpy as np
+    >>> class AbsEncoder(AffineEncoder):
+    ...     def call(self, inputs):
+    ...         return {"latents": ops.abs(self.pre_activation(inputs))}
+    >>> encoder = AbsEncoder(latent_dim=16)
+    >>> tuple(encoder(np.ones((4, 8), "float32"))["latents"].shape)
+    (4, 16)
+    >>> tuple(encoder.input_kernel.shape), [v.name for v, _ in encoder.latent_parameters()]
+    ((8, 16), ['bias'])
     """
 
     def build(self, input_shape):
@@ -33,15 +47,16 @@ class AffineEncoder(SparseEncoder):
             name="bias", shape=(self.latent_dim,), initializer=self.bias_initializer,
         )
 
+    @property
+    def input_kernel(self):
+        """`W_enc`, `(input_dim, latent_dim)`."""
+        return self.kernel
+
+    def latent_parameters(self):
+        """`b_enc`, reset to 0."""
+        return [(self.bias, 0.0)]
+
     def pre_activation(self, inputs):
         """`z = inputs @ W_enc + b_enc`, after checking the input dtype."""
         check_floating_input(inputs, self.name)
         return ops.matmul(inputs, self.kernel) + self.bias
-
-    def output_names(self):
-        """The keys of the dict that `call` returns."""
-        return ("latents",)
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape[:-1]) + (self.latent_dim,)
-        return {name: shape for name in self.output_names()}

@@ -22,8 +22,9 @@ class AuxKResidual(keras.layers.Layer):
     the logged value differs from the paper's.
 
     The layer has no weights. Feed it `e_hat` decoded without `b_dec` by the
-    model's own decoder: `decoder(decoder(z_aux), mode="center")` is
-    `z_aux @ W_dec + b_dec - b_dec`, whose gradient to `b_dec` is exactly 0.
+    model's own decoder, `decoder(z_aux, use_bias=False)`, so `b_dec` gets
+    no gradient from the AuxK loss. (The dead-latent tracking and `z_aux`
+    itself come from the encoder: `AuxKEncoder`.)
 
     Call arguments:
         inputs: a list `[activations, reconstruction, aux_prediction,

@@ -1,4 +1,4 @@
-"""The base class of every SAE encoder layer."""
+"""The base class of every SAE encoder layer, and the protocol it declares."""
 
 import keras
 
@@ -6,15 +6,29 @@ from gated_sae_layers._validation import check_positive_int
 
 
 class SparseEncoder(keras.layers.Layer):
-    """Base of every SAE encoder layer of the kit.
+    """Base of every SAE encoder layer of the kit, and what each one exposes.
 
     An encoder takes the centered input `x - b_dec` of shape
     `(..., input_dim)` and returns a dict that holds at least `"latents"`,
     `(..., latent_dim)`, plus whatever its loss terms read.
     `SparseAutoencoder.encoder` finds the model's encoder through this class.
 
+    The protocol, which the tools that act on an encoder use instead of
+    looking for attribute names (`DeadLatentResampler`, `fold_normalization`,
+    the tied initialization of the `build_*` functions):
+
+    - `input_kernel`: the `(input_dim, latent_dim)` variable that multiplies
+      the centered input (`W_gate` of the gated encoder, `W_enc` otherwise);
+    - `latent_parameters()`: the other per-latent variables, each with the
+      value a freshly initialized latent has (`DeadLatentResampler` writes
+      it into a dead latent's entries);
+    - `output_names()`: the keys of the dict that `call` returns.
+
     The base validates and stores the arguments every encoder has, fixes the
-    input width at build (`_input_dim`), and serializes those arguments.
+    input width at build (`_input_dim`), gives the output shapes from
+    `output_names()`, and serializes those arguments. A subclass creates
+    its weights in `build` and defines `input_kernel` and
+    `latent_parameters()`.
 
     Args:
         latent_dim: int, the number of dictionary latents.
@@ -32,6 +46,27 @@ class SparseEncoder(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
+    @property
+    def input_kernel(self):
+        """The `(input_dim, latent_dim)` variable applied to the centered input."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `input_kernel`, the "
+            "(input_dim, latent_dim) variable applied to the centered input.")
+
+    def latent_parameters(self):
+        """`[(variable, reset_value), ...]`: the per-latent variables besides the kernel.
+
+        Each variable has shape `(latent_dim,)`; `reset_value` is what a newly
+        initialized latent holds there.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `latent_parameters()`: its "
+            "(latent_dim,) variables, each with the value of a fresh latent.")
+
+    def output_names(self):
+        """The keys of the dict that `call` returns."""
+        return ("latents",)
+
     def _input_dim(self, input_shape):
         """The input width; fixes it in the input spec (call this in `build`)."""
         input_dim = input_shape[-1]
@@ -42,6 +77,10 @@ class SparseEncoder(keras.layers.Layer):
             )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
         return input_dim
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape[:-1]) + (self.latent_dim,)
+        return {name: shape for name in self.output_names()}
 
     def get_config(self):
         config = super().get_config()

@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from gated_sae_layers._validation import check_non_negative_float
-from gated_sae_layers.layers.auxk import AuxKEncoder
-from gated_sae_layers.layers.top_k import keep_top_k_over_batch
+from gated_sae_layers.layers.auxk_encoder import AuxKEncoder
+from gated_sae_layers.layers.top_k_selection import keep_top_k_over_batch
 
 
 def jump_relu_at(values, threshold):
@@ -31,13 +31,15 @@ class BatchTopKEncoder(AuxKEncoder):
 
     Bussmann, Leask, Nanda 2024, "BatchTopK Sparse Autoencoders",
     arXiv:2412.06410, sec. 3. The budget `k` is an average over the batch:
-    an example may use more or fewer latents. The threshold `theta`
-    (non-trainable variable `threshold`) is a running average, with
-    momentum `threshold_momentum`, of the smallest positive kept activation
-    of each training batch (the first batch sets it). Inference
-    (`training=False`) uses it, so a row's latents do not depend on the
-    rest of its batch. Before the first training step (`threshold == 0`)
-    inference falls back to the batch top-k.
+    an example may use more or fewer latents. The inference threshold
+    `theta` (`inference_threshold`, one non-trainable scalar variable saved
+    as `threshold`) is a running average, with momentum
+    `threshold_momentum`, of the smallest positive kept activation of each
+    training batch (the first batch sets it). Inference (`training=False`)
+    uses it, so a row's latents do not depend on the rest of its batch.
+    Before the first training step (`inference_threshold == 0`) inference
+    falls back to the batch top-k. (Not to be confused with the learned
+    per-latent `JumpReLUEncoder.learned_threshold`.)
 
     Dead latents and the `"aux_latents"` for the AuxK loss work as in
     `TopKEncoder` (Bussmann et al. keep the AuxK loss of Gao et al.).
@@ -68,7 +70,7 @@ class BatchTopKEncoder(AuxKEncoder):
     >>> encoder = BatchTopKEncoder(latent_dim=16, k=2)
     >>> x = np.random.rand(8, 4).astype("float32")
     >>> latents = np.asarray(encoder(x, training=True)["latents"])
-    >>> int((latents > 0).sum()) <= 8 * 2, float(encoder.threshold) > 0
+    >>> int((latents > 0).sum()) <= 8 * 2, float(encoder.inference_threshold) > 0
     (True, True)
     """
 
@@ -90,16 +92,22 @@ class BatchTopKEncoder(AuxKEncoder):
         super().build(input_shape)
         # autocast=False: under mixed precision the running average is read
         # and blended in float32 (a bfloat16 read rounds away its updates).
-        self.threshold = self.add_weight(
+        # The variable keeps the name `threshold` (saved files, layout maps).
+        self.inference_threshold = self.add_weight(
             name="threshold", shape=(), initializer="zeros", trainable=False,
             autocast=False)
 
+    @property
+    def threshold(self):
+        """The `inference_threshold` variable, by its former attribute name."""
+        return self.inference_threshold
+
     def _update_threshold(self, smallest_positive):
-        old = self.threshold.value
+        old = self.inference_threshold.value
         blended = (self.threshold_momentum * old
                    + (1.0 - self.threshold_momentum) * smallest_positive)
         new = ops.where(old > 0, blended, smallest_positive)
-        self.threshold.assign(
+        self.inference_threshold.assign(
             ops.where(ops.isfinite(smallest_positive), new, old))
 
     def call(self, inputs, training=None):
@@ -107,9 +115,10 @@ class BatchTopKEncoder(AuxKEncoder):
         activations = ops.relu(pre_activation)
         if training:
             latents, smallest_positive = keep_top_k_over_batch(activations, self.k)
-            self._update_threshold(ops.cast(smallest_positive, self.threshold.dtype))
+            self._update_threshold(
+                ops.cast(smallest_positive, self.inference_threshold.dtype))
         else:
-            threshold = ops.convert_to_tensor(self.threshold)  # float32 compare
+            threshold = ops.convert_to_tensor(self.inference_threshold)  # float32
             latents = ops.cond(
                 threshold > 0,
                 lambda: jump_relu_at(activations, threshold),

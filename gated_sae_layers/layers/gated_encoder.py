@@ -3,18 +3,9 @@
 import keras
 from keras import ops
 
+# `check_floating_input` lived here; kept importable from this module.
+from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.base import SparseEncoder
-
-
-def check_floating_input(inputs, layer_name):
-    """Raises a `TypeError` if a layer's input is not a floating tensor."""
-    dtype = keras.backend.standardize_dtype(inputs.dtype)
-    if "float" not in dtype:
-        raise TypeError(
-            f"Layer '{layer_name}' expects floating-point activations. "
-            f"Received: inputs.dtype={dtype}. Cast first, for example "
-            "`x.astype('float32')`."
-        )
 
 
 def gated_encode(
@@ -72,8 +63,10 @@ class GatedEncoder(SparseEncoder):
     the sparsity penalty (`SparsityPenalty`) and the auxiliary loss
     (`AuxReconstruction` of `relu(pi_gate)`) are computed from it.
 
-    The weights are `gate_kernel` (`W_gate`), `gate_bias` (`b_gate`),
-    `magnitude_log_scale` (`r_mag`) and `magnitude_bias` (`b_mag`).
+    The weights are `gate_kernel` (`W_gate`, the `input_kernel`) and the
+    per-latent `gate_bias` (`b_gate`), `magnitude_log_scale` (`r_mag`) and
+    `magnitude_bias` (`b_mag`) (the `latent_parameters()`, reset to 0 when
+    a dead latent is resampled).
 
     Args:
         latent_dim: int, the number of dictionary latents `M`.
@@ -120,6 +113,19 @@ class GatedEncoder(SparseEncoder):
             initializer=self.bias_initializer,
         )
 
+    @property
+    def input_kernel(self):
+        """`W_gate`, `(input_dim, latent_dim)`."""
+        return self.gate_kernel
+
+    def latent_parameters(self):
+        """`b_gate`, `b_mag` and `r_mag`, each reset to 0."""
+        return [(self.gate_bias, 0.0), (self.magnitude_bias, 0.0),
+                (self.magnitude_log_scale, 0.0)]
+
+    def output_names(self):
+        return ("latents", "gating_pre_activation")
+
     def call(self, inputs):
         check_floating_input(inputs, self.name)
         latents, gating_pre_activation = gated_encode(
@@ -130,7 +136,3 @@ class GatedEncoder(SparseEncoder):
             self.magnitude_bias,
         )
         return {"latents": latents, "gating_pre_activation": gating_pre_activation}
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape[:-1]) + (self.latent_dim,)
-        return {"latents": shape, "gating_pre_activation": shape}

@@ -56,7 +56,7 @@ def jump_relu(pre_activation, threshold, bandwidth):
     return forward(_read(pre_activation), _read(threshold))
 
 
-def step(pre_activation, threshold, bandwidth):
+def heaviside_step(pre_activation, threshold, bandwidth):
     """The Heaviside step `H(z - theta)` with the paper's pseudo-derivative.
 
     Forward: 1 where `z > theta`, else 0. Backward (Rajamanoharan et al.
@@ -84,6 +84,9 @@ def step(pre_activation, threshold, bandwidth):
     return forward(_read(pre_activation), _read(threshold))
 
 
+step = heaviside_step  # its former name
+
+
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
 class JumpReLUEncoder(AffineEncoder):
     """JumpReLU SAE encoder: a latent fires only above its own learned threshold.
@@ -108,10 +111,14 @@ class JumpReLUEncoder(AffineEncoder):
     d s / d theta = -(1 / eps)     K((z - theta) / eps)      d s / d z = 0
     ```
 
-    The threshold is trained through `log_threshold` (shape `(latent_dim,)`),
-    so `theta` stays positive. Only pre-activations within `eps / 2` of
+    The per-latent threshold (`learned_threshold`; not to be confused with
+    the single inference threshold of `BatchTopKEncoder`) is trained
+    through the variable `log_threshold` (shape `(latent_dim,)`), so
+    `theta` stays positive. Only pre-activations within `eps / 2` of
     `theta` move it: keep `eps` on the scale of the pre-activations (the
     paper normalizes the data to `E||x||^2 = input_dim` and uses 0.001).
+    A resampled latent gets `b_enc = 0` and `theta = initial_threshold`
+    back (`latent_parameters()`).
 
     Args:
         latent_dim: int, the number of latents `M`.
@@ -157,9 +164,19 @@ class JumpReLUEncoder(AffineEncoder):
         )
 
     @property
-    def threshold(self):
+    def learned_threshold(self):
         """`theta = exp(log_threshold)`, `(latent_dim,)`."""
         return ops.exp(self.log_threshold)
+
+    @property
+    def threshold(self):
+        """`learned_threshold`, by its former name."""
+        return self.learned_threshold
+
+    def latent_parameters(self):
+        """`b_enc`, reset to 0, and `log_threshold`, reset to `log(initial_threshold)`."""
+        return super().latent_parameters() + [
+            (self.log_threshold, math.log(self.initial_threshold))]
 
     def output_names(self):
         return ("latents", "active_latents")
@@ -170,12 +187,13 @@ class JumpReLUEncoder(AffineEncoder):
         # the batch) run in float32; only the outputs take the compute dtype.
         dtype = keras.backend.result_type(pre_activation.dtype, "float32")
         pre_activation = ops.cast(pre_activation, dtype)
-        threshold = ops.cast(self.threshold, dtype)
+        threshold = ops.cast(self.learned_threshold, dtype)
         return {
             "latents": ops.cast(jump_relu(pre_activation, threshold, self.bandwidth),
                                 self.compute_dtype),
-            "active_latents": ops.cast(step(pre_activation, threshold, self.bandwidth),
-                                       self.compute_dtype),
+            "active_latents": ops.cast(
+                heaviside_step(pre_activation, threshold, self.bandwidth),
+                self.compute_dtype),
         }
 
     def get_config(self):

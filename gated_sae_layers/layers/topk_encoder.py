@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from gated_sae_layers.layers.auxk import AuxKEncoder
-from gated_sae_layers.layers.top_k import keep_top_k
+from gated_sae_layers.layers.auxk_encoder import AuxKEncoder
+from gated_sae_layers.layers.top_k_selection import keep_top_k
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")

@@ -3,11 +3,14 @@
 import keras
 from keras import ops
 
-from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers._validation import check_floating_input, check_positive_int
 from gated_sae_layers.constraints import UnitNormRows, normalize_rows
-from gated_sae_layers.layers.gated_encoder import check_floating_input
 
-MODES = ("decode", "frozen", "center", "scale_by_row_norm")
+MODES = ("decode", "frozen", "center")
+# Deprecated: `.keras` files saved before `row_norms()` and
+# `DecoderNormWeighting` call the decoder in this mode; it is accepted so
+# they load and give the same outputs. New models use `DecoderNormWeighting`.
+DEPRECATED_MODES = ("scale_by_row_norm",)
 
 
 def project_out_parallel_gradient(kernel, epsilon=1e-8):
@@ -54,12 +57,16 @@ class UnitNormDecoder(keras.layers.Layer):
     mode="center":  x     -> x - b_dec                          # encoder input
     mode="decode":  f     -> f @ W_dec + b_dec                  # reconstruction
     mode="frozen":  f     -> f @ stop_gradient(W_dec) + stop_gradient(b_dec)
-    mode="scale_by_row_norm":  f -> f * ||W_dec||_rows       # for a norm-weighted L1
+    use_bias=False: f     -> f @ W_dec      (decode or frozen, without b_dec)
     ```
 
-    The frozen mode serves the auxiliary loss: it passes exactly zero
-    gradient to `W_dec` and `b_dec`. Call the same layer object at each site
-    of a Functional model; it is saved and reloaded as one layer.
+    The frozen mode serves the auxiliary loss of the gated SAE: it passes
+    exactly zero gradient to `W_dec` and `b_dec`. `use_bias=False` serves
+    the AuxK loss (Gao et al. 2024), which decodes without `b_dec`, so
+    `b_dec` gets no gradient from it. Call the same layer object at each
+    site of a Functional model; it is saved and reloaded as one layer.
+    `row_norms()` gives `||W_dec[j]||` per latent (`DecoderNormWeighting`
+    weights the latents by it).
 
     `W_dec` (`kernel`, shape `(latent_dim, output_dim)`) starts with unit-norm
     rows and is kept unit-norm after every optimizer step by `UnitNormRows`
@@ -86,14 +93,15 @@ class UnitNormDecoder(keras.layers.Layer):
     Call arguments:
         inputs: float tensor; `(..., latent_dim)` in the `"decode"` and
             `"frozen"` modes, `(..., output_dim)` in the `"center"` mode.
-        mode: one of `"decode"` (default), `"frozen"`, `"center"`, or
-            `"scale_by_row_norm"` (each latent times the norm of its
-            decoder row: the L1 penalty of Anthropic's 2024 ReLU SAE update,
-            which trains without the unit-norm constraint).
+        mode: one of `"decode"` (default), `"frozen"`, `"center"`.
+            (`"scale_by_row_norm"`, `inputs * row_norms()`, is deprecated and
+            kept only so that models saved with it load: use
+            `DecoderNormWeighting`.)
+        use_bias: bool, default `True`; `False` leaves out `b_dec` when
+            decoding (`"decode"` and `"frozen"` modes only).
 
     Returns:
-        A tensor `(..., output_dim)`; `(..., latent_dim)` in the
-        `"scale_by_row_norm"` mode.
+        A tensor `(..., output_dim)`.
 
     Example:
 
@@ -104,8 +112,7 @@ class UnitNormDecoder(keras.layers.Layer):
     (4, 8)
     >>> tuple(decoder(np.ones((4, 16), "float32")).shape)
     (4, 8)
-    >>> norms = np.linalg.norm(np.asarray(decoder.kernel), axis=1)
-    >>> bool(np.allclose(norms, 1.0, atol=1e-6))
+    >>> bool(np.allclose(decoder.row_norms(), 1.0, atol=1e-6))
     True
     """
 
@@ -152,11 +159,22 @@ class UnitNormDecoder(keras.layers.Layer):
             initializer=self.bias_initializer,
         )
 
-    def _check_input(self, inputs, mode):
-        if mode not in MODES:
+    def row_norms(self):
+        """`||W_dec[j]||_2` for each latent `j`: `(latent_dim,)`, float32."""
+        return ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
+
+    def _check_input(self, inputs, mode, use_bias):
+        if mode not in MODES + DEPRECATED_MODES:
             raise ValueError(
                 f"`mode` must be one of {MODES}. Received: mode={mode!r}"
             )
+        if not isinstance(use_bias, bool):
+            raise TypeError(
+                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}")
+        if not use_bias and mode not in ("decode", "frozen"):
+            raise ValueError(
+                "`use_bias=False` applies to decoding only (mode='decode' or "
+                f"'frozen'). Received: mode={mode!r}, use_bias=False")
         check_floating_input(inputs, self.name)
         width = self.output_dim if mode == "center" else self.latent_dim
         what = "output_dim" if mode == "center" else "latent_dim"
@@ -167,22 +185,22 @@ class UnitNormDecoder(keras.layers.Layer):
                 f"(..., {width}) ({what}={width}). Received: inputs.shape={shape}"
             )
 
-    def call(self, inputs, mode="decode"):
-        self._check_input(inputs, mode)
+    def call(self, inputs, mode="decode", use_bias=True):
+        self._check_input(inputs, mode, use_bias)
         if mode == "center":
             return inputs - self.bias
-        if mode == "scale_by_row_norm":
-            norms = ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
-            return inputs * ops.cast(norms, inputs.dtype)
+        if mode == "scale_by_row_norm":  # deprecated, for saved models
+            return inputs * ops.cast(self.row_norms(), inputs.dtype)
         kernel, bias = ops.convert_to_tensor(self.kernel), self.bias
         if mode == "frozen":
             kernel = ops.stop_gradient(kernel)
             bias = ops.stop_gradient(bias)
         elif self.remove_parallel_gradient:
             kernel = project_out_parallel_gradient(kernel)
-        return ops.matmul(inputs, ops.cast(kernel, self.compute_dtype)) + bias
+        decoded = ops.matmul(inputs, ops.cast(kernel, self.compute_dtype))
+        return decoded + bias if use_bias else decoded
 
-    def compute_output_spec(self, inputs, mode="decode"):
+    def compute_output_spec(self, inputs, mode="decode", use_bias=True):
         width = self.latent_dim if mode == "scale_by_row_norm" else self.output_dim
         return keras.KerasTensor(tuple(inputs.shape[:-1]) + (width,),
                                  dtype=self.compute_dtype)

@@ -24,9 +24,7 @@ def start(input_dim, latent_dim, kernel_constraint="unit_norm_rows", dtype=None)
 
 def auxk_residual(activations, decoder, reconstruction, aux_latents, dtype=None):
     """`e - e_hat` of the AuxK loss, `e_hat = z_aux @ W_dec` (no `b_dec`)."""
-    # decode adds b_dec, center takes the same variable off again: the value
-    # is z_aux @ W_dec and the gradient to b_dec is exactly zero.
-    aux_prediction = decoder(decoder(aux_latents), mode="center")
+    aux_prediction = decoder(aux_latents, use_bias=False)
     return AuxKResidual(name="auxk_residual", dtype=dtype)(
         [activations, reconstruction, aux_prediction, aux_latents])
 
@@ -39,4 +37,4 @@ def standard_metrics(input_dim, latent_dim):
 
 def tie_encoder_to_decoder(encoder, decoder):
     """Tied initialization `W_enc = W_dec^T` (Gao et al. 2024; Conerly et al. 2024)."""
-    encoder.kernel.assign(ops.transpose(decoder.kernel))
+    encoder.input_kernel.assign(ops.transpose(decoder.kernel))

@@ -9,6 +9,8 @@ raw activations, with no extra layer.
 import numpy as np
 from keras import ops
 
+from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
+
 
 def fold_normalization(model, scale=None):
     """A copy of `model` (trained on `scale * x`) that works on raw `x`.
@@ -24,8 +26,8 @@ def fold_normalization(model, scale=None):
     settings), which changes nothing until an optimizer step.
 
     Args:
-        model: a `SparseAutoencoder` whose encoder has an input kernel
-            (`gate_kernel` or `kernel`).
+        model: a `SparseAutoencoder` (any encoder: the scale goes into its
+            `input_kernel`).
         scale: float > 0, from `estimate_norm_scale`; default the model's
             own `normalization_scale`.
 
@@ -45,23 +47,15 @@ def fold_normalization(model, scale=None):
     config = model.get_config()
     if "normalization_scale" in config:
         config["normalization_scale"] = None
-    for layer_config in config.get("layers", []):
-        if layer_config["class_name"] == "UnitNormDecoder":
-            layer_config["config"]["kernel_constraint"] = None
     folded = model.__class__.from_config(config)
     folded.set_weights(model.get_weights())
     encoder, decoder = folded.encoder, folded.decoder
-    # Also for models whose config does not list the decoder (`GatedSAE`):
-    # the optimizer reads the constraint off the variable.
+    attach_decoder(folded, decoder)
+    # Dropped on the layer, so also for models whose config does not list
+    # the decoder (`GatedSAE`); the optimizer reads it off the variable.
     decoder.kernel_constraint = None
     decoder.kernel.constraint = None
-    kernel = getattr(encoder, "input_kernel", None)
-    if kernel is None:
-        kernel = getattr(encoder, "gate_kernel", getattr(encoder, "kernel", None))
-    if kernel is None:
-        raise ValueError(
-            f"Cannot fold a scale into an encoder of type {type(encoder).__name__}: "
-            "it has no `gate_kernel` or `kernel`.")
+    kernel = encoder.input_kernel
     kernel.assign(ops.convert_to_numpy(kernel) * scale)
     decoder.kernel.assign(ops.convert_to_numpy(decoder.kernel) / scale)
     decoder.bias.assign(ops.convert_to_numpy(decoder.bias) / scale)

@@ -19,6 +19,7 @@ from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.activations.stream import store_dataset
 from gated_sae_layers._keras_compat import output_structure, sublayers
 from gated_sae_layers.layers.base import SparseEncoder
+from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import data_guard, device_resident_fit, finite_step
 from gated_sae_layers.models.fit_arguments import (
@@ -135,6 +136,11 @@ class SparseAutoencoder(keras.Model):
                 f"{sorted(outputs)}. Received: target={target!r}"
             )
         self.target = target
+        decoders = unit_norm_decoders(self)
+        if len(decoders) == 1:
+            # `from_config` outside `keras.saving` cannot share the decoder
+            # with a `DecoderNormWeighting`: give it back here.
+            attach_decoder(self, decoders[0])
         losses = {k: _deserialize(v, "loss") for k, v in loss_terms.items()}
         metrics = {
             k: [_deserialize(m, "metric") for m in v]
@@ -409,7 +415,8 @@ class SparseAutoencoder(keras.Model):
                 raise ValueError(
                     f"Model '{self.name}' has no `latents` output to encode "
                     f"with. Its outputs: {sorted(outputs)}")
-            cached = keras.Model(self.inputs, outputs["latents"])
+            inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+            cached = keras.Model(inputs, outputs["latents"])
             object.__setattr__(self, "_cached_latents_model", cached)
         return cached
 

@@ -2,16 +2,14 @@
 
 import numbers
 
-from gated_sae_layers._validation import check_non_negative_float, check_positive_int
-from gated_sae_layers.layers.auxk import check_k
+from gated_sae_layers._validation import check_k, check_non_negative_float, check_positive_int
 from gated_sae_layers.layers.batch_topk_encoder import BatchTopKEncoder
 from gated_sae_layers.layers.prefix_mask import PrefixMask
 from gated_sae_layers.layers.topk_encoder import TopKEncoder
-from gated_sae_layers.losses import ReconstructionLoss
+from gated_sae_layers.losses import AuxKLoss, ReconstructionLoss
 from gated_sae_layers.metrics import FractionOfVarianceUnexplained
 from gated_sae_layers.models import _assembly
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
-from gated_sae_layers.variant_losses import AuxKLoss
 
 
 def _check_auxk(k_aux, dead_steps_threshold, aux_coefficient):

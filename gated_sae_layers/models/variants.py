@@ -16,9 +16,10 @@ Every model shares `UnitNormDecoder`, `ReconstructionLoss` and the metrics
 import inspect
 
 from gated_sae_layers._validation import check_non_negative_float
+from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
 from gated_sae_layers.layers.jumprelu_encoder import JumpReLUEncoder
 from gated_sae_layers.layers.relu_encoder import ReLUEncoder
-from gated_sae_layers.losses import ReconstructionLoss
+from gated_sae_layers.losses import L0Penalty, L1Penalty, ReconstructionLoss
 from gated_sae_layers.models import _assembly
 from gated_sae_layers.models.gated_sae import build_gated_sae
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
@@ -27,7 +28,6 @@ from gated_sae_layers.models.topk_variants import (
     build_matryoshka_sae,
     build_topk_sae,
 )
-from gated_sae_layers.variant_losses import L0Penalty, L1Penalty
 
 
 def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
@@ -45,7 +45,8 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
         latent_dim: int, the number of latents.
         sparsity_coefficient: float >= 0, lambda of `L1Penalty`.
         weight_by_decoder_norm: bool, weight each latent's penalty by its
-            decoder row norm and drop the decoder's unit-norm constraint.
+            decoder row norm (`DecoderNormWeighting`) and drop the
+            decoder's unit-norm constraint.
         name: the model name.
         dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
             the dtype policy of the model's layers, such as
@@ -80,7 +81,8 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
     penalized = "latents"
     if weight_by_decoder_norm:
         penalized = "weighted_latents"
-        outputs[penalized] = decoder(latents, mode="scale_by_row_norm")
+        outputs[penalized] = DecoderNormWeighting(
+            decoder, name="decoder_norm_weighting", dtype=dtype)(latents)
     model = SparseAutoencoder(
         inputs=activations, outputs=outputs,
         loss_terms={"reconstruction": ReconstructionLoss(),

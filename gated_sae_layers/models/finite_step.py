@@ -211,13 +211,14 @@ def tensorflow_train_step(model, data):
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Raises `ValueError` once a skipped, non-finite step shows in the logs.
 
-    `SparseAutoencoder.fit` adds it to the stock loop. It reads the logs
-    Keras already computes (no extra device round trip): on JAX in Keras's
-    callback thread, so the error surfaces a step or two later, by which
-    time the guarded step has skipped every update.
+    `SparseAutoencoder.fit` adds it to Keras's stock loop (the JAX
+    device-resident loop checks on the device instead). It reads the logs
+    after every step, in the main thread: on JAX that waits for each step
+    (Keras's callback thread would save that wait, but an error raised
+    there reached `fit` at a moment that could leave a donated, deleted
+    array in a variable).
     """
 
-    async_safe = True
     coarse_batch_hooks = True
 
     def __init__(self):

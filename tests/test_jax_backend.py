@@ -23,8 +23,10 @@ def run_on_jax(test_files):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-         *test_files],
+        # Two workers: when the other JAX leg finishes first, this one still
+        # uses both cores (the two legs are the end of the suite's run).
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-n", "2", "--dist", "loadscope", *test_files],
         cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -124,9 +124,9 @@ def _scanned_train_step(model, x, batch):
     import jax
 
     model.fit(x[:batch], batch_size=batch, verbose=0)    # builds the optimizer
-    state = model._get_jax_state(trainable_variables=True,
-                                 non_trainable_variables=True,
-                                 optimizer_variables=True, metrics_variables=True)
+    state = tuple([v.value for v in variables] for variables in (
+        model.trainable_variables, model.non_trainable_variables,
+        model.optimizer.variables, model.metrics_variables))
     batches = jax.device_put(x[: len(x) // batch * batch]).reshape(-1, batch, x.shape[1])
 
     def epoch(state, batches):

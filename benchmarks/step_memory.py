@@ -1,6 +1,6 @@
 """Device memory of the kit's compiled training loop, from XLA's buffer assignment.
 
-Compiles (does not run) the loop that `SparseAutoencoder.fit` runs on JAX
+Compiles (does not run), through `gsl.train_step_memory`, the loop that `SparseAutoencoder.fit` runs on JAX
 for a gated SAE of the given size, and prints XLA's own account of its
 memory next to the analytic floor:
 
@@ -22,7 +22,6 @@ Usage:
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -44,30 +43,13 @@ def main():
     import keras
 
     import gated_sae_layers as gsl
-    # The one private import of the benchmarks: no public name compiles the
-    # device-resident loop without running it, and that loop is what this
-    # script measures.
-    from gated_sae_layers.models import device_resident_fit as resident
 
     keras.config.set_dtype_policy(args.policy)
     model = gsl.build_gated_sae(args.input_dim, args.latent_dim, 1e-3)
     model.compile(keras.optimizers.Adam(1e-4))
-    model.optimizer.build(model.trainable_variables)
-    state = model._get_jax_state(trainable_variables=True,
-                                 non_trainable_variables=True,
-                                 optimizer_variables=True, metrics_variables=True)
-    abstract = jax.tree_util.tree_map(
-        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)
-    logs = resident._zero_logs(model, state, args.batch, args.input_dim, "float32")
-    run = resident._make_runner(model, args.batch, "float32")
     chunk_rows = 4 * args.batch
-    started = time.perf_counter()
-    compiled = run.lower(
-        abstract, logs,
-        jax.ShapeDtypeStruct((chunk_rows, args.input_dim), "float32"),
-        jax.ShapeDtypeStruct((chunk_rows,), "int32"), 0, 1, False).compile()
-    seconds = time.perf_counter() - started
-    analysis = compiled.memory_analysis()
+    memory = gsl.train_step_memory(model, args.batch, chunk_rows)
+    seconds = memory["compile_seconds"]
 
     weights = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
     compute_bytes = 2 if "16" in args.policy else 4
@@ -81,14 +63,12 @@ def main():
     print(f"  one (batch, latents) tensor    {activations / GIB:8.2f} GiB")
     print(f"  data chunk in this compile     {chunk / GIB:8.2f} GiB")
     print("  XLA buffer assignment:")
-    for name in ("argument_size_in_bytes", "output_size_in_bytes",
-                 "alias_size_in_bytes", "temp_size_in_bytes"):
-        print(f"    {name:28s} {getattr(analysis, name) / GIB:8.2f} GiB")
-    peak = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
-    print(f"  peak = arguments + outputs - aliased + temporaries: {peak / GIB:.2f} GiB")
+    for name in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes"):
+        print(f"    {name:28s} {memory[name] / GIB:8.2f} GiB")
+    print("  peak = arguments + outputs - aliased + temporaries: "
+          f"{memory['peak_bytes'] / GIB:.2f} GiB")
     print(f"  temporaries / (batch, latents) tensor: "
-          f"{analysis.temp_size_in_bytes / activations:.1f}")
+          f"{memory['temp_bytes'] / activations:.1f}")
 
 
 if __name__ == "__main__":

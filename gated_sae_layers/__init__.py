@@ -45,17 +45,18 @@ from gated_sae_layers.metrics import (
     RelativeReconstructionBias,
 )
 from gated_sae_layers.models.folding import fold_normalization
-from gated_sae_layers.models.gated_sae import build_gated_sae
-from gated_sae_layers.models.seed_compat import GatedSAE
-from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
-from gated_sae_layers.models.variants import (
+from gated_sae_layers.models.memory import train_step_memory
+from gated_sae_layers.models.builders import (
     build_batch_topk_sae,
+    build_gated_sae,
     build_jumprelu_sae,
     build_matryoshka_sae,
     build_relu_sae,
     build_sae,
     build_topk_sae,
 )
+from gated_sae_layers.models.seed_compat import GatedSAE
+from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 from gated_sae_layers.plots import (
     plot_decoder_gallery,
     plot_feature_density,
@@ -115,4 +116,5 @@ __all__ = [
     "plot_feature_gallery",
     "relative_reconstruction_bias",
     "sparsity_report",
+    "train_step_memory",
 ]

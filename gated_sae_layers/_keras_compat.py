@@ -1,30 +1,43 @@
-"""The one home of every private Keras attribute the kit reads.
+"""The one home of every private Keras attribute the kit reads or writes.
 
-Keras 3 keeps some things a library needs behind underscores. Each is read
-through one function here, checked against Keras 3.15, and
-`tests/test_keras_compat.py` fails loudly when an upgrade moves one. The
-trainer internals of the fast `fit` (`models/device_resident_fit.py`,
-`models/finite_step.py`) are listed in their modules' `KERAS_INTERNALS`
-and tested the same way.
+Keras 3 keeps some things a library needs behind underscores. Each is
+reached through one function here, checked against Keras 3.15 (the file and
+the attribute are named in each docstring), and `tests/test_keras_compat.py`
+fails loudly when an upgrade moves one. Nothing else in the package touches
+an underscore attribute of a Keras object.
 """
 
 import keras
 
 KERAS_VERSION_CHECKED = "3.15"
 
+_JAX_STATE_NAMES = ("trainable_variables", "non_trainable_variables",
+                    "optimizer_variables", "metrics_variables")
 
+
+# ------------------------------------------------------------ layers, models
 def sublayers(model):
-    """Every layer inside `model`, nested models' layers included, in order."""
+    """Every layer inside `model`, nested models' layers included, in order.
+
+    `Layer._flatten_layers` (keras/src/layers/layer.py).
+    """
     return list(model._flatten_layers(include_self=False))
 
 
 def output_structure(model):
-    """A Functional model's outputs as it was built (a dict stays a dict)."""
+    """A Functional model's outputs as it was built (a dict stays a dict).
+
+    `Functional._outputs_struct` (keras/src/models/functional.py).
+    """
     return getattr(model, "_outputs_struct", None)
 
 
 def optimizer_slots(optimizer, variable):
-    """The optimizer's per-variable state tensors (Adam moments, ...) for `variable`."""
+    """The optimizer's per-variable state tensors (Adam moments, ...) for `variable`.
+
+    `Optimizer._trainable_variables`, `_get_variable_index`
+    (keras/src/optimizers/base_optimizer.py).
+    """
     trainable = getattr(optimizer, "_trainable_variables", None) or []
     if not any(v is variable for v in trainable):
         return []
@@ -38,3 +51,117 @@ def optimizer_slots(optimizer, variable):
             if tuple(slot.shape) == tuple(variable.shape):
                 slots.append(slot)
     return slots
+
+
+# --------------------------------------- Trainer (keras/src/trainers/trainer.py)
+def assert_compiled(model, method):
+    """Raises Keras's own error when `model.compile` was not called.
+
+    `Trainer._assert_compile_called`.
+    """
+    model._assert_compile_called(method)
+
+
+def symbolic_build(model, data_batch):
+    """Builds the model, its metrics and optimizer on a symbolic batch.
+
+    `Trainer._symbolic_build`.
+    """
+    model._symbolic_build(data_batch=data_batch)
+
+
+def first_epoch(model, initial_epoch):
+    """The epoch `fit` starts from: a `BackupAndRestore`'s, else `initial_epoch`.
+
+    `Trainer._initial_epoch` (set by `BackupAndRestore.on_train_begin`).
+    """
+    return model._initial_epoch or initial_epoch
+
+
+def epoch_logs(model, logs):
+    """The epoch's logs as the stock `fit` reports them.
+
+    `Trainer._get_metrics_result_or_logs`.
+    """
+    return dict(model._get_metrics_result_or_logs(logs))
+
+
+def should_evaluate(model, epoch, validation_freq):
+    """Whether `fit` runs validation after `epoch`. `Trainer._should_eval`."""
+    return model._should_eval(epoch, validation_freq)
+
+
+def loss_tracker(model):
+    """The `Mean` metric behind the logged `loss`. `Trainer._loss_tracker`."""
+    return model._loss_tracker
+
+
+# ---------------------------- JAX trainer (keras/src/backend/jax/trainer.py)
+def update_metrics_variables(model, metric_state, loss, x, y, y_pred):
+    """`(logs, metric_state)` after one step, statelessly.
+
+    `JAXTrainer._update_metrics_variables`.
+    """
+    return model._update_metrics_variables(metric_state, loss, x, y, y_pred, None)
+
+
+def take_jax_state(model):
+    """The model's state as the `train_step(state, data)` tuple, purging the
+    variables (the state now lives in the returned arrays).
+
+    `JAXTrainer._get_jax_state(..., purge_model_variables=True)`.
+    """
+    return model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True,
+        optimizer_variables=True, metrics_variables=True,
+        purge_model_variables=True)
+
+
+def read_jax_state(model):
+    """The state tuple of `train_step(state, data)`, leaving the variables be.
+
+    `JAXTrainer._get_jax_state`.
+    """
+    return model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True,
+        optimizer_variables=True, metrics_variables=True)
+
+
+def hold_jax_state(model, state):
+    """Records `state` as the model's current state; `jax_state_sync` (public)
+    writes it back into the variables. `JAXTrainer._jax_state`."""
+    model._jax_state = dict(zip(_JAX_STATE_NAMES, state))
+
+
+def drop_jax_state(model):
+    """Forgets the recorded state, as the stock `fit` does when it ends."""
+    model._jax_state = None
+
+
+def holds_jax_state(model):
+    """Whether a trainer state is recorded and not yet written back."""
+    return bool(getattr(model, "_jax_state", None))
+
+
+def jax_variables_current(model):
+    """Whether the variables hold the newest values (no state to take yet).
+
+    `JAXTrainer._jax_state_synced`.
+    """
+    return model._jax_state_synced
+
+
+def set_jax_variables_current(model, current):
+    """Marks the variables as holding the newest values (`True`) or not."""
+    model._jax_state_synced = current
+
+
+def restore_jax_state(model):
+    """Writes a recorded state back into the variables, even mid-epoch."""
+    model._jax_state_synced = False
+    model.jax_state_sync()
+
+
+def variable_is_purged(variable):
+    """Whether a JAX variable's value was moved out (`None`). `Variable._value`."""
+    return variable._value is None

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import gated_sae_layers as gsl
-from gated_sae_layers.models import device_resident_fit as resident
-from gated_sae_layers.models import finite_step
+from gated_sae_layers.models._fit import device_resident as resident
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the device-resident path is JAX's")
@@ -54,13 +53,19 @@ class CountBatches(keras.callbacks.Callback):
         self.ends.append(batch)
 
 
-def test_keras_internals_exist():
-    """Fails when a Keras upgrade moves what the fast path relies on."""
+def test_train_step_memory_counts_the_weights_and_the_batch():
+    """XLA's buffer assignment holds at least the weights, Adam's two slots and
+    the data chunk, and its temporaries grow with the batch."""
     model = _model()
-    for name in resident.KERAS_INTERNALS:
-        assert callable(getattr(model, name, None)), name
-    for name in finite_step.KERAS_INTERNALS["jax"]:
-        assert callable(getattr(model, name, None)), name
+    weights = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
+    small = gsl.train_step_memory(model, batch_size=16)
+    large = gsl.train_step_memory(model, batch_size=256)
+    assert small["argument_bytes"] >= 3 * weights + 4 * 16 * INPUT_DIM * 4
+    assert large["temp_bytes"] > small["temp_bytes"]
+    assert small["peak_bytes"] == (small["argument_bytes"] + small["output_bytes"]
+                                   - small["alias_bytes"] + small["temp_bytes"])
+    with pytest.raises(ValueError, match="chunk_rows"):
+        gsl.train_step_memory(model, batch_size=16, chunk_rows=8)
 
 
 @pytest.mark.parametrize("architecture", ["gated", "batch_topk", "jumprelu"])

@@ -11,7 +11,7 @@ from gated_sae_layers._validation import (
     check_positive_int,
     is_in_memory,
 )
-from gated_sae_layers.models.gated_sae import build_gated_sae
+from gated_sae_layers.models.builders import build_gated_sae
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
 SEED_ARGS = ("input_dim", "encoding_dim", "lambda_sparse", "aux_weight", "clip_norm")

@@ -1,63 +1,31 @@
 """`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
 
-import contextlib
-
 import keras
 import numpy as np
 from keras import ops
 
+from gated_sae_layers._keras_compat import output_structure, sublayers
 from gated_sae_layers._validation import (
     check_activations,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
-    is_array_like,
     is_data_frame,
     is_in_memory,
 )
-from gated_sae_layers.activations.store import ActivationStore
-from gated_sae_layers.activations.stream import store_dataset
-from gated_sae_layers._keras_compat import output_structure, sublayers
 from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
-from gated_sae_layers.models import data_guard, device_resident_fit, finite_step
-from gated_sae_layers.models.fit_arguments import (
-    RESIDENT_FIT_ARGUMENTS,
-    bind_fit_arguments,
-)
-from gated_sae_layers.models.jax_recovery import keep_weights_on_error
+from gated_sae_layers.models._fit import data_guard, finite_step
+from gated_sae_layers.models._fit.run import run_fit
+from gated_sae_layers.models.terms import resolve_terms, serialize_terms
 
 
-def _reject_sample_weight(sample_weight):
-    if sample_weight is not None:
-        raise ValueError(
-            "SparseAutoencoder does not support sample weights: every "
-            "activation row counts once in its loss terms and metrics. Drop "
-            "`sample_weight`/`class_weight` (or the third element of the "
-            "dataset's tuples); to weight rows, repeat or subsample them.")
-
-
-@contextlib.contextmanager
-def _tell_callbacks_on_error(callbacks):
-    """Calls `on_train_error(error)` of the callbacks that have one when
-    `fit` raises: Keras then skips `on_train_end`, which would leave, say, a
-    `SparsityWarmup`'s half-ramped coefficient in the model."""
-    try:
-        yield
-    except BaseException as error:
-        for callback in callbacks:
-            if callable(getattr(callback, "on_train_error", None)):
-                callback.on_train_error(error)
-        raise
-
-
-def _deserialize(obj, kind):
-    if isinstance(obj, dict) and "class_name" in obj:
-        return keras.saving.deserialize_keras_object(obj)
-    if kind == "loss":
-        return keras.losses.get(obj)
-    return keras.metrics.get(obj)
+def _in_batches(function, rows, batch_size):
+    """`function` applied to `rows` `batch_size` at a time, as one numpy array."""
+    return np.concatenate([
+        np.asarray(ops.convert_to_numpy(function(rows[start:start + batch_size])))
+        for start in range(0, len(rows), batch_size)])
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -84,7 +52,7 @@ class SparseAutoencoder(keras.Model):
     and the batches of a `tf.data.Dataset` or a Python generator are checked
     as they stream, dtype and width included. Whatever the input, a step
     whose loss or a gradient is not finite changes no weight and `fit`
-    raises (`models.finite_step`). Non-float data raises a `TypeError`;
+    raises (`models/_fit/finite_step.py`). Non-float data raises a `TypeError`;
     `sample_weight` and `class_weight` raise (every row counts once).
     `predict` refuses NaN/Inf rows like `fit`.
 
@@ -124,12 +92,6 @@ class SparseAutoencoder(keras.Model):
                 "(for example {'reconstruction': ..., 'latents': ...}). Received: "
                 f"outputs of type {type(outputs).__name__}"
             )
-        if not loss_terms:
-            raise ValueError(
-                "SparseAutoencoder needs at least one loss term: `loss_terms` "
-                "maps an output name to a loss. Received: "
-                f"loss_terms={loss_terms!r}"
-            )
         if target is not None and target not in outputs:
             raise ValueError(
                 f"`target` must be None or one of the output names "
@@ -141,25 +103,7 @@ class SparseAutoencoder(keras.Model):
             # `from_config` outside `keras.saving` cannot share the decoder
             # with a `DecoderNormWeighting`: give it back here.
             attach_decoder(self, decoders[0])
-        losses = {k: _deserialize(v, "loss") for k, v in loss_terms.items()}
-        metrics = {
-            k: [_deserialize(m, "metric") for m in v]
-            for k, v in (metric_terms or {}).items()
-        }
-        for kind, terms in (("loss_terms", losses), ("metric_terms", metrics)):
-            unknown = sorted(set(terms) - set(outputs))
-            if unknown:
-                raise ValueError(
-                    f"Every key of `{kind}` must name an output "
-                    f"{sorted(outputs)}. Received unknown names: {unknown}"
-                )
-        names = [loss.name for loss in losses.values()] + [
-            m.name for ms in metrics.values() for m in ms]
-        if len(set(names)) != len(names) or "loss" in names:
-            raise ValueError(
-                "Loss terms and metrics need distinct names, none of them "
-                f"'loss'. Received names: {names}"
-            )
+        losses, metrics = resolve_terms(outputs, loss_terms, metric_terms)
         # Plain dicts, kept out of Keras tracking; the objects that hold state
         # are tracked through the flat lists below.
         object.__setattr__(self, "loss_terms", losses)
@@ -278,7 +222,7 @@ class SparseAutoencoder(keras.Model):
     def train_step(self, *args):
         """Keras's step, skipping the update when it is not finite.
 
-        See `models.finite_step`: a step whose loss or a gradient is NaN/Inf
+        See `models/_fit/finite_step.py`: a step whose loss or a gradient is NaN/Inf
         changes no weight, and `fit` then raises a `ValueError`.
         """
         if keras.backend.backend() == "jax":
@@ -302,7 +246,7 @@ class SparseAutoencoder(keras.Model):
         # sees the global batch and `replicas` is 1.
         from gated_sae_layers import distribution
 
-        _reject_sample_weight(sample_weight)
+        data_guard.reject_sample_weight(sample_weight)
         distribution.check_jit_compile(self.jit_compile)
         replicas = distribution.num_replicas_in_sync()
         target = self._target(x, y, y_pred)
@@ -328,42 +272,6 @@ class SparseAutoencoder(keras.Model):
         # Per-batch logs of the global batch, not of one replica's share.
         return distribution.read_across_replicas(self.get_metrics_result)
 
-    def _check_data(self, data, name, check_finite=True):
-        """`data` checked (and unwrapped) by the rules of every input path.
-
-        In-memory arrays (numpy, TF, JAX, pandas) are checked whole, up
-        front; a dict naming the model's input is unwrapped; streams
-        (`tf.data`, generators) are checked batch by batch as they flow. A
-        model with a `target` output takes any inputs its graph takes: only
-        their floating values are checked for NaN/Inf.
-        """
-        if data is None:
-            return data
-        if self.target is not None:
-            return data_guard.check_any_inputs(data, name)
-        if isinstance(data, dict):
-            data = self._unwrap_input_dict(data, name)
-        if isinstance(data, ActivationStore):
-            if data.input_dim != self.input_dim or data.num_rows == 0:
-                raise ValueError(
-                    f"`{name}` must be an ActivationStore of rows of width "
-                    f"{self.input_dim} with at least one row. Received: a store "
-                    f"of {data.num_rows} rows of width {data.input_dim}")
-            return data
-        if is_array_like(data) or is_data_frame(data):
-            return check_activations(
-                data, self.input_dim, name, check_finite=check_finite)
-        return data_guard.guard_stream(data, name, self.input_dim)
-
-    def _unwrap_input_dict(self, data, name):
-        input_names = [tensor.name for tensor in self.inputs]
-        keys = sorted(data)
-        if len(self.inputs) != 1 or keys != input_names:
-            raise ValueError(
-                f"`{name}` as a dict must have exactly the model's input "
-                f"names as keys, {input_names}. Received: keys {keys}")
-        return data[keys[0]]
-
     # ------------------------------------------------------------ inference
     def encode(self, x, batch_size=1024):
         """The latents `f(x)` of the rows of `x`, `(num_rows, latent_dim)`.
@@ -385,10 +293,8 @@ class SparseAutoencoder(keras.Model):
         if not (is_in_memory(x) or is_data_frame(x) or isinstance(x, dict)):
             return encoder(x)
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = self._check_data(x, "x")
-        return np.concatenate([
-            np.asarray(ops.convert_to_numpy(encoder(x[start:start + batch_size])))
-            for start in range(0, len(x), batch_size)])
+        x = data_guard.check_model_data(self, x, "x")
+        return _in_batches(encoder, x, batch_size)
 
     def decode(self, latents, batch_size=1024):
         """The reconstruction `f W_dec + b_dec` of latents, `(num_rows, input_dim)`.
@@ -400,10 +306,7 @@ class SparseAutoencoder(keras.Model):
             return self.decoder(latents)
         batch_size = check_positive_int(batch_size, "batch_size")
         latents = check_activations(latents, self.latent_dim, "latents")
-        return np.concatenate([
-            np.asarray(ops.convert_to_numpy(
-                self.decoder(latents[start:start + batch_size])))
-            for start in range(0, len(latents), batch_size)])
+        return _in_batches(self.decoder, latents, batch_size)
 
     def _latents_model(self):
         """A Functional model from the input to the `latents` output (cached,
@@ -427,7 +330,7 @@ class SparseAutoencoder(keras.Model):
         `NaN > 0` is false) and the decoder bias: indistinguishable from an
         input on which nothing fires.
         """
-        x = self._check_data(x, "x")
+        x = data_guard.check_model_data(self, x, "x")
         with data_guard.readable_errors():
             return super().predict(x, *args, **kwargs)
 
@@ -445,7 +348,7 @@ class SparseAutoencoder(keras.Model):
                 `y`/`sample_weight`) or an `ActivationStore` train with the
                 data on the device,
                 shuffled there, several steps per dispatch and NaN/Inf
-                checked there (`models.device_resident_fit`). `"auto"` takes
+                checked there (`models/_fit/device_resident.py`). `"auto"` takes
                 that path wherever it applies, `True` raises a `ValueError`
                 saying why where it does not, `False` always uses the stock
                 Keras loop.
@@ -453,69 +356,20 @@ class SparseAutoencoder(keras.Model):
                 path; default: as many as fit in a quarter of the free
                 device memory (1 GiB worth on a CPU).
         """
-        if device_resident not in ("auto", True, False):
-            raise ValueError(
-                "`device_resident` must be 'auto', True or False. "
-                f"Received: device_resident={device_resident!r}")
-        if device_chunk_rows is not None:
-            device_chunk_rows = check_positive_int(
-                device_chunk_rows, "device_chunk_rows")
-        arguments = bind_fit_arguments(args, kwargs)
-        for weights in ("sample_weight", "class_weight"):
-            _reject_sample_weight(arguments.get(weights))
-        reason = None
-        if device_resident is not False:
-            reason = device_resident_fit.unsupported_reason(
-                self, x, y, arguments)
-            if reason is not None and device_resident is True:
-                raise ValueError(
-                    "fit(device_resident=True) cannot run here: "
-                    f"{reason}. Use device_resident='auto' to fall back to "
-                    "the stock Keras loop.")
-        resident = device_resident is not False and reason is None
-        x = self._check_data(x, "x", check_finite=not resident)
-        y = self._check_data(y, "y")
-        if isinstance(validation_data, (tuple, list)):
-            validation_data = tuple(
-                self._check_data(v, "validation_data") for v in validation_data)
-        else:
-            validation_data = self._check_data(validation_data, "validation_data")
-        if isinstance(x, ActivationStore) and not resident:
-            x = store_dataset(x, arguments.pop("batch_size", None) or 32,
-                              shuffle_buffer=16384 if arguments.get(
-                                  "shuffle", True) else 1)
-        callbacks = list(arguments.pop("callbacks", None) or [])
-        if not resident:
-            callbacks.append(finite_step.NonFiniteLossGuard())
-        with data_guard.readable_errors(), keep_weights_on_error(
-                self, callbacks), _tell_callbacks_on_error(callbacks):
-            if resident:
-                return device_resident_fit.device_resident_fit(
-                    self, x, validation_data=validation_data,
-                    callbacks=callbacks, device_chunk_rows=device_chunk_rows,
-                    **{name: value for name, value in arguments.items()
-                       if name in RESIDENT_FIT_ARGUMENTS})
-            return super().fit(x, y, validation_data=validation_data,
-                               callbacks=callbacks, **arguments)
+        return run_fit(self, super().fit, x, y, args, kwargs, validation_data,
+                       device_resident, device_chunk_rows)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        _reject_sample_weight(kwargs.get("sample_weight"))
-        x = self._check_data(x, "x")
-        y = self._check_data(y, "y")
+        data_guard.reject_sample_weight(kwargs.get("sample_weight"))
+        x = data_guard.check_model_data(self, x, "x")
+        y = data_guard.check_model_data(self, y, "y")
         with data_guard.readable_errors():
             return super().evaluate(x, y, *args, **kwargs)
 
     # ------------------------------------------------------- serialization
     def get_config(self):
         config = super().get_config()
-        config["loss_terms"] = {
-            k: keras.saving.serialize_keras_object(v)
-            for k, v in self.loss_terms.items()
-        }
-        config["metric_terms"] = {
-            k: [keras.saving.serialize_keras_object(m) for m in v]
-            for k, v in self.metric_terms.items()
-        }
+        config.update(serialize_terms(self.loss_terms, self.metric_terms))
         config["target"] = self.target
         config["normalization_scale"] = self.normalization_scale
         return config

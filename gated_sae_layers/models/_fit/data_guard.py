@@ -1,5 +1,8 @@
 """One rule for every input path: bad data stops `fit` before any step uses it.
 
+`check_model_data` is the entry point `SparseAutoencoder.fit`, `evaluate`,
+`predict` and `encode` call.
+
 In-memory arrays are checked whole, up front (`check_activations`). Streams
 cannot be: a `tf.data.Dataset` has its element spec checked up front (a
 floating dtype and the model's width, like an array) and gets a map that
@@ -19,13 +22,15 @@ import numpy as np
 
 from gated_sae_layers._validation import (
     FLOAT32_MAX,
+    check_activations,
     check_floating_dtype,
-    is_floating,
     is_array_like,
     is_data_frame,
+    is_floating,
     non_finite_rows,
     non_finite_rows_message,
 )
+from gated_sae_layers.activations.store import ActivationStore
 
 MARKER = "gated_sae_layers: non-finite batch"
 
@@ -68,6 +73,57 @@ def _unwrap(x, input_name, name):
             f"`{name}` as a dict must have exactly the model's input names as "
             f"keys, {[input_name]}. Received: keys {sorted(x)}")
     return x[input_name]
+
+
+def _rows(value):
+    """`value` as a 2-D numpy array of rows (a scalar is one row)."""
+    values = np.asarray(value)
+    return values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
+
+
+def reject_sample_weight(sample_weight):
+    """Raises when sample weights are given: every row counts once."""
+    if sample_weight is not None:
+        raise ValueError(
+            "SparseAutoencoder does not support sample weights: every "
+            "activation row counts once in its loss terms and metrics. Drop "
+            "`sample_weight`/`class_weight` (or the third element of the "
+            "dataset's tuples); to weight rows, repeat or subsample them.")
+
+
+def check_model_data(model, data, name, check_finite=True):
+    """`data` for `model`, checked (and unwrapped) by the one rule.
+
+    In-memory arrays (numpy, TF, JAX, pandas) are checked whole, up front;
+    a dict naming the model's input is unwrapped; an `ActivationStore` must
+    match the width; streams (`tf.data`, generators) are checked batch by
+    batch as they flow. A model with a `target` output takes any inputs its
+    graph takes: only their floating values are checked for NaN/Inf.
+    `check_finite=False` skips the host scan (the caller checks on the
+    device).
+    """
+    if data is None:
+        return data
+    if model.target is not None:
+        return check_any_inputs(data, name)
+    input_names = [tensor.name for tensor in model.inputs]
+    if isinstance(data, dict) and len(input_names) != 1:
+        raise ValueError(
+            f"`{name}` as a dict must have exactly the model's input names as "
+            f"keys, {input_names}. Received: keys {sorted(data)}")
+    input_name = input_names[0]
+    data = _unwrap(data, input_name, name)
+    if isinstance(data, ActivationStore):
+        if data.input_dim != model.input_dim or data.num_rows == 0:
+            raise ValueError(
+                f"`{name}` must be an ActivationStore of rows of width "
+                f"{model.input_dim} with at least one row. Received: a store "
+                f"of {data.num_rows} rows of width {data.input_dim}")
+        return data
+    if is_array_like(data) or is_data_frame(data):
+        return check_activations(
+            data, model.input_dim, name, check_finite=check_finite)
+    return guard_stream(data, name, model.input_dim, input_name)
 
 
 def guard_stream(data, name, input_dim=None, input_name="activations"):
@@ -129,11 +185,7 @@ def _check_batch(batch, name, input_dim, input_name):
     for value in keras.tree.flatten(parts):
         if value is None or not hasattr(value, "dtype"):
             continue
-        if not is_floating(value.dtype):
-            continue
-        values = np.asarray(value)
-        if len(non_finite_rows(values.reshape(len(values), -1) if values.ndim
-                               else values.reshape(1, 1))):
+        if is_floating(value.dtype) and len(non_finite_rows(_rows(value))):
             raise ValueError(f"{MARKER} {name}: {_message(name)}")
     if input_dim is None:
         return batch
@@ -163,11 +215,10 @@ def check_any_inputs(data, name):
     for value in keras.tree.flatten(data):
         if not is_array_like(value) or not is_floating(value.dtype):
             continue
-        values = np.asarray(value)
-        flat = values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
-        bad_rows = non_finite_rows(flat, FLOAT32_MAX)
+        rows = _rows(value)
+        bad_rows = non_finite_rows(rows, FLOAT32_MAX)
         if len(bad_rows):
-            raise ValueError(non_finite_rows_message(name, bad_rows, len(flat)))
+            raise ValueError(non_finite_rows_message(name, bad_rows, len(rows)))
     return data
 
 

@@ -25,12 +25,10 @@ Everything else is the stock `fit`: `History`, the progress bar, callbacks,
 `validation_data`/`validation_split` (evaluated by the stock `evaluate`),
 `initial_epoch`, `stop_training`.
 
-It uses these parts of Keras's JAX trainer, checked against Keras 3.15 and
-tested by `tests/test_device_resident_fit.py::test_keras_internals_exist`:
-`train_step(state, data)` (its structure, in `finite_step.guarded_train_step`),
-`compute_loss_and_updates`, `_update_metrics_variables`, `_get_jax_state`,
-`_jax_state`, `_jax_state_synced`, `jax_state_sync`,
-`_get_metrics_result_or_logs`, `_symbolic_build`.
+It reads Keras's trainer through `gated_sae_layers._keras_compat` only,
+plus the public `train_step(state, data)` structure (in
+`finite_step.guarded_train_step`), `compute_loss_and_updates` and
+`jax_state_sync`.
 """
 
 import math
@@ -38,21 +36,19 @@ import math
 import keras
 import numpy as np
 
+from gated_sae_layers import _keras_compat as compat
 from gated_sae_layers.activations.store import ActivationStore
-from gated_sae_layers.models.device_chunks import DeviceChunks, default_chunk_rows
-from gated_sae_layers.models.finite_step import guarded_train_step, non_finite_step_message
-from gated_sae_layers.models.fit_arguments import RESIDENT_FIT_ARGUMENTS
+from gated_sae_layers.models._fit.arguments import RESIDENT_FIT_ARGUMENTS
+from gated_sae_layers.models._fit.device_chunks import DeviceChunks, default_chunk_rows
+from gated_sae_layers.models._fit.finite_step import (
+    guarded_train_step,
+    non_finite_step_message,
+)
 
 # Steps per dispatch when neither `compile(steps_per_execution=...)` nor a
 # callback with batch hooks asks for fewer. At 0.1 ms a step (a small SAE on
 # a GPU) a dispatch then lasts about 10 ms, far above its ~0.5 ms overhead.
 AUTO_STEPS_PER_DISPATCH = 128
-
-# Keras's JAX trainer internals this module uses (see the module docstring).
-KERAS_INTERNALS = ("train_step", "compute_loss_and_updates",
-                   "_update_metrics_variables", "_get_jax_state",
-                   "jax_state_sync", "_get_metrics_result_or_logs",
-                   "_symbolic_build")
 
 
 def unsupported_reason(model, x, y, kwargs):
@@ -174,6 +170,29 @@ def _zero_logs(model, state, batch_size, input_dim, input_dtype):
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), logs)
 
 
+def lowered_train_loop(model, batch_size, chunk_rows, input_dtype="float32"):
+    """The device-resident loop of `model`, lowered for a chunk, not run.
+
+    `(lowered, seconds)`: `lowered.compile().memory_analysis()` gives XLA's
+    buffer sizes for one dispatch over `chunk_rows` rows in batches of
+    `batch_size`. Builds the optimizer if needed; the weights do not change.
+    """
+    import jax
+
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    state = compat.read_jax_state(model)
+    abstract = jax.tree_util.tree_map(
+        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)
+    input_dim = int(model.inputs[0].shape[-1])
+    logs = _zero_logs(model, state, batch_size, input_dim, input_dtype)
+    run = _make_runner(model, batch_size, input_dtype)
+    return run.lower(
+        abstract, logs,
+        jax.ShapeDtypeStruct((chunk_rows, input_dim), input_dtype),
+        jax.ShapeDtypeStruct((chunk_rows,), "int32"), 0, 1, False)
+
+
 class _Trainer:
     """The epoch loop of the device-resident `fit` for one model and data."""
 
@@ -258,20 +277,15 @@ class _Trainer:
             for batch_size, first, count in self.dispatches(
                     rows, callbacks.callbacks):
                 callbacks.on_train_batch_begin(step)
-                if model._jax_state_synced:
-                    self.state = model._get_jax_state(
-                        trainable_variables=True, non_trainable_variables=True,
-                        optimizer_variables=True, metrics_variables=True,
-                        purge_model_variables=True)
-                    model._jax_state_synced = False
+                if compat.jax_variables_current(model):
+                    self.state = compat.take_jax_state(model)
+                    compat.set_jax_variables_current(model, False)
                 run, zero_logs = self.runner(batch_size)
                 state, logs, bad, done = run(
                     self.state, zero_logs, chunk, order, first, count,
                     self._stopped)
                 self.state, self._stopped = state, bad
-                model._jax_state = dict(zip(
-                    ("trainable_variables", "non_trainable_variables",
-                     "optimizer_variables", "metrics_variables"), state))
+                compat.hold_jax_state(model, state)
                 self._pending.append((bad, done, step))
                 self.check_pending(keep_last=1)
                 step += count
@@ -290,13 +304,13 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
                         validation_batch_size=None, validation_freq=1,
                         device_chunk_rows=None):
     """The body of `SparseAutoencoder.fit` on JAX for in-memory activations."""
-    model._assert_compile_called("fit")
+    compat.assert_compiled(model, "fit")
     batch_size = int(batch_size or 32)
     if validation_split and validation_data is None:
         split_at = int(math.floor(len(x) * (1.0 - validation_split)))
         x, validation_data = x[:split_at], (x[split_at:],)
     trainer = _Trainer(model, x, batch_size, shuffle, device_chunk_rows)
-    model._symbolic_build(data_batch=(keras.KerasTensor(
+    compat.symbolic_build(model, (keras.KerasTensor(
         (batch_size, trainer.input_dim), trainer.input_dtype),))
     steps_per_epoch = sum(math.ceil((stop - start) / batch_size)
                           for start, stop in trainer.chunks.bounds)
@@ -311,17 +325,17 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
     model.stop_training = False
     training_logs, finished = {}, False
     callbacks.on_train_begin()
-    initial_epoch = model._initial_epoch or initial_epoch
+    initial_epoch = compat.first_epoch(model, initial_epoch)
     try:
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
-            model._jax_state_synced = True
+            compat.set_jax_variables_current(model, True)
             logs = trainer.run_epoch(epoch, callbacks)
             model.jax_state_sync()
-            epoch_logs = dict(model._get_metrics_result_or_logs(logs))
-            if validation_data is not None and model._should_eval(
-                    epoch, validation_freq):
+            epoch_logs = compat.epoch_logs(model, logs)
+            if validation_data is not None and compat.should_evaluate(
+                    model, epoch, validation_freq):
                 val_logs = keras.Model.evaluate(
                     model, val_x, val_y, sample_weight=val_sample_weight,
                     batch_size=validation_batch_size or batch_size,
@@ -339,5 +353,5 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
             model.optimizer.finalize_variable_values(model.trainable_weights)
         if finished:
             callbacks.on_train_end(logs=training_logs)
-        model._jax_state = None
+        compat.drop_jax_state(model)
     return model.history

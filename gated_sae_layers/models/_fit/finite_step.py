@@ -23,22 +23,15 @@ Under a `LossScaleOptimizer` (float16 mixed precision) non-finite gradients
 are expected now and then: that optimizer skips those steps itself, so only
 the loss is checked.
 
-It relies on these parts of Keras's trainers, checked against Keras 3.15
-(`tests/test_device_resident_fit.py::test_keras_internals_exist`): on JAX
-`compute_loss_and_updates`, `_update_metrics_variables`; on TensorFlow
-`_loss_tracker`.
+It follows the structure of Keras's own `train_step` on each backend and
+reaches Keras's private parts through `gated_sae_layers._keras_compat`.
 """
 
 import keras
 from keras import ops
 
+from gated_sae_layers import _keras_compat as compat
 from gated_sae_layers import distribution
-
-# The parts of Keras's trainers this module uses, per backend.
-KERAS_INTERNALS = {
-    "jax": ("compute_loss_and_updates", "_update_metrics_variables"),
-    "tensorflow": ("_loss_tracker",),
-}
 
 
 def non_finite_step_message(where):
@@ -109,8 +102,8 @@ def guarded_train_step(model, state, logs, x, y=None, sample_weight=None,
         finite = ops.logical_and(finite, gradients_finite(gradients))
 
     def update_metrics(metric_state, logged_loss):
-        return model._update_metrics_variables(
-            metric_state, logged_loss, x, y, y_pred, None)
+        return compat.update_metrics_variables(
+            model, metric_state, logged_loss, x, y, y_pred)
 
     def update(operands):
         trainable, optimizer_state, gradients, new_non_trainable, metric_state = (
@@ -203,7 +196,7 @@ def tensorflow_train_step(model, data):
     # was finite and only a gradient overflowed.
     logged_loss = tf.where(finite, loss * replicas, float("nan"))
     batch_size = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
-    model._loss_tracker.update_state(logged_loss, sample_weight=batch_size)
+    compat.loss_tracker(model).update_state(logged_loss, sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

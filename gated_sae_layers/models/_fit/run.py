@@ -1,0 +1,69 @@
+"""The body of `SparseAutoencoder.fit`: check the arguments and data, pick the loop."""
+
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations.store import ActivationStore
+from gated_sae_layers.activations.stream import store_dataset
+from gated_sae_layers.models._fit import data_guard, device_resident, finite_step
+from gated_sae_layers.models._fit.arguments import (
+    RESIDENT_FIT_ARGUMENTS,
+    bind_fit_arguments,
+)
+from gated_sae_layers.models._fit.recovery import (
+    keep_weights_on_error,
+    tell_callbacks_on_error,
+)
+
+
+def _check_validation_data(model, validation_data):
+    if isinstance(validation_data, (tuple, list)):
+        return tuple(data_guard.check_model_data(model, v, "validation_data")
+                     for v in validation_data)
+    return data_guard.check_model_data(model, validation_data, "validation_data")
+
+
+def _choose_loop(model, x, y, arguments, device_resident_option):
+    """True for the device-resident loop, False for Keras's stock loop."""
+    if device_resident_option not in ("auto", True, False):
+        raise ValueError(
+            "`device_resident` must be 'auto', True or False. "
+            f"Received: device_resident={device_resident_option!r}")
+    if device_resident_option is False:
+        return False
+    reason = device_resident.unsupported_reason(model, x, y, arguments)
+    if reason is not None and device_resident_option is True:
+        raise ValueError(
+            f"fit(device_resident=True) cannot run here: {reason}. Use "
+            "device_resident='auto' to fall back to the stock Keras loop.")
+    return reason is None
+
+
+def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
+            device_resident_option, device_chunk_rows):
+    """`model.fit(x, y, *args, **kwargs)`; `stock_fit` is `keras.Model.fit`
+    bound to the model."""
+    if device_chunk_rows is not None:
+        device_chunk_rows = check_positive_int(device_chunk_rows, "device_chunk_rows")
+    arguments = bind_fit_arguments(args, kwargs)
+    for weights in ("sample_weight", "class_weight"):
+        data_guard.reject_sample_weight(arguments.get(weights))
+    resident = _choose_loop(model, x, y, arguments, device_resident_option)
+    x = data_guard.check_model_data(model, x, "x", check_finite=not resident)
+    y = data_guard.check_model_data(model, y, "y")
+    validation_data = _check_validation_data(model, validation_data)
+    if isinstance(x, ActivationStore) and not resident:
+        x = store_dataset(x, arguments.pop("batch_size", None) or 32,
+                          shuffle_buffer=16384 if arguments.get(
+                              "shuffle", True) else 1)
+    callbacks = list(arguments.pop("callbacks", None) or [])
+    if not resident:
+        callbacks.append(finite_step.NonFiniteLossGuard())
+    with data_guard.readable_errors(), keep_weights_on_error(
+            model, callbacks), tell_callbacks_on_error(callbacks):
+        if resident:
+            return device_resident.device_resident_fit(
+                model, x, validation_data=validation_data, callbacks=callbacks,
+                device_chunk_rows=device_chunk_rows,
+                **{name: value for name, value in arguments.items()
+                   if name in RESIDENT_FIT_ARGUMENTS})
+        return stock_fit(x, y, validation_data=validation_data,
+                         callbacks=callbacks, **arguments)

@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 
 from gated_sae_layers import losses, variant_losses
 from gated_sae_layers.layers import BatchTopKEncoder, JumpReLUEncoder, UnitNormDecoder
-from gated_sae_layers.models.variants import build_sae
+from gated_sae_layers.models.builders import build_sae
 from tests.backend_grad import gradients
 from tests.harness import dtype_policy_scope
 

@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from gated_sae_layers.layers.prefix_mask import PrefixMask
-from gated_sae_layers.models.variants import build_sae
+from gated_sae_layers.models.builders import build_sae
 from tests import reference as ref
 from tests.reference import randomize
 

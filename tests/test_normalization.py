@@ -1,10 +1,17 @@
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import keras
 import numpy as np
 import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.activations import ActivationStore
-from gated_sae_layers.activations.normalization import estimate_norm_scale, fold_normalization
+from gated_sae_layers.activations.normalization import (
+    estimate_norm_scale,
+    fold_normalization,
+    geometric_median,
+)
 from tests.reference import randomize
 
 
@@ -66,3 +73,53 @@ def test_folded_decoder_has_no_unit_norm_constraint(build):
     keras.optimizers.SGD(0.0).apply([np.zeros(v.shape, "float32") for v in variables],
                                     variables)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(kernel), axis=1), 0.5, rtol=1e-6)
+
+
+def _distance_sum(points, center):
+    return np.linalg.norm(points - center, axis=1).sum()
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(
+    hnp.arrays("float64", st.tuples(st.integers(1, 12), st.integers(1, 4)),
+               elements=st.floats(-100, 100)),
+    st.integers(0, 2**16))
+def test_geometric_median_minimizes_the_sum_of_distances(points, seed):
+    """No nearby point, the mean or any data point has a smaller distance sum."""
+    median = geometric_median(points)
+    best = _distance_sum(points, median)
+    slack = 1e-6 * (1.0 + best)
+    candidates = [points.mean(axis=0), *points]
+    rng = np.random.default_rng(seed)
+    candidates += [median + rng.normal(scale=0.01, size=median.shape) for _ in range(8)]
+    for candidate in candidates:
+        assert best <= _distance_sum(points, candidate) + slack
+
+
+def test_decoder_bias_starts_at_the_center_of_the_data(tmp_path):
+    rng = np.random.default_rng(3)
+    x = (5.0 + rng.normal(size=(300, 6))).astype("float32")
+    x[:3] = 1e4                                    # outlying rows
+    model = gsl.build_gated_sae(6, 16, 0.01)
+    center = model.initialize_decoder_bias(x)
+    np.testing.assert_allclose(np.array(model.decoder.bias), center)
+    np.testing.assert_allclose(center, 5.0, atol=0.3)  # the mean is ~105
+    mean = model.initialize_decoder_bias(x, method="mean")
+    np.testing.assert_allclose(mean, x.astype("float64").mean(axis=0), rtol=1e-6)
+    store = ActivationStore.create(tmp_path, 6, dtype="float32", shard_rows=100)
+    store.append(x)
+    store.close()
+    np.testing.assert_allclose(
+        model.initialize_decoder_bias(ActivationStore.open(tmp_path), method="mean"),
+        mean, rtol=1e-6)
+    before = np.array(model.decoder.bias)
+    bad = x.copy()
+    bad[7, 2] = np.nan
+    for data, error, match in [(x[:, :5], ValueError, "6"), (bad, ValueError, "NaN"),
+                               (x[:0], ValueError, "empty|at least one"),
+                               (x.astype("int32"), TypeError, "float")]:
+        with pytest.raises(error, match=match):
+            model.initialize_decoder_bias(data)
+    with pytest.raises(ValueError, match="method"):
+        model.initialize_decoder_bias(x, method="median")
+    np.testing.assert_array_equal(np.array(model.decoder.bias), before)

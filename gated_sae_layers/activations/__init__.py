@@ -3,7 +3,8 @@ normalization, and splicing an SAE back in."""
 
 from gated_sae_layers.activations.harvest import harvest
 from gated_sae_layers.activations.minilm import load_minilm, minilm_path, stdlib_docstrings
-from gated_sae_layers.activations.normalization import estimate_norm_scale
+from gated_sae_layers.activations.normalization import (
+    estimate_center, estimate_norm_scale, geometric_median)
 from gated_sae_layers.activations.splice import SplicedModel, loss_recovered, spliced
 from gated_sae_layers.activations.store import (
     ActivationStore, StoreCorruptionError, StoreLockedError)
@@ -22,6 +23,6 @@ def __getattr__(name):
 
 __all__ = [
     "ActivationStore", "SplicedModel", "StoreCorruptionError", "StoreLockedError",
-    "estimate_norm_scale", "harvest", "load_minilm",
+    "estimate_center", "estimate_norm_scale", "geometric_median", "harvest", "load_minilm",
     "loss_recovered", "minilm_path", "spliced", "stdlib_docstrings", "store_dataset",
 ]

@@ -199,6 +199,35 @@ class SparseAutoencoder(keras.Model):
         penalties = self._sparsity_penalties_or_raise()
         return float(ops.convert_to_numpy(penalties[0].coefficient))
 
+    def initialize_decoder_bias(self, data, method="geometric_median",
+                                sample_rows=65536, seed=0):
+        """Sets `b_dec` to the center of `data`, so `x - b_dec` starts centered.
+
+        Call it before `fit`, on the activations you will train on (scaled,
+        if you scale them). `method` is `"geometric_median"` (default, robust
+        to outlying rows, as Bricken et al. 2023) or `"mean"`; at most
+        `sample_rows` random rows are used (`estimate_center`). Returns the
+        center, `(input_dim,)`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> import gated_sae_layers as gsl
+        >>> sae = gsl.build_gated_sae(2, 8, sparsity_coefficient=1e-3)
+        >>> x = np.array([[0, 0], [1, 0], [0, 1], [100, 100]], "float32")
+        >>> np.round(sae.initialize_decoder_bias(x), 2).tolist()
+        [0.5, 0.5]
+        """
+        from gated_sae_layers.activations.normalization import estimate_center
+
+        if hasattr(data, "read_shard"):
+            data_guard.check_model_data(self, data, "data")
+        else:
+            data = check_activations(data, self.input_dim, "data")
+        center = estimate_center(data, method, sample_rows, seed)
+        self.decoder.bias.assign(center)
+        return center
+
     # ------------------------------------------------------------ training
     def compile(self, *args, **kwargs):
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):

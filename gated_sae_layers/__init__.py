@@ -38,6 +38,13 @@ from gated_sae_layers.losses import (
     SparsityLoss,
     SparsityPenalty,
 )
+from gated_sae_layers.evaluation import (
+    SplicedEvaluation,
+    core_metrics,
+    evaluate_sae,
+    k_sparse_probe,
+    spliced_metrics,
+)
 from gated_sae_layers.metrics import (
     L0,
     DeadFeatures,
@@ -95,6 +102,7 @@ __all__ = [
     "SparsityLoss",
     "SparsityPenalty",
     "SparsityWarmup",
+    "SplicedEvaluation",
     "TopKEncoder",
     "UnitNormDecoder",
     "UnitNormRows",
@@ -106,9 +114,12 @@ __all__ = [
     "build_relu_sae",
     "build_sae",
     "build_topk_sae",
+    "core_metrics",
     "decoder_sharpness",
+    "evaluate_sae",
     "feature_density",
     "fold_normalization",
+    "k_sparse_probe",
     "latent_layout_map",
     "latent_parallel",
     "plot_decoder_gallery",
@@ -116,5 +127,6 @@ __all__ = [
     "plot_feature_gallery",
     "relative_reconstruction_bias",
     "sparsity_report",
+    "spliced_metrics",
     "train_step_memory",
 ]

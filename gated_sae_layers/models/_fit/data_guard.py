@@ -114,12 +114,7 @@ def check_model_data(model, data, name, check_finite=True):
     input_name = input_names[0]
     data = _unwrap(data, input_name, name)
     if isinstance(data, ActivationStore):
-        if data.input_dim != model.input_dim or data.num_rows == 0:
-            raise ValueError(
-                f"`{name}` must be an ActivationStore of rows of width "
-                f"{model.input_dim} with at least one row. Received: a store "
-                f"of {data.num_rows} rows of width {data.input_dim}")
-        return data
+        return data.check_rows_for(model.input_dim, name)
     if is_array_like(data) or is_data_frame(data):
         return check_activations(
             data, model.input_dim, name, check_finite=check_finite)

@@ -1,8 +1,9 @@
-"""`gated-sae`: harvest activations to a store, and train an SAE from a store.
+"""`gated-sae`: harvest activations to a store, train an SAE from a store, evaluate it.
 
     gated-sae harvest --model minilm --layer transformer_layer_2 --texts stdlib --out store/
     gated-sae harvest --model classifier.keras --layer hidden --inputs x.npy --out store/
     gated-sae train --store store/ --latent-dim 4096 --sparsity-coefficient 1.0 --out sae.keras
+    gated-sae evaluate sae.keras --store store/ [--labels labels.npy] [--log-dir logs/]
 
 The same options as the Python API (`harvest`, `ActivationStore`,
 `store_dataset`, `build_sae`/`build_gated_sae`, `estimate_norm_scale`,
@@ -25,6 +26,7 @@ import sys
 import numpy as np
 
 from gated_sae_layers.activations.store import MANIFEST, StoreLockedError
+from gated_sae_layers.cli.evaluate import add_evaluate_command
 
 USER_ERRORS = (OSError, ValueError, TypeError, StoreLockedError)
 
@@ -251,6 +253,7 @@ def parser():
                    help="train on raw activations (default: scale to mean squared "
                         "norm = input_dim, folded into the saved weights)")
     t.set_defaults(run=_train)
+    add_evaluate_command(commands, parents=[common])
     return top
 
 
@@ -272,6 +275,3 @@ def main(argv=None):
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,181 @@
+"""SAEBench's "core" metrics of an SAE on activations: sparsity, fidelity, density."""
+
+import numbers
+
+import numpy as np
+from keras import ops
+
+from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.evaluation.geometry import (
+    encoder_decoder_cosine, max_decoder_cosine)
+
+# Fixed log10 density bins, 0.25 decade wide from 1e-10 to 1, so histograms
+# of different runs share their bins. A dead latent counts as density 1e-10
+# (the first bin), as in SAELens's `log10(density + 1e-10)`.
+DENSITY_FLOOR = 1e-10
+DENSITY_BIN_EDGES = np.linspace(-10.0, 0.0, 41)
+
+
+def density_histogram(feature_density):
+    """Counts of latents per log10 firing-density bin.
+
+    ```
+    counts[b] = #{i : edges[b] <= log10(max(density_i, 1e-10)) < edges[b + 1]}
+    ```
+
+    with `edges = DENSITY_BIN_EDGES` (41 edges, -10 to 0 by 0.25; the last
+    bin also holds density 1). Dead latents fall in the first bin.
+
+    Args:
+        feature_density: `(latent_dim,)` firing frequencies in `[0, 1]`.
+
+    Returns:
+        `(counts, edges)`: int64 `(40,)` counts summing to `latent_dim`, and
+        the float64 `(41,)` edges.
+
+    Example:
+
+    >>> counts, edges = density_histogram([0.0, 0.01, 1.0])
+    >>> int(counts.sum()), int(counts[0]), int(counts[-1])
+    (3, 1, 1)
+    """
+    density = np.asarray(feature_density, "float64").reshape(-1)
+    if not np.all((density >= 0) & (density <= 1)):
+        raise ValueError(
+            "`feature_density` must hold frequencies in [0, 1]. Received: values "
+            f"from {density.min()} to {density.max()}")
+    log_density = np.log10(np.maximum(density, DENSITY_FLOOR))
+    counts, edges = np.histogram(log_density, bins=DENSITY_BIN_EDGES)
+    return counts.astype("int64"), edges
+
+
+def _check_threshold(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            0.0 <= float(value) <= 1.0):
+        raise ValueError(
+            "`dense_threshold` must be a firing frequency in [0, 1]. "
+            f"Received: dense_threshold={value!r}")
+    return float(value)
+
+
+class _Sums:
+    """Running float64 sums over batches; `result()` is exact for all rows."""
+
+    def __init__(self, input_dim, latent_dim):
+        self.rows = 0
+        self.active = 0.0
+        self.fire_counts = np.zeros(latent_dim, "int64")
+        self.shift = None  # the first batch's mean: keeps the variance sums small
+        self.deviation = np.zeros(input_dim)
+        self.square_deviation = np.zeros(input_dim)
+        self.residual = self.reconstruction_square = self.cross = self.cosine = 0.0
+
+    def update(self, x, latents, x_hat):
+        x = x.astype("float64")
+        if self.shift is None:
+            self.shift = x.mean(axis=0)
+        active = latents > 0
+        self.rows += len(x)
+        self.active += float(active.sum())
+        self.fire_counts += active.sum(axis=0)
+        deviation = x - self.shift
+        self.deviation += deviation.sum(axis=0)
+        self.square_deviation += (deviation ** 2).sum(axis=0)
+        self.residual += float(((x - x_hat) ** 2).sum())
+        self.reconstruction_square += float((x_hat ** 2).sum())
+        self.cross += float((x_hat * x).sum())
+        norms = np.maximum(np.linalg.norm(x, axis=1), 1e-8) * np.maximum(
+            np.linalg.norm(x_hat, axis=1), 1e-8)
+        self.cosine += float(((x * x_hat).sum(axis=1) / norms).sum())
+
+    def total_variance(self):
+        return float((self.square_deviation - self.deviation ** 2 / self.rows).sum())
+
+
+def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
+    """SAEBench's core metrics of `model` on the rows of `x`, streamed in batches.
+
+    With `f` the latents and `x_hat` the reconstruction of each row `x`
+    (`N` rows, `mean(x)` per feature over all rows), all sums in float64:
+
+    ```
+    l0                 = (1/N) sum_n #{i : f_i(x_n) > 0}
+    fvu                = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - mean(x)||^2
+    explained_variance = 1 - fvu               (exactly; SAEBench's name)
+    cosine_similarity  = (1/N) sum_n x_n . x_hat_n / (max(||x_n||, 1e-8) max(||x_hat_n||, 1e-8))
+    shrinkage          = sum_n ||x_hat_n||^2 / sum_n x_hat_n . x_n   (0 if that is 0)
+    feature_density_i  = (1/N) #{n : f_i(x_n) > 0}
+    dead_fraction      = #{i : feature_density_i = 0} / latent_dim
+    dense_fraction     = #{i : feature_density_i > dense_threshold} / latent_dim
+    ```
+
+    `shrinkage` is the relative reconstruction bias `gamma`
+    (`analysis.relative_reconstruction_bias`; Rajamanoharan et al. 2024,
+    sec. 5.2): 1 is unbiased, below 1 shrunk toward 0. `fvu` is NaN when
+    `x` has no variance (a single row, or identical rows). Only one batch of
+    latents is in memory at a time; `x` may be an `ActivationStore`.
+
+    Weight-only statistics (`geometry`): `max_decoder_cosine` (per latent,
+    the largest `|cos|` between its decoder row and any other decoder row)
+    and `encoder_decoder_cosine` (per latent, the signed cos between its own
+    encoder column and its own decoder row, SAEBench's
+    `encoder_decoder_cosine_sim`), with their means.
+
+    Args:
+        model: a `SparseAutoencoder` (outputs `latents` and `reconstruction`).
+        x: `(num_rows, input_dim)` float activations, or an `ActivationStore`.
+        batch_size: int, rows through the model at a time.
+        dense_threshold: float in `[0, 1]`, the firing frequency above which
+            a latent counts as dense.
+
+    Returns:
+        A dict of floats `l0`, `fvu`, `explained_variance`,
+        `cosine_similarity`, `shrinkage`, `dead_fraction`, `dense_fraction`,
+        `max_decoder_cosine_mean`, `encoder_decoder_cosine_mean`, and
+        `num_rows`; and numpy arrays `feature_density` `(latent_dim,)`,
+        `density_histogram` (`(40,)` counts of latents per log10-density
+        bin, see `density_histogram`), `density_bin_edges` `(41,)`,
+        `max_decoder_cosine` and `encoder_decoder_cosine` `(latent_dim,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import gated_sae_layers as gsl
+    >>> sae = gsl.build_sae("topk", 8, 32, k=4)
+    >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
+    >>> metrics = core_metrics(sae, x, batch_size=64)
+    >>> metrics["l0"], int(metrics["density_histogram"].sum())
+    (4.0, 32)
+    """
+    dense_threshold = _check_threshold(dense_threshold)
+    x, _ = _rows.check_rows(model, x)
+    sums = _Sums(model.input_dim, model.latent_dim)
+    for batch in _rows.row_batches(x, batch_size):
+        latents, reconstruction = _rows.sae_outputs(model, batch)
+        sums.update(batch, latents, reconstruction)
+    variance = sums.total_variance()
+    fvu = sums.residual / variance if variance > 0 else float("nan")
+    density = sums.fire_counts / sums.rows
+    counts, edges = density_histogram(density)
+    decoder_kernel = ops.convert_to_numpy(model.decoder.kernel)
+    max_cosine = max_decoder_cosine(decoder_kernel)
+    own_cosine = encoder_decoder_cosine(
+        ops.convert_to_numpy(model.encoder.input_kernel), decoder_kernel)
+    return {
+        "l0": sums.active / sums.rows,
+        "fvu": fvu,
+        "explained_variance": 1.0 - fvu,
+        "cosine_similarity": sums.cosine / sums.rows,
+        "shrinkage": (sums.reconstruction_square / sums.cross if sums.cross
+                      else 0.0),
+        "dead_fraction": float(np.mean(sums.fire_counts == 0)),
+        "dense_fraction": float(np.mean(density > dense_threshold)),
+        "max_decoder_cosine_mean": float(np.mean(max_cosine)),
+        "encoder_decoder_cosine_mean": float(np.mean(own_cosine)),
+        "num_rows": float(sums.rows),
+        "feature_density": density,
+        "density_histogram": counts,
+        "density_bin_edges": edges,
+        "max_decoder_cosine": max_cosine,
+        "encoder_decoder_cosine": own_cosine,
+    }

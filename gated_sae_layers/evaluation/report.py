@@ -1,0 +1,80 @@
+"""`evaluate_sae`: every evaluation that applies, in one flat dict."""
+
+from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.evaluation.core import core_metrics
+from gated_sae_layers.evaluation.probing import _check_labels, k_sparse_probe
+from gated_sae_layers.evaluation.spliced import spliced_metrics
+from gated_sae_layers.evaluation.tensorboard import write_metrics
+
+DEFAULT_KS = (1, 2, 5, 20)
+SPLICE_REQUIRED = ("model", "layer", "inputs", "loss_fn")
+SPLICE_OPTIONAL = ("targets", "batch_size", "outputs")
+
+
+def _check_splice(splice):
+    if not isinstance(splice, dict):
+        raise TypeError("`splice` must be None or a dict with keys "
+                        f"{SPLICE_REQUIRED}. Received: splice={splice!r:.200}")
+    missing = [k for k in SPLICE_REQUIRED if k not in splice]
+    unknown = sorted(set(splice) - set(SPLICE_REQUIRED + SPLICE_OPTIONAL))
+    if missing or unknown:
+        raise ValueError(
+            f"`splice` needs the keys {list(SPLICE_REQUIRED)} and may have "
+            f"{list(SPLICE_OPTIONAL)}. Received: missing {missing}, unknown {unknown}")
+    return splice
+
+
+def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
+    """SAEBench-lite: core metrics, plus probing and splicing when they apply.
+
+    * always `core_metrics(model, x)`: L0, FVU, explained variance, cosine
+      similarity, shrinkage, dead and dense fractions, feature density and
+      its log10 histogram, decoder and encoder-decoder cosines;
+    * with `labels` (one per row of `x`), `k_sparse_probe(model, x, labels)`
+      for `k` in `(1, 2, 5, 20)` up to `latent_dim`;
+    * with `splice=dict(model=..., layer=..., inputs=..., loss_fn=...)`
+      (and optionally `targets`, `batch_size`, `outputs`),
+      `spliced_metrics(splice["model"], splice["layer"], model, ...)`: the
+      downstream loss recovered and KL with the SAE in place of the layer.
+
+    With `log_dir`, every scalar and the density histogram are written to
+    TensorBoard at `step` (`tensorboard.write_metrics`).
+
+    Args:
+        model: a `SparseAutoencoder`.
+        x: `(N, input_dim)` float activations, or an `ActivationStore`.
+        labels: optional `(N,)` class labels of the rows of `x`.
+        splice: optional dict of `spliced_metrics` arguments.
+        log_dir: optional TensorBoard log folder.
+        step: int, the TensorBoard step.
+
+    Returns:
+        One flat dict: floats, and numpy arrays for per-latent and per-task
+        values (see each function for its keys).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import gated_sae_layers as gsl
+    >>> sae = gsl.build_sae("topk", 8, 16, k=2)
+    >>> x = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
+    >>> result = evaluate_sae(sae, x, labels=np.arange(40) % 2)
+    >>> result["l0"], sorted(k for k in result if k.startswith("probe_balanced"))[:2]
+    (2.0, ['probe_balanced_accuracy_k1', 'probe_balanced_accuracy_k2'])
+    """
+    if splice is not None:
+        splice = _check_splice(splice)
+    x, num_rows = _rows.check_rows(model, x)
+    if labels is not None:
+        labels = _check_labels(labels, num_rows)
+    result = core_metrics(model, x)
+    if labels is not None:
+        ks = tuple(k for k in DEFAULT_KS if k <= model.latent_dim)
+        result.update(k_sparse_probe(model, x, labels, ks=ks))
+    if splice is not None:
+        options = {k: splice[k] for k in SPLICE_OPTIONAL if k in splice}
+        result.update(spliced_metrics(splice["model"], splice["layer"], model,
+                                      splice["inputs"], splice["loss_fn"], **options))
+    if log_dir is not None:
+        write_metrics(result, log_dir, step)
+    return result

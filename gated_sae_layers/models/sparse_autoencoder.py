@@ -1,31 +1,17 @@
 """`SparseAutoencoder`: a Functional model that carries its own SAE loss terms."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from gated_sae_layers._keras_compat import output_structure, sublayers
-from gated_sae_layers._validation import (
-    check_activations,
-    check_non_negative_float,
-    check_positive_float,
-    check_positive_int,
-    is_data_frame,
-    is_in_memory,
-)
+from gated_sae_layers._validation import check_non_negative_float, check_positive_float
 from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
+from gated_sae_layers.models import inference
 from gated_sae_layers.models._fit import data_guard, finite_step
 from gated_sae_layers.models._fit.run import run_fit
 from gated_sae_layers.models.terms import resolve_terms, serialize_terms
-
-
-def _in_batches(function, rows, batch_size):
-    """`function` applied to `rows` `batch_size` at a time, as one numpy array."""
-    return np.concatenate([
-        np.asarray(ops.convert_to_numpy(function(rows[start:start + batch_size])))
-        for start in range(0, len(rows), batch_size)])
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -218,15 +204,7 @@ class SparseAutoencoder(keras.Model):
         >>> np.round(sae.initialize_decoder_bias(x), 2).tolist()
         [0.5, 0.5]
         """
-        from gated_sae_layers.activations.normalization import estimate_center
-
-        if hasattr(data, "read_shard"):
-            data_guard.check_model_data(self, data, "data")
-        else:
-            data = check_activations(data, self.input_dim, "data")
-        center = estimate_center(data, method, sample_rows, seed)
-        self.decoder.bias.assign(center)
-        return center
+        return inference.initialize_decoder_bias(self, data, method, sample_rows, seed)
 
     # ------------------------------------------------------------ training
     def compile(self, *args, **kwargs):
@@ -318,12 +296,7 @@ class SparseAutoencoder(keras.Model):
         >>> sae.encode(np.ones((3, 8), "float32")).shape
         (3, 32)
         """
-        encoder = self._latents_model()
-        if not (is_in_memory(x) or is_data_frame(x) or isinstance(x, dict)):
-            return encoder(x)
-        batch_size = check_positive_int(batch_size, "batch_size")
-        x = data_guard.check_model_data(self, x, "x")
-        return _in_batches(encoder, x, batch_size)
+        return inference.encode_rows(self, x, batch_size)
 
     def decode(self, latents, batch_size=1024):
         """The reconstruction `f W_dec + b_dec` of latents, `(num_rows, input_dim)`.
@@ -331,26 +304,7 @@ class SparseAutoencoder(keras.Model):
         In-memory arrays must be 2-D, `latent_dim` wide, floating and finite;
         a symbolic tensor gives the symbolic reconstruction.
         """
-        if not is_in_memory(latents):
-            return self.decoder(latents)
-        batch_size = check_positive_int(batch_size, "batch_size")
-        latents = check_activations(latents, self.latent_dim, "latents")
-        return _in_batches(self.decoder, latents, batch_size)
-
-    def _latents_model(self):
-        """A Functional model from the input to the `latents` output (cached,
-        untracked: it shares this model's layers and weights)."""
-        cached = getattr(self, "_cached_latents_model", None)
-        if cached is None:
-            outputs = output_structure(self)
-            if "latents" not in outputs:
-                raise ValueError(
-                    f"Model '{self.name}' has no `latents` output to encode "
-                    f"with. Its outputs: {sorted(outputs)}")
-            inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
-            cached = keras.Model(inputs, outputs["latents"])
-            object.__setattr__(self, "_cached_latents_model", cached)
-        return cached
+        return inference.decode_rows(self, latents, batch_size)
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`; NaN/Inf rows raise, as in `fit`.

@@ -45,6 +45,12 @@ from gated_sae_layers.evaluation import (
     k_sparse_probe,
     spliced_metrics,
 )
+from gated_sae_layers.interop import (
+    load_dictionary_learning,
+    load_sae,
+    load_sparsify,
+    save_sae,
+)
 from gated_sae_layers.metrics import (
     L0,
     DeadFeatures,
@@ -72,7 +78,7 @@ from gated_sae_layers.plots import (
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay
 
-__version__ = "0.1.0"
+from gated_sae_layers._version import __version__  # noqa: E402
 
 __all__ = [
     "AffineEncoder",
@@ -122,10 +128,14 @@ __all__ = [
     "k_sparse_probe",
     "latent_layout_map",
     "latent_parallel",
+    "load_dictionary_learning",
+    "load_sae",
+    "load_sparsify",
     "plot_decoder_gallery",
     "plot_feature_density",
     "plot_feature_gallery",
     "relative_reconstruction_bias",
+    "save_sae",
     "sparsity_report",
     "spliced_metrics",
     "train_step_memory",

@@ -15,14 +15,14 @@ PACKAGE = pathlib.Path(gated_sae_layers.__file__).parent
 
 # Lowest first. A module's layer is that of its first path component.
 LAYERS = [
-    {"_validation", "_keras_compat"},
+    {"_validation", "_keras_compat", "_version"},
     {"distribution", "constraints"},
     {"layers"},
     {"losses", "metrics", "schedules"},
     {"activations"},
     {"models"},
     {"callbacks", "resampling"},
-    {"analysis", "evaluation", "plots", "datasets", "variant_losses"},
+    {"analysis", "evaluation", "interop", "plots", "datasets", "variant_losses"},
     {"demo", "cli", "__init__"},
 ]
 

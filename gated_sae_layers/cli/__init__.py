@@ -4,6 +4,7 @@
     gated-sae harvest --model classifier.keras --layer hidden --inputs x.npy --out store/
     gated-sae train --store store/ --latent-dim 4096 --sparsity-coefficient 1.0 --out sae.keras
     gated-sae evaluate sae.keras --store store/ [--labels labels.npy] [--log-dir logs/]
+    gated-sae export sae.keras saelens_folder/      (and: gated-sae import folder/ sae.keras)
 
 The same options as the Python API (`harvest`, `ActivationStore`,
 `store_dataset`, `build_sae`/`build_gated_sae`, `estimate_norm_scale`,
@@ -27,6 +28,7 @@ import numpy as np
 
 from gated_sae_layers.activations.store import MANIFEST, StoreLockedError
 from gated_sae_layers.cli.evaluate import add_evaluate_command
+from gated_sae_layers.cli.interop import add_interop_commands
 
 USER_ERRORS = (OSError, ValueError, TypeError, StoreLockedError)
 
@@ -254,6 +256,7 @@ def parser():
                         "norm = input_dim, folded into the saved weights)")
     t.set_defaults(run=_train)
     add_evaluate_command(commands, parents=[common])
+    add_interop_commands(commands, parents=[common])
     return top
 
 

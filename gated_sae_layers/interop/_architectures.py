@@ -1,0 +1,261 @@
+"""Our SAE variants <-> the SAELens tensors, through one float64 dict.
+
+The dict holds the SAELens 6.x inference tensors with `apply_b_dec_to_input`
+true: `f = act((x - b_dec) @ W_enc + b)`, `x_hat = f @ W_dec + b_dec`, with
+`W_enc` `(d_in, d_sae)` and `W_dec` `(d_sae, d_in)`:
+
+| SAELens `architecture` | tensors besides `W_enc`, `W_dec`, `b_dec` | ours |
+| --- | --- | --- |
+| `standard` | `b_enc` | `relu` |
+| `gated` | `b_gate`, `b_mag`, `r_mag` (magnitude `W_enc * exp(r_mag)`) | `gated` |
+| `jumprelu` | `b_enc`, `threshold` (raw, not log) | `jumprelu`; `batch_topk` and `matryoshka` with their constant inference threshold |
+| `topk` | `b_enc` (and `k` in the config) | `topk` |
+"""
+
+import warnings
+
+import numpy as np
+from keras import ops
+
+from gated_sae_layers._keras_compat import sublayers
+from gated_sae_layers.layers.batch_topk_encoder import BatchTopKEncoder
+from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
+from gated_sae_layers.layers.gated_encoder import GatedEncoder
+from gated_sae_layers.layers.jumprelu_encoder import JumpReLUEncoder
+from gated_sae_layers.layers.prefix_mask import PrefixMask
+from gated_sae_layers.layers.relu_encoder import ReLUEncoder
+from gated_sae_layers.layers.topk_encoder import TopKEncoder
+from gated_sae_layers.losses import AuxKLoss, AuxReconstruction
+from gated_sae_layers.models.builders import build_sae
+from gated_sae_layers.models.folding import fold_normalization
+from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
+
+SAELENS_ARCHITECTURE = {"relu": "standard", "gated": "gated", "jumprelu": "jumprelu",
+                        "topk": "topk", "batch_topk": "jumprelu",
+                        "matryoshka": "jumprelu"}
+DEFAULT_OURS = {"standard": "relu", "gated": "gated", "jumprelu": "jumprelu",
+                "topk": "topk"}
+UNIT_NORM_TOLERANCE = 1e-2
+"""Rows whose norms are within 1% of 1 count as unit norm (a bfloat16 round trip
+moves them by about 0.2%): neither folded on export nor warned about on import."""
+
+
+def expected_shapes(architecture, d_in, d_sae):
+    """`{name: shape}` of every tensor a SAELens folder of `architecture` holds."""
+    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if architecture == "gated":
+        shapes.update(b_gate=(d_sae,), b_mag=(d_sae,), r_mag=(d_sae,))
+    else:
+        shapes["b_enc"] = (d_sae,)
+    if architecture == "jumprelu":
+        shapes["threshold"] = (d_sae,)
+    return shapes
+
+
+def _coefficient(model, loss_class):
+    for loss in model.loss_terms.values():
+        if isinstance(loss, loss_class):
+            return float(ops.convert_to_numpy(loss.coefficient))
+    return None
+
+
+def describe(model):
+    """`(architecture, hyperparameters)`: the `build_sae` call that rebuilds `model`."""
+    if not isinstance(model, SparseAutoencoder):
+        raise TypeError("`model` must be a `SparseAutoencoder` (from `build_sae`). "
+                        f"Received: model of type {type(model).__name__}")
+    encoder = model.encoder
+    hyper = {}
+    if model.sparsity_penalties():
+        hyper["sparsity_coefficient"] = model.sparsity_coefficient
+    if isinstance(encoder, GatedEncoder):
+        architecture = "gated"
+        hyper["remove_parallel_gradient"] = bool(model.decoder.remove_parallel_gradient)
+        aux = _coefficient(model, AuxReconstruction)
+        if aux is not None:
+            hyper["aux_coefficient"] = aux
+    elif isinstance(encoder, JumpReLUEncoder):
+        architecture = "jumprelu"
+        hyper.update(initial_threshold=encoder.initial_threshold,
+                     bandwidth=encoder.bandwidth)
+    elif isinstance(encoder, (TopKEncoder, BatchTopKEncoder)):
+        hyper.update(k=encoder.k, k_aux=encoder.k_aux,
+                     dead_steps_threshold=encoder.dead_steps_threshold)
+        aux = _coefficient(model, AuxKLoss)
+        if aux is not None:
+            hyper["aux_coefficient"] = aux
+        architecture = "topk"
+        if isinstance(encoder, BatchTopKEncoder):
+            prefixes = sorted(layer.size for layer in sublayers(model)
+                              if isinstance(layer, PrefixMask))
+            if prefixes:   # build_matryoshka_sae keeps the default momentum
+                architecture = "matryoshka"
+                hyper["prefix_sizes"] = prefixes
+            else:
+                architecture = "batch_topk"
+                hyper["threshold_momentum"] = encoder.threshold_momentum
+    elif isinstance(encoder, ReLUEncoder):
+        architecture = "relu"
+        hyper["weight_by_decoder_norm"] = any(
+            isinstance(layer, DecoderNormWeighting) for layer in sublayers(model))
+    else:
+        raise TypeError(
+            f"Cannot export an SAE with a {type(encoder).__name__}: the SAELens format "
+            "has gated, ReLU (standard), JumpReLU and TopK encoders (BatchTopK and "
+            "Matryoshka export as JumpReLU).")
+    return architecture, hyper
+
+
+def _numpy(variable):
+    return np.asarray(ops.convert_to_numpy(variable), dtype="float64")
+
+
+def fold_decoder_norms(tensors, architecture, uniform_only=False):
+    """Divides `W_dec`'s rows by their norms, scaling the encoder to match.
+
+    Latent `i` becomes `f_i * n_i` and decodes through `W_dec_i / n_i`, so
+    every reconstruction is unchanged (the pre-activation, biases and
+    threshold of each latent scale by `n_i > 0`). With `uniform_only` (TopK,
+    whose selection compares latents) only one common norm is folded.
+
+    Returns:
+        True if the norms were folded, False if rows were already unit norm
+        (or, with `uniform_only`, not all of one norm).
+    """
+    norms = np.linalg.norm(tensors["W_dec"], axis=1)
+    if np.max(np.abs(norms - 1.0)) <= UNIT_NORM_TOLERANCE:
+        return False
+    if np.min(norms) <= 0.0:
+        return False  # a zero row has no direction; keep the weights as they are
+    if uniform_only:
+        if np.max(norms) - np.min(norms) > UNIT_NORM_TOLERANCE * np.max(norms):
+            return False
+        norms = np.full_like(norms, np.mean(norms))
+    tensors["W_enc"] = tensors["W_enc"] * norms[None, :]
+    tensors["W_dec"] = tensors["W_dec"] / norms[:, None]
+    for name in ("b_enc", "b_gate", "b_mag", "threshold"):
+        if name in tensors:
+            tensors[name] = tensors[name] * norms
+    return True
+
+
+def export_tensors(model):
+    """The SAELens tensors of `model` (float64) and what the export did.
+
+    Returns:
+        `(saelens_architecture, tensors, info)`; `info` holds our
+        `architecture`, `hyperparameters`, the folded `normalization_scale`
+        (or None) and `decoder_norms_folded`.
+    """
+    architecture, hyper = describe(model)
+    scale = model.normalization_scale
+    if scale is not None:
+        model = fold_normalization(model)
+    encoder, decoder = model.encoder, model.decoder
+    tensors = {"W_enc": _numpy(encoder.input_kernel), "W_dec": _numpy(decoder.kernel),
+               "b_dec": _numpy(decoder.bias)}
+    if architecture == "gated":
+        tensors.update(b_gate=_numpy(encoder.gate_bias),
+                       b_mag=_numpy(encoder.magnitude_bias),
+                       r_mag=_numpy(encoder.magnitude_log_scale))
+    else:
+        tensors["b_enc"] = _numpy(encoder.bias)
+    if architecture == "jumprelu":
+        tensors["threshold"] = _numpy(encoder.learned_threshold)
+    elif architecture in ("batch_topk", "matryoshka"):
+        threshold = float(_numpy(encoder.inference_threshold))
+        if not threshold > 0:
+            raise ValueError(
+                f"A {architecture} SAE exports as JumpReLU with its learned inference "
+                "threshold, but this model's threshold is "
+                f"{threshold} (never trained). Train it with `fit` first; the "
+                "threshold is estimated during training.")
+        tensors["threshold"] = np.full(model.latent_dim, threshold)
+    saelens = SAELENS_ARCHITECTURE[architecture]
+    folded = fold_decoder_norms(tensors, saelens, uniform_only=saelens == "topk")
+    for name, value in tensors.items():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"Cannot export: the model's `{name}` holds NaN or "
+                             "infinite values.")
+    info = {"architecture": architecture, "hyperparameters": hyper,
+            "normalization_scale": scale, "decoder_norms_folded": folded}
+    return saelens, tensors, info
+
+
+def log_threshold_for(threshold):
+    """`log_threshold` (float32) whose backend `exp` gives `threshold` back exactly.
+
+    Searches a few float32 steps around `log(threshold)`; where none maps
+    back exactly (small thresholds, where float32 `exp` skips values), the
+    closest is kept.
+    """
+    target = np.maximum(threshold.astype("float32"), np.finfo("float32").tiny)
+    start = np.log(target.astype("float64")).astype("float32")
+    steps = [start]
+    up = down = start
+    for _ in range(8):
+        up = np.nextafter(up, np.float32(np.inf))
+        down = np.nextafter(down, np.float32(-np.inf))
+        steps += [up, down]
+    candidates = np.stack(steps)
+    errors = np.abs(ops.convert_to_numpy(ops.exp(candidates)).astype("float64")
+                    - target.astype("float64"))
+    return candidates[np.argmin(errors, axis=0), np.arange(target.shape[0])]
+
+
+def choose_architecture(saelens, tensors, info):
+    """Our architecture and builder arguments for a folder's tensors.
+
+    Our own metadata (`info`, from `cfg.json`'s `metadata.gated_sae_layers`)
+    is used when it fits the tensors: BatchTopK and Matryoshka come back from
+    a constant JumpReLU threshold. Otherwise the SAELens default: `standard`
+    -> ReLU weighting its L1 penalty by decoder norm (as SAELens trains it).
+    """
+    ours = info.get("architecture") if isinstance(info, dict) else None
+    hyper = info.get("hyperparameters") if isinstance(info, dict) else None
+    fits = ours in SAELENS_ARCHITECTURE and SAELENS_ARCHITECTURE[ours] == saelens
+    if ours in ("batch_topk", "matryoshka"):
+        threshold = tensors["threshold"]
+        fits = fits and threshold[0] > 0 and np.all(threshold == threshold[0])
+    if fits and isinstance(hyper, dict):
+        return ours, dict(hyper)
+    ours = DEFAULT_OURS[saelens]
+    if ours == "relu":
+        return ours, {"sparsity_coefficient": 0.0, "weight_by_decoder_norm": True}
+    if ours == "topk":
+        return ours, {}
+    return ours, {"sparsity_coefficient": 0.0}
+
+
+def build_model(ours, hyper, tensors, d_in, d_sae, source):
+    """Builds our SAE with `build_sae` and writes the float64 `tensors` into it."""
+    try:
+        model = build_sae(ours, d_in, d_sae, **hyper)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: the saved hyperparameters do not build a {ours} "
+                         f"SAE: {error}") from None
+    encoder, decoder = model.encoder, model.decoder
+    f32 = {name: value.astype("float32") for name, value in tensors.items()}
+    decoder.kernel.assign(f32["W_dec"])
+    decoder.bias.assign(f32["b_dec"])
+    encoder.input_kernel.assign(f32["W_enc"])
+    if ours == "gated":
+        encoder.gate_bias.assign(f32["b_gate"])
+        encoder.magnitude_bias.assign(f32["b_mag"])
+        encoder.magnitude_log_scale.assign(f32["r_mag"])
+    else:
+        encoder.bias.assign(f32["b_enc"])
+    if ours == "jumprelu":
+        encoder.log_threshold.assign(log_threshold_for(f32["threshold"]))
+    elif ours in ("batch_topk", "matryoshka"):
+        encoder.inference_threshold.assign(f32["threshold"][0])
+    constrained = not (ours == "relu" and hyper.get("weight_by_decoder_norm"))
+    norms = np.linalg.norm(tensors["W_dec"], axis=1)
+    if constrained and np.max(np.abs(norms - 1.0)) > UNIT_NORM_TOLERANCE:
+        warnings.warn(
+            f"{source}: the decoder rows are not unit norm (norms from "
+            f"{norms.min():.4g} to {norms.max():.4g}). The loaded {ours} SAE "
+            "reproduces the source's outputs, but its first training step "
+            "renormalizes the rows (`UnitNormRows`); fold the norms first "
+            "(SAELens `fold_W_dec_norm()`) to train it further.", stacklevel=3)
+    return model

@@ -76,7 +76,7 @@ from gated_sae_layers.plots import (
     plot_feature_gallery,
 )
 from gated_sae_layers.resampling import DeadLatentResampler
-from gated_sae_layers.schedules import WarmupCosineDecay
+from gated_sae_layers.schedules import WarmupCosineDecay, WarmupStableDecay
 
 from gated_sae_layers._version import __version__  # noqa: E402
 
@@ -113,6 +113,7 @@ __all__ = [
     "UnitNormDecoder",
     "UnitNormRows",
     "WarmupCosineDecay",
+    "WarmupStableDecay",
     "build_batch_topk_sae",
     "build_gated_sae",
     "build_jumprelu_sae",

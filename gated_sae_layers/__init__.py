@@ -78,7 +78,7 @@ from gated_sae_layers.plots import (
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay, WarmupStableDecay
 
-from gated_sae_layers._version import __version__  # noqa: E402
+from gated_sae_layers._version import __version__  # noqa: E402, F401
 
 __all__ = [
     "AffineEncoder",

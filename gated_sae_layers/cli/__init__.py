@@ -17,7 +17,6 @@ a module first, so that the custom layers it registers with
 """
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import sys
 import numpy as np
 
 from gated_sae_layers.activations.store import MANIFEST, StoreLockedError
+from gated_sae_layers.cli._options import common_options, import_modules
 from gated_sae_layers.cli.evaluate import add_evaluate_command
 from gated_sae_layers.cli.interop import add_interop_commands
 
@@ -102,14 +102,6 @@ def _check_file(path, option):
         raise FileNotFoundError(f"`{option}`: no file at {path}.")
 
 
-def _import_modules(names):
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as error:
-            raise ValueError(f"`--import {name}` failed: {error}") from None
-
-
 # ------------------------------------------------------------ commands
 def _harvest(args):
     if args.model != "minilm":
@@ -120,7 +112,7 @@ def _harvest(args):
     elif args.texts != "stdlib":
         _check_file(args.texts, "--texts")
     _check_store_out(args.out, args.resume)
-    _import_modules(args.imports)
+    import_modules(args.imports)
 
     from gated_sae_layers.activations import ActivationStore
     from gated_sae_layers.activations.harvest import harvest
@@ -170,7 +162,7 @@ def _width(model, layer, inputs):
 
 def _train(args):
     _check_model_out(args.out)
-    _import_modules(args.imports)
+    import_modules(args.imports)
 
     import keras
 
@@ -208,14 +200,7 @@ def _train(args):
 def parser():
     top = argparse.ArgumentParser(prog="gated-sae", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--import", dest="imports", action="append", default=[],
-                        metavar="MODULE",
-                        help="import MODULE first (repeatable), e.g. to register the "
-                             "custom layers of a .keras model")
-    common.add_argument("--quiet", action="store_true")
-    common.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error instead of one line")
+    common = common_options()
 
     h = commands.add_parser("harvest", parents=[common],
                             help="collect a layer's activations into a store")

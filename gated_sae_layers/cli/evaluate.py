@@ -18,6 +18,8 @@ import pathlib
 
 import numpy as np
 
+from gated_sae_layers.cli._options import common_options, import_modules
+
 PRINTED_ARRAYS = ("density_histogram", "density_bin_edges")
 
 
@@ -43,13 +45,8 @@ def add_evaluate_command(subparsers, parents=()):
     ('sae.keras', 'store/', None)
     """
     command = subparsers.add_parser(
-        "evaluate", parents=list(parents),
+        "evaluate", parents=list(parents) or [common_options()],
         help="SAEBench-lite metrics of a saved SAE on a store's rows")
-    if not parents:
-        command.add_argument("--import", dest="imports", action="append", default=[],
-                             metavar="MODULE", help="import MODULE first (repeatable)")
-        command.add_argument("--quiet", action="store_true")
-        command.add_argument("--debug", action="store_true")
     command.add_argument("model", metavar="MODEL.keras", help="the SAE, a .keras file")
     command.add_argument("--store", required=True, metavar="STORE_DIR",
                          help="an activation store folder")
@@ -98,10 +95,8 @@ def _jsonable(value):
 
 def run_evaluate(args):
     """Runs `gated-sae evaluate` for parsed `args`; returns the printed dict."""
-    from gated_sae_layers.cli import _import_modules
-
     _check_args(args)
-    _import_modules(getattr(args, "imports", None) or ())
+    import_modules(getattr(args, "imports", None) or ())
 
     import keras
 

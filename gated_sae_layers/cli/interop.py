@@ -15,13 +15,7 @@ prints one line of JSON. User errors raise `OSError`/`ValueError`/
 import json
 import pathlib
 
-
-def _add_common(command, parents):
-    if not parents:
-        command.add_argument("--import", dest="imports", action="append", default=[],
-                             metavar="MODULE", help="import MODULE first (repeatable)")
-        command.add_argument("--quiet", action="store_true")
-        command.add_argument("--debug", action="store_true")
+from gated_sae_layers.cli._options import common_options, import_modules
 
 
 def add_interop_commands(subparsers, parents=()):
@@ -49,9 +43,8 @@ def add_interop_commands(subparsers, parents=()):
     ('out/', 'sae.keras')
     """
     export = subparsers.add_parser(
-        "export", parents=list(parents),
+        "export", parents=list(parents) or [common_options()],
         help="write a saved SAE as a SAELens folder (cfg.json + safetensors)")
-    _add_common(export, parents)
     export.add_argument("model", metavar="MODEL.keras", help="the SAE, a .keras file")
     export.add_argument("folder", metavar="FOLDER", help="the SAELens folder to write")
     export.add_argument("--dtype", default="float32",
@@ -62,9 +55,8 @@ def add_interop_commands(subparsers, parents=()):
     export.add_argument("--context-size", type=int, help="metadata.context_size")
     export.set_defaults(run=run_export)
     imported = subparsers.add_parser(
-        "import", parents=list(parents),
+        "import", parents=list(parents) or [common_options()],
         help="read a SAELens, sparsify or dictionary_learning folder into a .keras file")
-    _add_common(imported, parents)
     imported.add_argument("folder", metavar="FOLDER", help="the SAE folder to read")
     imported.add_argument("model", metavar="MODEL.keras", help="the .keras file to write")
     imported.set_defaults(run=run_import)
@@ -73,7 +65,6 @@ def add_interop_commands(subparsers, parents=()):
 
 def run_export(args):
     """Runs `gated-sae export` for parsed `args`; returns the printed dict."""
-    from gated_sae_layers.cli import _import_modules
 
     model_path = pathlib.Path(args.model)
     if model_path.suffix != ".keras" or not model_path.is_file():
@@ -82,11 +73,12 @@ def run_export(args):
     if pathlib.Path(args.folder).exists() and not pathlib.Path(args.folder).is_dir():
         raise FileExistsError(f"`FOLDER` must be a folder, not a file. Received: "
                               f"{args.folder}")
-    _import_modules(getattr(args, "imports", None) or ())
+    import_modules(getattr(args, "imports", None) or ())
 
     import keras
 
-    import gated_sae_layers  # noqa: F401  (registers the kit's classes)
+    # Importing this module imported `gated_sae_layers`, which registers the
+    # kit's classes for `load_model`.
     from gated_sae_layers.interop import save_sae
 
     model = keras.saving.load_model(args.model, safe_mode=True)
@@ -103,7 +95,6 @@ def run_export(args):
 
 def run_import(args):
     """Runs `gated-sae import` for parsed `args`; returns the printed dict."""
-    from gated_sae_layers.cli import _import_modules
 
     if not pathlib.Path(args.folder).is_dir():
         raise FileNotFoundError(f"`FOLDER` must be an existing folder. Received: "
@@ -115,7 +106,7 @@ def run_import(args):
     if not out.parent.is_dir():
         raise FileNotFoundError(f"`MODEL.keras`: the folder {out.parent} does not "
                                 "exist. Create it first.")
-    _import_modules(getattr(args, "imports", None) or ())
+    import_modules(getattr(args, "imports", None) or ())
 
     from gated_sae_layers.interop import load_sae
 

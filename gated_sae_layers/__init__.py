@@ -13,6 +13,7 @@ from gated_sae_layers.analysis import (
 )
 from gated_sae_layers.callbacks import DecoderNormalizer, SparsityWarmup
 from gated_sae_layers.constraints import UnitNormRows
+from gated_sae_layers.dashboard import ImageContext, TokenContext, feature_dashboard
 from gated_sae_layers.distribution import latent_layout_map, latent_parallel
 from gated_sae_layers.layers import (
     AffineEncoder,
@@ -95,6 +96,7 @@ __all__ = [
     "FractionOfVarianceUnexplained",
     "GatedEncoder",
     "GatedSAE",
+    "ImageContext",
     "JumpReLUEncoder",
     "L0",
     "L0Penalty",
@@ -109,6 +111,7 @@ __all__ = [
     "SparsityPenalty",
     "SparsityWarmup",
     "SplicedEvaluation",
+    "TokenContext",
     "TopKEncoder",
     "UnitNormDecoder",
     "UnitNormRows",
@@ -124,6 +127,7 @@ __all__ = [
     "core_metrics",
     "decoder_sharpness",
     "evaluate_sae",
+    "feature_dashboard",
     "feature_density",
     "fold_normalization",
     "k_sparse_probe",

@@ -22,7 +22,8 @@ LAYERS = [
     {"activations"},
     {"models"},
     {"callbacks", "resampling"},
-    {"analysis", "evaluation", "interop", "plots", "datasets", "variant_losses"},
+    {"analysis", "evaluation", "interop", "plots", "datasets", "variant_losses",
+     "dashboard"},
     {"demo", "cli", "__init__"},
 ]
 

@@ -5,6 +5,7 @@
     gated-sae train --store store/ --latent-dim 4096 --sparsity-coefficient 1.0 --out sae.keras
     gated-sae evaluate sae.keras --store store/ [--labels labels.npy] [--log-dir logs/]
     gated-sae export sae.keras saelens_folder/      (and: gated-sae import folder/ sae.keras)
+    gated-sae dashboard sae.keras --store store/ --out report/ [--num-latents 100]
 
 The same options as the Python API (`harvest`, `ActivationStore`,
 `store_dataset`, `build_sae`/`build_gated_sae`, `estimate_norm_scale`,
@@ -27,6 +28,7 @@ import numpy as np
 
 from gated_sae_layers.activations.store import MANIFEST, StoreLockedError
 from gated_sae_layers.cli._options import common_options, import_modules
+from gated_sae_layers.cli.dashboard import add_dashboard_command
 from gated_sae_layers.cli.evaluate import add_evaluate_command
 from gated_sae_layers.cli.interop import add_interop_commands
 
@@ -242,6 +244,7 @@ def parser():
     t.set_defaults(run=_train)
     add_evaluate_command(commands, parents=[common])
     add_interop_commands(commands, parents=[common])
+    add_dashboard_command(commands, parents=[common])
     return top
 
 

@@ -1,0 +1,125 @@
+"""The dashboard's passes over the data: one streaming pass, then a small one.
+
+1. `collect_statistics`: every row through the SAE once, batch by batch
+   (a Keras progress bar), into a `LatentStatistics` and the fidelity sums
+   of `core_metrics` (FVU, shrinkage).
+2. `pair_activations`: `f_i(x_n)` for the few `(row n, latent i)` pairs a
+   page shows around its examples (the tokens beside an activating token),
+   by encoding only those rows again.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations.store import ActivationStore
+from gated_sae_layers.dashboard.statistics import LatentStatistics
+from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.evaluation.core import _Sums
+
+
+def _outputs(model, batch):
+    """`(latents float32, reconstruction float64)` of one batch, as numpy."""
+    outputs = model(batch, training=False)
+    if not isinstance(outputs, dict) or not {"latents", "reconstruction"} <= set(outputs):
+        keys = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise ValueError(
+            "A feature dashboard needs an SAE with `latents` and `reconstruction` "
+            f"outputs (any `SparseAutoencoder`). Received: outputs {keys}")
+    return (np.asarray(ops.convert_to_numpy(outputs["latents"]), "float32"),
+            np.asarray(ops.convert_to_numpy(outputs["reconstruction"]), "float64"))
+
+
+def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
+                       progress=True):
+    """One streaming pass of `x` through `model`: latent statistics and fidelity.
+
+    ```
+    l0        = (1/N) sum_n #{i : f_i(x_n) > 0}
+    fvu       = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - mean(x)||^2
+    shrinkage = sum_n ||x_hat_n||^2 / sum_n x_hat_n . x_n
+    ```
+
+    (as `core_metrics`). Only one batch of latents is in memory at a time.
+
+    Args:
+        model: a `SparseAutoencoder`.
+        x: `(num_rows, input_dim)` float activations, or an `ActivationStore`
+            (already checked by `evaluation._rows.check_rows`).
+        batch_size: int, rows through the model at a time.
+        top_k: int, top rows kept per latent.
+        sample_size: int, rows of the uniform sample kept per latent.
+        progress: bool, show a Keras progress bar.
+
+    Returns:
+        `(statistics, fidelity)`: a `LatentStatistics` and a dict of floats
+        `l0`, `fvu` (NaN without variance), `shrinkage`, `num_rows`.
+
+    Example:
+
+    >>> import gated_sae_layers as gsl
+    >>> sae = gsl.build_sae("topk", 8, 16, k=2)
+    >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype("float32")
+    >>> stats, fidelity = collect_statistics(sae, x, batch_size=16, progress=False)
+    >>> stats.num_rows, fidelity["l0"]
+    (50, 2.0)
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    num_rows = x.num_rows if isinstance(x, ActivationStore) else int(x.shape[0])
+    stats = LatentStatistics(model.latent_dim, top_k, sample_size)
+    sums = _Sums(model.input_dim, model.latent_dim)
+    bar = keras.utils.Progbar(num_rows, unit_name="row") if progress else None
+    for batch in _rows.row_batches(x, batch_size):
+        latents, reconstruction = _outputs(model, batch)
+        stats.update(latents, first_row=stats.num_rows)
+        sums.update(batch, latents, reconstruction)
+        if bar is not None:
+            bar.add(len(batch))
+    variance = sums.total_variance()
+    return stats, {
+        "l0": sums.active / sums.rows,
+        "fvu": sums.residual / variance if variance > 0 else float("nan"),
+        "shrinkage": sums.reconstruction_square / sums.cross if sums.cross else 0.0,
+        "num_rows": sums.rows,
+    }
+
+
+def read_rows(x, rows):
+    """Rows `rows` (sorted, unique ints) of an array or store, as float32."""
+    rows = np.asarray(rows, "int64")
+    if not isinstance(x, ActivationStore):
+        return np.asarray(x[rows], "float32") if len(rows) else np.zeros(
+            (0, x.shape[1]), "float32")
+    ends = np.cumsum([shard["rows"] for shard in x.manifest["shards"]])
+    shard_of = np.searchsorted(ends, rows, side="right")
+    parts = []
+    for shard in np.unique(shard_of):
+        start = ends[shard - 1] if shard else 0
+        parts.append(np.asarray(x.read_shard(int(shard))[rows[shard_of == shard] - start],
+                                "float32"))
+    return np.concatenate(parts) if parts else np.zeros((0, x.input_dim), "float32")
+
+
+def pair_activations(model, x, rows, latents, batch_size=1024):
+    """`f_latents[j](x_rows[j])` for each pair `j`, encoding each row once.
+
+    Args:
+        model: a `SparseAutoencoder`.
+        x: the array or store of the first pass.
+        rows: int array of row indices.
+        latents: int array of latent indices, one per row.
+        batch_size: int, rows through the model at a time.
+
+    Returns:
+        float32 array, one activation per pair.
+    """
+    rows, latents = np.asarray(rows, "int64"), np.asarray(latents, "int64")
+    unique, position = np.unique(rows, return_inverse=True)
+    result = np.zeros(len(rows), "float32")
+    for start in range(0, len(unique), batch_size):
+        batch = read_rows(x, unique[start:start + batch_size])
+        latent_batch, _ = _outputs(model, batch)
+        inside = (position >= start) & (position < start + len(batch))
+        result[inside] = latent_batch[position[inside] - start, latents[inside]]
+    return result

@@ -39,8 +39,11 @@ def _brute_sample(latents, i, size, seed=0):
     return rows[order], values[order], keys[order]
 
 
-def _stream(latents, batch_size, top_k, sample_size):
+def _stream(latents, batch_size, top_k, sample_size, stage=None):
     stats = LatentStatistics(latents.shape[1], top_k, sample_size)
+    if stage is not None:  # merge every `stage` offered entries, not only at the end
+        stats.top = BoundedTop(latents.shape[1], top_k, stage=stage)
+        stats.sample = BoundedTop(latents.shape[1], sample_size, stage=stage)
     for start in range(0, len(latents), batch_size):
         stats.update(latents[start:start + batch_size], first_row=start)
     return stats
@@ -56,13 +59,13 @@ def latent_batches(draw):
     latents = (np.array(steps, "float32").reshape(rows, width) / 37).astype("float32")
     latents[latents < 2.0] = 0.0  # about half the entries do not fire
     return (latents, draw(st.integers(1, rows)), draw(st.integers(1, 5)),
-            draw(st.integers(1, 8)))
+            draw(st.integers(1, 8)), draw(st.integers(1, 40)))
 
 
 @hypothesis.given(latent_batches())
 def test_streaming_statistics_equal_brute_force(case):
-    latents, batch_size, top_k, sample_size = case
-    stats = _stream(latents, batch_size, top_k, sample_size)
+    latents, batch_size, top_k, sample_size, stage = case
+    stats = _stream(latents, batch_size, top_k, sample_size, stage)
     active = latents > 0
     np.testing.assert_array_equal(stats.fire_count, active.sum(axis=0))
     np.testing.assert_allclose(stats.total, latents.sum(axis=0, dtype="float64"), rtol=1e-6)
@@ -86,8 +89,8 @@ def test_streaming_statistics_equal_brute_force(case):
 
 @hypothesis.given(latent_batches(), st.integers(1, 4), st.integers(1, 3))
 def test_quantile_samples_fall_in_their_quantile_of_the_sample(case, groups, per_group):
-    latents, batch_size, top_k, sample_size = case
-    stats = _stream(latents, batch_size, top_k, sample_size)
+    latents, batch_size, top_k, sample_size, stage = case
+    stats = _stream(latents, batch_size, top_k, sample_size, stage)
     for i in range(latents.shape[1]):
         rows, values, _ = _brute_sample(latents, i, sample_size)  # in key order
         by_value = np.lexsort((rows, values))

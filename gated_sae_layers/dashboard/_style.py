@@ -11,7 +11,7 @@ h2 { font-size: 18px; margin: 18px 0 8px; }
 h3 { font-size: 15px; margin: 14px 0 6px; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
 .card { background: #fff; border: 1px solid #dde1e7; border-radius: 6px; padding: 8px 14px;
-        min-width: 110px; }
+        min-width: 92px; }
 .card .v { font-size: 20px; font-weight: 600; }
 .card .k { color: #5b6676; font-size: 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; }

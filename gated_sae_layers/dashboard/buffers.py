@@ -59,13 +59,18 @@ class BoundedTop:
 
     An entry is `(score, value, row)`. The kept entries of latent `i` are
     `score[i]`, `value[i]`, `row[i]`, sorted by score descending then row
-    ascending; unused slots hold score `-inf` and row `-1`. `offer` merges a
-    batch of entries with one `np.lexsort` over the touched latents' kept
-    entries and the new ones (no Python loop over latents).
+    ascending; unused slots hold score `-inf` and row `-1`. Offered entries
+    are staged, and merged with the kept ones by one `np.lexsort` over the
+    touched latents once the stage holds `num_latents * size / 2` entries
+    (or when a result is read): no Python loop over latents, and the cost
+    of re-sorting the kept entries is paid once per many batches. Memory
+    stays `O(num_latents * size)`.
 
     Args:
         num_latents: int, the number of latents.
         size: int, the entries kept per latent.
+        stage: int, entries staged before a merge (default
+            `max(num_latents * size // 2, 4096)`).
 
     Example:
 
@@ -76,22 +81,29 @@ class BoundedTop:
     ([[1, 2], [3, -1]], [2, 1])
     """
 
-    def __init__(self, num_latents, size):
+    def __init__(self, num_latents, size, stage=None):
         self.num_latents = check_positive_int(num_latents, "num_latents")
         self.size = check_positive_int(size, "size")
-        self.score = np.full((num_latents, size), -np.inf)
-        self.value = np.zeros((num_latents, size), "float32")
-        self.row = np.full((num_latents, size), -1, "int64")
+        self._score = np.full((num_latents, size), -np.inf)
+        self._value = np.zeros((num_latents, size), "float32")
+        self._row = np.full((num_latents, size), -1, "int64")
         # The smallest kept score of a full latent (-inf until it is full):
         # an entry at or below it cannot enter, as rows arrive in order.
         self.floor = np.full(num_latents, -np.inf)
+        self._staged, self._staged_count = [], 0
+        self._stage_limit = (max(num_latents * size // 2, 4096) if stage is None
+                             else check_positive_int(stage, "stage"))
+
+    score = property(lambda self: self._merged()._score)
+    value = property(lambda self: self._merged()._value)
+    row = property(lambda self: self._merged()._row)
 
     def count(self):
         """`(num_latents,)` the number of entries kept per latent."""
         return (self.row >= 0).sum(axis=1)
 
     def offer(self, latent, score, value, row):
-        """Merges entries (1-D arrays of equal length) into the kept ones.
+        """Adds entries (1-D arrays of equal length) to the kept ones.
 
         Rows must not decrease from one call to the next (a stream): an
         entry whose score only ties the kept minimum then loses to it, as
@@ -100,13 +112,23 @@ class BoundedTop:
         enters = score > self.floor[latent]
         if not enters.any():
             return
-        latent, score, value, row = (a[enters] for a in (latent, score, value, row))
+        self._staged.append(tuple(a[enters] for a in (latent, score, value, row)))
+        self._staged_count += int(enters.sum())
+        if self._staged_count >= self._stage_limit:
+            self._merged()
+
+    def _merged(self):
+        """Merges the staged entries into the kept ones; returns self."""
+        if not self._staged:
+            return self
+        latent, score, value, row = (np.concatenate(parts) for parts in zip(*self._staged))
+        self._staged, self._staged_count = [], 0
         touched = np.unique(latent)
         size = self.size
         all_latent = np.concatenate([np.repeat(touched, size), latent])
-        all_score = np.concatenate([self.score[touched].ravel(), score])
-        all_value = np.concatenate([self.value[touched].ravel(), value])
-        all_row = np.concatenate([self.row[touched].ravel(), row])
+        all_score = np.concatenate([self._score[touched].ravel(), score])
+        all_value = np.concatenate([self._value[touched].ravel(), value])
+        all_row = np.concatenate([self._row[touched].ravel(), row])
         # Primary key the latent, then score descending, then row ascending
         # (an empty slot, row -1 and score -inf, sorts after every entry).
         order = np.lexsort((np.where(all_row < 0, np.iinfo("int64").max, all_row),
@@ -116,7 +138,8 @@ class BoundedTop:
         rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))
         kept = rank < size
         order, sorted_latent, rank = order[kept], sorted_latent[kept], rank[kept]
-        self.score[sorted_latent, rank] = all_score[order]
-        self.value[sorted_latent, rank] = all_value[order]
-        self.row[sorted_latent, rank] = all_row[order]
-        self.floor[touched] = self.score[touched, -1]
+        self._score[sorted_latent, rank] = all_score[order]
+        self._value[sorted_latent, rank] = all_value[order]
+        self._row[sorted_latent, rank] = all_row[order]
+        self.floor[touched] = self._score[touched, -1]
+        return self

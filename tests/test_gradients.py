@@ -61,6 +61,24 @@ def test_aux_term_gradients(setup):
     np.testing.assert_allclose(grads["b_dec"], expected_b_dec, rtol=1e-4, atol=1e-6)
 
 
+def test_aux_trains_decoder_gives_the_numpy_gradient_to_the_decoder():
+    """`aux_trains_decoder=True` (SAELens's choice): d aux / d W_dec, b_dec are
+    those of `||x - (relu(pi_gate) W_dec + b_dec)||^2` with nothing detached."""
+    model = gsl.build_gated_sae(5, 9, sparsity_coefficient=0.2, aux_trains_decoder=True)
+    randomize(model, seed=11)
+    x = np.random.default_rng(12).normal(size=(8, 5)).astype("float32")
+    grads = _term_gradients(model, x, "aux_reconstruction", gsl.AuxReconstruction(1.0))
+    w = weights_of(model)
+    out = gated_forward(x, **w)
+    gate = np.maximum(out["gating_pre_activation"], 0)
+    d_aux = -2 * (x - (gate @ w["W_dec"] + w["b_dec"])) / len(x)
+    np.testing.assert_allclose(grads["W_dec"], gate.T @ d_aux, rtol=1e-4, atol=1e-6)
+    d_pre = (d_aux @ w["W_dec"].T) * (out["gating_pre_activation"] > 0)
+    expected_b_dec = d_aux.sum(0) - (d_pre @ w["W_gate"].T).sum(0)
+    np.testing.assert_allclose(grads["b_dec"], expected_b_dec, rtol=1e-4, atol=1e-6)
+    assert np.all(grads["r_mag"] == 0) and np.all(grads["b_mag"] == 0)
+
+
 def test_reconstruction_gives_no_gradient_to_the_gate_bias(setup):
     model, x = setup
     grads = _term_gradients(model, x, "reconstruction", gsl.ReconstructionLoss())

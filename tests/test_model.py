@@ -52,6 +52,43 @@ def test_logged_values_are_epoch_means_over_every_example():
     np.testing.assert_allclose(logs["fvu"], fvu, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [None, 1.0, 0.3])
+def test_tied_initialization_is_the_scaled_transposed_decoder(scale):
+    kwargs = {} if scale is None else {"encoder_init_scale": scale}
+    w = weights_of(gsl.build_gated_sae(6, 10, 0.1, **kwargs))
+    np.testing.assert_allclose(np.linalg.norm(w["W_dec"], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w["W_gate"], (scale or 0.1) * w["W_dec"].T, rtol=1e-6)
+
+
+def test_decoder_norm_weighting_matches_the_reference_and_frees_the_rows():
+    """`weight_by_decoder_norm=True`: rows start at norm `encoder_init_scale` with
+    `W_gate = W_dec^T`; the sparsity term is `lambda sum_j relu(pi_gate)_j ||W_dec[j]||`;
+    training leaves the row norms free."""
+    fresh = weights_of(gsl.build_gated_sae(6, 10, 0.1, encoder_init_scale=0.2,
+                                           weight_by_decoder_norm=True))
+    np.testing.assert_allclose(np.linalg.norm(fresh["W_dec"], axis=1), 0.2, rtol=1e-5)
+    np.testing.assert_allclose(fresh["W_gate"], fresh["W_dec"].T, rtol=1e-6)
+
+    x = _data(rows=64)
+    model = _model(weight_by_decoder_norm=True)
+    norms = np.linspace(0.2, 3.0, 10)
+    model.decoder.kernel.assign(np.asarray(model.decoder.kernel) * norms[:, None])
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = {k: v[-1] for k, v in model.fit(
+        x, epochs=1, batch_size=64, shuffle=False, verbose=0).history.items()}
+    w = weights_of(model)
+    out = gated_forward(x, **w)
+    expected = gated_losses(x, out, 0.1, 1.0)
+    expected["sparsity"] = 0.1 * np.mean(
+        (np.maximum(out["gating_pre_activation"], 0) * norms).sum(1))
+    for name, value in expected.items():
+        np.testing.assert_allclose(logs[name], value, rtol=1e-5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, epochs=2, batch_size=16, verbose=0)
+    trained = np.linalg.norm(np.asarray(model.decoder.kernel), axis=1)
+    assert np.abs(trained - norms).max() > 1e-3   # no unit-norm projection
+
+
 class _SetLambdaAt(keras.callbacks.Callback):
     def __init__(self, batch, value):
         super().__init__()
@@ -194,6 +231,13 @@ def test_bad_training_data(data, error, match):
         ({"sparsity_coefficient": -1e-3}, ValueError, "sparsity_coefficient"),
         ({"aux_coefficient": float("inf")}, ValueError, "aux_coefficient"),
         ({"sparsity_coefficient": None}, TypeError, "sparsity_coefficient"),
+        ({"encoder_init_scale": 0.0}, ValueError, "Received: encoder_init_scale=0.0"),
+        ({"encoder_init_scale": -0.1}, ValueError, "encoder_init_scale"),
+        ({"encoder_init_scale": "0.1"}, TypeError, "encoder_init_scale"),
+        ({"aux_trains_decoder": 1}, TypeError, "Received: aux_trains_decoder=1"),
+        ({"weight_by_decoder_norm": "yes"}, TypeError, "weight_by_decoder_norm"),
+        ({"weight_by_decoder_norm": True, "remove_parallel_gradient": True}, ValueError,
+         "needs unit-norm decoder rows"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, error, match):

@@ -147,6 +147,8 @@ def test_unregistered_load_says_what_to_import(tmp_path):
 
 
 VARIANTS = {
+    "gated": {"sparsity_coefficient": 0.02, "weight_by_decoder_norm": True,
+              "aux_trains_decoder": True},
     "relu": {"sparsity_coefficient": 0.02, "weight_by_decoder_norm": True},
     "topk": {"k": 3},
     "batch_topk": {"k": 3},
@@ -156,7 +158,7 @@ VARIANTS = {
 
 
 def test_every_variant_loads_in_a_fresh_process(tmp_path):
-    """All six variants saved here load and predict the same in one new process."""
+    """Every variant saved here load and predict the same in one new process."""
     x = np.random.default_rng(2).normal(size=(32, 6)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     expected = {}

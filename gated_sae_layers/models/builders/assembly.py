@@ -121,13 +121,28 @@ def standard_metrics(input_dim, latent_dim):
             "reconstruction": [FractionOfVarianceUnexplained(input_dim)]}
 
 
-def tie_encoder_to_decoder(encoder, decoder):
-    """Tied initialization `W_enc = W_dec^T` (Gao et al. 2024; Conerly et al. 2024).
+def tie_encoder_to_decoder(encoder, decoder, scale=1.0):
+    """Tied initialization `W_enc = scale * W_dec^T` (Gao et al. 2024; Conerly et al. 2024).
 
-    Assigns the transposed decoder kernel, `(input_dim, latent_dim)`, to
-    `encoder.input_kernel`; call it once the model is built.
+    Assigns the transposed decoder kernel, `(input_dim, latent_dim)`, times
+    `scale` to `encoder.input_kernel`; call it once the model is built.
     """
-    encoder.input_kernel.assign(ops.transpose(decoder.kernel))
+    encoder.input_kernel.assign(ops.transpose(decoder.kernel) * scale)
+
+
+def check_init_scale(value, name="encoder_init_scale"):
+    """`value` as a float in (0, inf); a `ValueError`/`TypeError` otherwise."""
+    value = check_coefficient(value, name)
+    if value == 0.0:
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
+    return value
+
+
+def check_bool(value, name):
+    """`value` if it is a bool; a `TypeError` naming `name` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
 
 
 def assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient, name,

@@ -2,6 +2,7 @@
 
 import keras
 
+from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
 from gated_sae_layers.layers.gated_encoder import GatedEncoder
 from gated_sae_layers.losses import AuxReconstruction, ReconstructionLoss, SparsityPenalty
 from gated_sae_layers.models.builders import assembly
@@ -14,12 +15,39 @@ def build_gated_sae(
     sparsity_coefficient,
     aux_coefficient=1.0,
     remove_parallel_gradient=False,
+    encoder_init_scale=0.1,
+    aux_trains_decoder=False,
+    weight_by_decoder_norm=False,
     name="gated_sae",
     dtype=None,
 ):
     """Builds the gated SAE of Rajamanoharan et al. 2024 as a Functional model.
 
+    ```
+    pi_gate = (x - b_dec) W_gate + b_gate          f = 1[pi_gate > 0] * relu(pi_mag)
+    pi_mag  = (x - b_dec) (W_gate * exp(r_mag)) + b_mag      x_hat = f W_dec + b_dec
+    L = ||x - x_hat||^2 + lambda * sum_j relu(pi_gate)_j
+        + alpha * ||x - (relu(pi_gate) sg(W_dec) + sg(b_dec))||^2
+    ```
+
     The whole assembly is the few lines below; copy them to make a variant.
+
+    Initialization: the decoder rows are unit vectors and
+    `W_gate = encoder_init_scale * W_dec^T`. The default 0.1 is measured:
+    at equal budget and matched L0 it recovers 91% of the true directions
+    of a hard synthetic instance where the plain tied `W_gate = W_dec^T`
+    (`encoder_init_scale=1.0`) recovers 33%,
+    and it lowers FVU on MiniLM activations (0.152 against 0.162 at L0 32);
+    see `benchmarks/RESULTS.md`, "Training quality against the peers".
+
+    Two choices of SAELens's gated SAE (not the paper's) are options:
+    `aux_trains_decoder=True` lets the auxiliary term train `W_dec` and
+    `b_dec`; `weight_by_decoder_norm=True` drops the unit-norm constraint,
+    starts the decoder rows at norm `encoder_init_scale` (with
+    `W_gate = W_dec^T`) and weights each latent's penalty by its decoder
+    row norm, `lambda * sum_j relu(pi_gate)_j ||W_dec[j]||`
+    (`DecoderNormWeighting`). Both together recover the most directions on
+    the synthetic benchmark.
 
     Args:
         input_dim: int, the width of the activations.
@@ -27,7 +55,14 @@ def build_gated_sae(
         sparsity_coefficient: float >= 0, lambda of `SparsityPenalty`.
         aux_coefficient: float >= 0, alpha of `AuxReconstruction` (the
             paper uses 1).
-        remove_parallel_gradient: bool, see `UnitNormDecoder`.
+        remove_parallel_gradient: bool, see `UnitNormDecoder`. Needs the
+            unit-norm constraint (`weight_by_decoder_norm=False`).
+        encoder_init_scale: float > 0, the scale of the tied initialization
+            `W_gate = encoder_init_scale * W_dec^T` (unit-norm rows).
+        aux_trains_decoder: bool; `False` (the paper) decodes the auxiliary
+            term through `stop_gradient(W_dec)` and `stop_gradient(b_dec)`.
+        weight_by_decoder_norm: bool, free decoder rows and a penalty
+            weighted by their norms (see above).
         name: the model name.
         dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
             the dtype policy of the model's layers, such as
@@ -36,11 +71,11 @@ def build_gated_sae(
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
-        `gating_pre_activation` and `aux_reconstruction`, loss terms
+        `gating_pre_activation` and `aux_reconstruction` (and
+        `weighted_gate` when weighting by decoder norm), loss terms
         `reconstruction`, `sparsity`, `aux` and metrics `l0`, `fvu`,
-        `dead_features`. `W_gate` starts as the transposed decoder (tied
-        initialization); set `model.decoder.bias` to the data mean before
-        `fit` for a good start.
+        `dead_features`. Set `model.decoder.bias` to the data's center
+        before `fit` (`model.initialize_decoder_bias(x)`) for a good start.
 
     Example:
 
@@ -55,10 +90,18 @@ def build_gated_sae(
     sparsity_coefficient = assembly.check_coefficient(
         sparsity_coefficient, "sparsity_coefficient")
     aux_coefficient = assembly.check_coefficient(aux_coefficient, "aux_coefficient")
+    encoder_init_scale = assembly.check_init_scale(encoder_init_scale)
+    assembly.check_bool(aux_trains_decoder, "aux_trains_decoder")
+    assembly.check_bool(weight_by_decoder_norm, "weight_by_decoder_norm")
+    if weight_by_decoder_norm and remove_parallel_gradient:
+        raise ValueError(
+            "`remove_parallel_gradient=True` needs unit-norm decoder rows; "
+            "`weight_by_decoder_norm=True` leaves them free. Received both.")
 
     activations, decoder, centered = assembly.sae_input_and_decoder(   # x - b_dec
-        input_dim, latent_dim, remove_parallel_gradient=remove_parallel_gradient,
-        dtype=dtype)
+        input_dim, latent_dim,
+        kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows",
+        remove_parallel_gradient=remove_parallel_gradient, dtype=dtype)
     encoder = GatedEncoder(latent_dim, name="encoder", dtype=dtype)
 
     encoded = encoder(centered)
@@ -67,23 +110,35 @@ def build_gated_sae(
     reconstruction = decoder(latents)                          # f W_dec + b_dec
     gate_activations = keras.layers.ReLU(name="gate_relu", dtype=dtype)(
         gating_pre_activation)
-    aux_reconstruction = decoder(gate_activations, mode="frozen")
+    aux_reconstruction = decoder(
+        gate_activations, mode="decode" if aux_trains_decoder else "frozen")
+    outputs = {
+        "reconstruction": reconstruction,
+        "latents": latents,
+        "gating_pre_activation": gating_pre_activation,
+        "aux_reconstruction": aux_reconstruction,
+    }
+    penalized = "gating_pre_activation"                        # relu inside the loss
+    if weight_by_decoder_norm:
+        penalized = "weighted_gate"                            # relu(pi_gate) ||W_dec||
+        outputs[penalized] = DecoderNormWeighting(
+            decoder, name="decoder_norm_weighting", dtype=dtype)(gate_activations)
 
     model = SparseAutoencoder(
         inputs=activations,
-        outputs={
-            "reconstruction": reconstruction,
-            "latents": latents,
-            "gating_pre_activation": gating_pre_activation,
-            "aux_reconstruction": aux_reconstruction,
-        },
+        outputs=outputs,
         loss_terms={
             "reconstruction": ReconstructionLoss(),
-            "gating_pre_activation": SparsityPenalty(sparsity_coefficient),
+            penalized: SparsityPenalty(sparsity_coefficient),
             "aux_reconstruction": AuxReconstruction(aux_coefficient),
         },
         metric_terms=assembly.standard_metrics(input_dim, latent_dim),
         name=name,
     )
-    assembly.tie_encoder_to_decoder(encoder, decoder)           # W_gate = W_dec^T
+    if weight_by_decoder_norm:                                 # rows at norm s
+        decoder.kernel.assign(decoder.kernel * encoder_init_scale)
+        assembly.tie_encoder_to_decoder(encoder, decoder)      # W_gate = W_dec^T
+    else:
+        assembly.tie_encoder_to_decoder(encoder, decoder,      # W_gate = s W_dec^T
+                                        scale=encoder_init_scale)
     return model

@@ -44,10 +44,7 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
     input_dim, latent_dim = assembly.check_dims(input_dim, latent_dim)
     sparsity_coefficient = assembly.check_coefficient(
         sparsity_coefficient, "sparsity_coefficient")
-    if not isinstance(weight_by_decoder_norm, bool):
-        raise TypeError(
-            "`weight_by_decoder_norm` must be a bool. Received: "
-            f"weight_by_decoder_norm={weight_by_decoder_norm!r}")
+    assembly.check_bool(weight_by_decoder_norm, "weight_by_decoder_norm")
     activations, decoder, centered = assembly.sae_input_and_decoder(
         input_dim, latent_dim,
         kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows",

@@ -85,7 +85,7 @@ class BoundedTop:
         self.num_latents = check_positive_int(num_latents, "num_latents")
         self.size = check_positive_int(size, "size")
         self._score = np.full((num_latents, size), -np.inf)
-        self._value = np.zeros((num_latents, size), "float32")
+        self._values = np.zeros((num_latents, size), "float32")
         self._row = np.full((num_latents, size), -1, "int64")
         # The smallest kept score of a full latent (-inf until it is full):
         # an entry at or below it cannot enter, as rows arrive in order.
@@ -95,7 +95,7 @@ class BoundedTop:
                              else check_positive_int(stage, "stage"))
 
     score = property(lambda self: self._merged()._score)
-    value = property(lambda self: self._merged()._value)
+    value = property(lambda self: self._merged()._values)
     row = property(lambda self: self._merged()._row)
 
     def count(self):
@@ -127,7 +127,7 @@ class BoundedTop:
         size = self.size
         all_latent = np.concatenate([np.repeat(touched, size), latent])
         all_score = np.concatenate([self._score[touched].ravel(), score])
-        all_value = np.concatenate([self._value[touched].ravel(), value])
+        all_value = np.concatenate([self._values[touched].ravel(), value])
         all_row = np.concatenate([self._row[touched].ravel(), row])
         # Primary key the latent, then score descending, then row ascending
         # (an empty slot, row -1 and score -inf, sorts after every entry).
@@ -139,7 +139,7 @@ class BoundedTop:
         kept = rank < size
         order, sorted_latent, rank = order[kept], sorted_latent[kept], rank[kept]
         self._score[sorted_latent, rank] = all_score[order]
-        self._value[sorted_latent, rank] = all_value[order]
+        self._values[sorted_latent, rank] = all_value[order]
         self._row[sorted_latent, rank] = all_row[order]
         self.floor[touched] = self._score[touched, -1]
         return self

@@ -10,6 +10,13 @@ hypothesis.settings.register_profile(
     "ci", deadline=None, max_examples=25, derandomize=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
+# The JAX legs (`tests/test_jax_*.py`) rerun the property tests on JAX after
+# the TF run has explored 25 examples each: fewer examples there, each one an
+# XLA compile.
+hypothesis.settings.register_profile(
+    "jax-leg", deadline=None, max_examples=8, derandomize=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -21,7 +21,8 @@ def run_on_jax(test_files):
     """Runs `test_files` with pytest under `KERAS_BACKEND=jax`; fails with its log."""
     pytest.importorskip("jax")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "jax-leg")}
     result = subprocess.run(
         # Two workers: when the other JAX leg finishes first, this one still
         # uses both cores (the two legs are the end of the suite's run).

@@ -400,9 +400,14 @@ def test_cli_text_pages_from_a_minilm_store(sae_and_rows, tmp_path, capsys):
     store.append(x[:rows])
     store.close()
     sae.save(tmp_path / "sae.keras")
-    status, captured = _run(["dashboard", str(tmp_path / "sae.keras"), "--store",
-                             str(tmp_path / "store"), "--out", str(tmp_path / "report"),
-                             "--num-latents", "3", "--window", "4", "--quiet"], capsys)
+    command = ["dashboard", str(tmp_path / "sae.keras"), "--store", str(tmp_path / "store"),
+               "--out", str(tmp_path / "report"), "--num-latents", "3", "--window", "4",
+               "--quiet"]
+    # The texts path in the store's metadata is never opened: the user names the file.
+    status, captured = _run(command, capsys)
+    assert status == 2 and "--texts FILE" in captured.err
+    assert not (tmp_path / "report").exists()
+    status, captured = _run(command + ["--texts", str(tmp_path / "texts.txt")], capsys)
     assert status == 0, captured.err
     data = _report_data(tmp_path / "report" / "index.html")
     assert data["kind"] == "text"

@@ -48,6 +48,9 @@ def add_dashboard_command(subparsers, parents=()):
                          help="show examples as images of this shape, e.g. 28 28")
     command.add_argument("--images", metavar="FILE.npy",
                          help="with --image-shape: one image per row (default: the rows)")
+    command.add_argument("--texts", metavar="FILE",
+                         help="for a store harvested from a text file: that file (a path "
+                              "in the store's metadata is never opened)")
     command.add_argument("--window", type=int, default=8,
                          help="for text: tokens shown on each side of an example")
     command.add_argument("--batch-size", type=int, default=1024,
@@ -64,7 +67,8 @@ def _check_args(args):
     if args.store is not None and not (pathlib.Path(args.store) / "manifest.json").is_file():
         raise FileNotFoundError(
             f"`--store`: no activation store (manifest.json) at {args.store}.")
-    for option, path in (("--activations", args.activations), ("--images", args.images)):
+    for option, path in (("--activations", args.activations), ("--images", args.images),
+                         ("--texts", getattr(args, "texts", None))):
         if path is not None and not pathlib.Path(path).is_file():
             raise FileNotFoundError(f"`{option}`: no file at {path}.")
     if args.images is not None and args.image_shape is None:
@@ -82,29 +86,48 @@ def _check_args(args):
     check_output_dir(args.out)
 
 
-def text_context(store, window=8):
+def _metadata_int(metadata, key, store):
+    value = metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"The store at {store.path} has a malformed `{key}` in its metadata: expected "
+            f"a positive integer. Received: {value!r}")
+    return value
+
+
+def text_context(store, window=8, texts_file=None):
     """A `TokenContext` for a store harvested from MiniLM by `gated-sae
     harvest`, or `None` for any other store.
 
-    The texts its metadata names are tokenized again; of the two rules
-    `harvest` may have used (padding dropped, `[CLS]`/`[SEP]` kept or
-    dropped) the one that gives the store's row count is taken.
+    The texts are tokenized again: the standard-library docstrings, or
+    `texts_file` for a store harvested from a text file (the path in the
+    store's metadata is never opened: a path read from a file could point
+    anywhere). Of the two rules `harvest` may have used (padding dropped,
+    `[CLS]`/`[SEP]` kept or dropped) the one that gives the store's row
+    count is taken.
     """
     metadata = store.metadata
     if metadata.get("model") != "minilm":
         return None
+    num_texts = _metadata_int(metadata, "num_texts", store)
+    sequence_length = _metadata_int(metadata, "sequence_length", store)
     import keras_hub
 
     from gated_sae_layers.activations.minilm import minilm_path, stdlib_docstrings
     from gated_sae_layers.dashboard import TokenContext
 
-    if metadata["texts"] == "stdlib":
-        texts = stdlib_docstrings(max_texts=metadata["num_texts"])
+    if metadata.get("texts") == "stdlib":
+        texts = stdlib_docstrings(max_texts=num_texts)
+    elif texts_file is None:
+        raise ValueError(
+            f"The store at {store.path} was harvested from a text file "
+            f"({metadata.get('texts')!r} in its metadata): pass that file with "
+            "`--texts FILE` to show text context.")
     else:
-        lines = pathlib.Path(metadata["texts"]).read_text().splitlines()
-        texts = [line.strip() for line in lines if line.strip()][:metadata["num_texts"]]
+        lines = pathlib.Path(texts_file).read_text().splitlines()
+        texts = [line.strip() for line in lines if line.strip()][:num_texts]
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        str(minilm_path()), sequence_length=metadata["sequence_length"])
+        str(minilm_path()), sequence_length=sequence_length)
     inputs = {k: np.asarray(v) for k, v in preprocessor(texts).items()}
     tokenizer = preprocessor.tokenizer
     special = (int(tokenizer.cls_token_id), int(tokenizer.sep_token_id))
@@ -131,7 +154,7 @@ def run_dashboard(args):
 
     if args.store is not None:
         data = ActivationStore.open(args.store)
-        context = text_context(data, args.window)
+        context = text_context(data, args.window, getattr(args, "texts", None))
     else:
         data = np.load(args.activations, mmap_mode="r", allow_pickle=False)
         context = None

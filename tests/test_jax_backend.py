@@ -17,8 +17,10 @@ JAX_TESTS = ["tests/test_encoders.py", "tests/test_decoder.py", "tests/test_help
              "tests/test_guarantees.py", "tests/test_keras_compat.py"]
 
 
-def run_on_jax(test_files):
-    """Runs `test_files` with pytest under `KERAS_BACKEND=jax`; fails with its log."""
+def run_on_jax(test_files, keyword=None):
+    """Runs `test_files` (only the tests matching `keyword`, a pytest `-k`
+    expression, if given) with pytest under `KERAS_BACKEND=jax`; fails with
+    its log."""
     pytest.importorskip("jax")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -27,7 +29,8 @@ def run_on_jax(test_files):
         # Two workers: when the other JAX leg finishes first, this one still
         # uses both cores (the two legs are the end of the suite's run).
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "-n", "2", "--dist", "loadscope", *test_files],
+         "-n", "2", "--dist", "loadscope", *(["-k", keyword] if keyword else []),
+         *test_files],
         cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

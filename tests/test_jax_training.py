@@ -16,4 +16,7 @@ JAX_TRAINING_TESTS = ["tests/test_variants.py", "tests/test_mixed_precision.py",
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")
 def test_training_tests_pass_on_jax():
-    run_on_jax(JAX_TRAINING_TESTS)
+    # The six short fits on digits run on TF only: on JAX, each variant's math
+    # is checked against numpy and the gated, BatchTopK and JumpReLU fits
+    # against the stock loop (`test_device_resident_fit.py`).
+    run_on_jax(JAX_TRAINING_TESTS, keyword="not short_fit_on_digits")

@@ -17,6 +17,20 @@ def _check_steps(value, name, minimum):
     return value
 
 
+def _check_warmup(peak_lr, warmup_steps, total_steps):
+    """`(peak_lr, warmup_steps, total_steps)` checked: a positive lr and
+    `0 <= warmup_steps < total_steps`, integers."""
+    peak_lr = check_positive_float(peak_lr, "peak_lr")
+    warmup_steps = _check_steps(warmup_steps, "warmup_steps", 0)
+    total_steps = _check_steps(total_steps, "total_steps", 1)
+    if total_steps <= warmup_steps:
+        raise ValueError(
+            "`total_steps` must be greater than `warmup_steps`. Received: "
+            f"total_steps={total_steps}, warmup_steps={warmup_steps}"
+        )
+    return peak_lr, warmup_steps, total_steps
+
+
 def _check_fraction(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -58,14 +72,8 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak_lr, warmup_steps, total_steps, alpha=0.0):
-        self.peak_lr = check_positive_float(peak_lr, "peak_lr")
-        self.warmup_steps = _check_steps(warmup_steps, "warmup_steps", 0)
-        self.total_steps = _check_steps(total_steps, "total_steps", 1)
-        if self.total_steps <= self.warmup_steps:
-            raise ValueError(
-                "`total_steps` must be greater than `warmup_steps`. Received: "
-                f"total_steps={total_steps}, warmup_steps={warmup_steps}"
-            )
+        self.peak_lr, self.warmup_steps, self.total_steps = _check_warmup(
+            peak_lr, warmup_steps, total_steps)
         alpha = float(alpha)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
@@ -140,14 +148,8 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_lr, warmup_steps, total_steps, decay_fraction=0.2,
                  final_lr_fraction=0.0):
-        self.peak_lr = check_positive_float(peak_lr, "peak_lr")
-        self.warmup_steps = _check_steps(warmup_steps, "warmup_steps", 0)
-        self.total_steps = _check_steps(total_steps, "total_steps", 1)
-        if self.total_steps <= self.warmup_steps:
-            raise ValueError(
-                "`total_steps` must be greater than `warmup_steps`. Received: "
-                f"total_steps={total_steps}, warmup_steps={warmup_steps}"
-            )
+        self.peak_lr, self.warmup_steps, self.total_steps = _check_warmup(
+            peak_lr, warmup_steps, total_steps)
         decay_fraction = _check_fraction(decay_fraction, "decay_fraction")
         if decay_fraction == 1.0:
             raise ValueError(

@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from gated_sae_layers.activations.store import MANIFEST, StoreLockedError
-from gated_sae_layers.cli._options import common_options, import_modules
+from gated_sae_layers.cli._options import check_input_file, common_options, import_modules
 from gated_sae_layers.cli.dashboard import add_dashboard_command
 from gated_sae_layers.cli.evaluate import add_evaluate_command
 from gated_sae_layers.cli.interop import add_interop_commands
@@ -99,20 +99,15 @@ def _check_store_out(out, resume):
     _check_folder(out, "--out")
 
 
-def _check_file(path, option):
-    if not pathlib.Path(path).is_file():
-        raise FileNotFoundError(f"`{option}`: no file at {path}.")
-
-
 # ------------------------------------------------------------ commands
 def _harvest(args):
     if args.model != "minilm":
         if not args.inputs:
             raise ValueError("`--inputs FILE.npy` is needed with a .keras model.")
-        _check_file(args.model, "--model")
-        _check_file(args.inputs, "--inputs")
+        check_input_file(args.model, "--model")
+        check_input_file(args.inputs, "--inputs")
     elif args.texts != "stdlib":
-        _check_file(args.texts, "--texts")
+        check_input_file(args.texts, "--texts")
     _check_store_out(args.out, args.resume)
     import_modules(args.imports)
 

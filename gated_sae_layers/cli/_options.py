@@ -1,7 +1,9 @@
-"""What every `gated-sae` command shares: `--import`, `--quiet`, `--debug`."""
+"""What every `gated-sae` command shares: `--import`, `--quiet`, `--debug`, and the
+early checks of the files and folders it is given."""
 
 import argparse
 import importlib
+import pathlib
 
 
 def common_options():
@@ -24,3 +26,24 @@ def import_modules(names):
             importlib.import_module(name)
         except ImportError as error:
             raise ValueError(f"`--import {name}` failed: {error}") from None
+
+
+# ------------------------------------------------------------ early checks
+def check_keras_file(path):
+    """`path` names an existing `.keras` file (the `MODEL.keras` argument)."""
+    if pathlib.Path(path).suffix != ".keras" or not pathlib.Path(path).is_file():
+        raise FileNotFoundError(
+            f"`MODEL.keras` must be an existing .keras file. Received: {path}")
+
+
+def check_store_folder(path):
+    """`path` is an activation store folder (it holds a manifest)."""
+    if not (pathlib.Path(path) / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"`--store`: no activation store (manifest.json) at {path}.")
+
+
+def check_input_file(path, option):
+    """`path`, given with `option`, is an existing file."""
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"`{option}`: no file at {path}.")

@@ -16,7 +16,8 @@ import pathlib
 
 import numpy as np
 
-from gated_sae_layers.cli._options import common_options, import_modules
+from gated_sae_layers.cli._options import (
+    check_input_file, check_keras_file, check_store_folder, common_options, import_modules)
 
 
 def add_dashboard_command(subparsers, parents=()):
@@ -60,17 +61,13 @@ def add_dashboard_command(subparsers, parents=()):
 
 
 def _check_args(args):
-    model = pathlib.Path(args.model)
-    if model.suffix != ".keras" or not model.is_file():
-        raise FileNotFoundError(
-            f"`MODEL.keras` must be an existing .keras file. Received: {args.model}")
-    if args.store is not None and not (pathlib.Path(args.store) / "manifest.json").is_file():
-        raise FileNotFoundError(
-            f"`--store`: no activation store (manifest.json) at {args.store}.")
+    check_keras_file(args.model)
+    if args.store is not None:
+        check_store_folder(args.store)
     for option, path in (("--activations", args.activations), ("--images", args.images),
                          ("--texts", getattr(args, "texts", None))):
-        if path is not None and not pathlib.Path(path).is_file():
-            raise FileNotFoundError(f"`{option}`: no file at {path}.")
+        if path is not None:
+            check_input_file(path, option)
     if args.images is not None and args.image_shape is None:
         raise ValueError("`--images` needs `--image-shape`, e.g. --image-shape 28 28.")
     for option, value in (("--num-latents", args.num_latents), ("--window", args.window),

@@ -18,7 +18,8 @@ import pathlib
 
 import numpy as np
 
-from gated_sae_layers.cli._options import common_options, import_modules
+from gated_sae_layers.cli._options import (
+    check_input_file, check_keras_file, check_store_folder, common_options, import_modules)
 
 PRINTED_ARRAYS = ("density_histogram", "density_bin_edges")
 
@@ -63,15 +64,10 @@ def add_evaluate_command(subparsers, parents=()):
 
 
 def _check_args(args):
-    model = pathlib.Path(args.model)
-    if model.suffix != ".keras" or not model.is_file():
-        raise FileNotFoundError(
-            f"`MODEL.keras` must be an existing .keras file. Received: {args.model}")
-    if not (pathlib.Path(args.store) / "manifest.json").is_file():
-        raise FileNotFoundError(
-            f"`--store`: no activation store (manifest.json) at {args.store}.")
-    if args.labels is not None and not pathlib.Path(args.labels).is_file():
-        raise FileNotFoundError(f"`--labels`: no file at {args.labels}.")
+    check_keras_file(args.model)
+    check_store_folder(args.store)
+    if args.labels is not None:
+        check_input_file(args.labels, "--labels")
     if args.json_out is not None and not pathlib.Path(args.json_out).parent.is_dir():
         raise FileNotFoundError(
             f"`--json`: the folder of {args.json_out} does not exist. Create it first.")

@@ -15,7 +15,7 @@ prints one line of JSON. User errors raise `OSError`/`ValueError`/
 import json
 import pathlib
 
-from gated_sae_layers.cli._options import common_options, import_modules
+from gated_sae_layers.cli._options import check_keras_file, common_options, import_modules
 
 
 def add_interop_commands(subparsers, parents=()):
@@ -66,10 +66,7 @@ def add_interop_commands(subparsers, parents=()):
 def run_export(args):
     """Runs `gated-sae export` for parsed `args`; returns the printed dict."""
 
-    model_path = pathlib.Path(args.model)
-    if model_path.suffix != ".keras" or not model_path.is_file():
-        raise FileNotFoundError(
-            f"`MODEL.keras` must be an existing .keras file. Received: {args.model}")
+    check_keras_file(args.model)
     if pathlib.Path(args.folder).exists() and not pathlib.Path(args.folder).is_dir():
         raise FileExistsError(f"`FOLDER` must be a folder, not a file. Received: "
                               f"{args.folder}")

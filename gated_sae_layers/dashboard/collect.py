@@ -10,25 +10,12 @@
 
 import keras
 import numpy as np
-from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.dashboard.statistics import LatentStatistics
 from gated_sae_layers.evaluation import _rows
 from gated_sae_layers.evaluation.core import _Sums
-
-
-def _outputs(model, batch):
-    """`(latents float32, reconstruction float64)` of one batch, as numpy."""
-    outputs = model(batch, training=False)
-    if not isinstance(outputs, dict) or not {"latents", "reconstruction"} <= set(outputs):
-        keys = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
-        raise ValueError(
-            "A feature dashboard needs an SAE with `latents` and `reconstruction` "
-            f"outputs (any `SparseAutoencoder`). Received: outputs {keys}")
-    return (np.asarray(ops.convert_to_numpy(outputs["latents"]), "float32"),
-            np.asarray(ops.convert_to_numpy(outputs["reconstruction"]), "float64"))
 
 
 def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
@@ -71,7 +58,7 @@ def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
     sums = _Sums(model.input_dim, model.latent_dim)
     bar = keras.utils.Progbar(num_rows, unit_name="row") if progress else None
     for batch in _rows.row_batches(x, batch_size):
-        latents, reconstruction = _outputs(model, batch)
+        latents, reconstruction = _rows.sae_outputs(model, batch, latents_dtype="float32")
         stats.update(latents, first_row=stats.num_rows)
         sums.update(batch, latents, reconstruction)
         if bar is not None:
@@ -119,7 +106,7 @@ def pair_activations(model, x, rows, latents, batch_size=1024):
     result = np.zeros(len(rows), "float32")
     for start in range(0, len(unique), batch_size):
         batch = read_rows(x, unique[start:start + batch_size])
-        latent_batch, _ = _outputs(model, batch)
+        latent_batch, _ = _rows.sae_outputs(model, batch, latents_dtype="float32")
         inside = (position >= start) & (position < start + len(batch))
         result[inside] = latent_batch[position[inside] - start, latents[inside]]
     return result

@@ -32,14 +32,15 @@ def row_batches(x, batch_size):
         yield np.asarray(x[start:start + batch_size], "float32")
 
 
-def sae_outputs(model, batch):
-    """`(latents, reconstruction)` of one batch, as float64 numpy arrays."""
+def sae_outputs(model, batch, latents_dtype="float64"):
+    """`(latents, reconstruction)` of one batch, as numpy arrays (the
+    reconstruction float64, the latents `latents_dtype`)."""
     # An eager call: `predict_on_batch` would trace a function per batch shape.
     outputs = model(batch, training=False)
     if not isinstance(outputs, dict) or not {"latents", "reconstruction"} <= set(outputs):
         keys = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
         raise ValueError(
-            "The evaluation needs an SAE with `latents` and `reconstruction` "
-            f"outputs (any `SparseAutoencoder`). Received: outputs {keys}")
-    return (np.asarray(ops.convert_to_numpy(outputs["latents"]), "float64"),
+            "An SAE with `latents` and `reconstruction` outputs is needed "
+            f"(any `SparseAutoencoder`). Received: outputs {keys}")
+    return (np.asarray(ops.convert_to_numpy(outputs["latents"]), latents_dtype),
             np.asarray(ops.convert_to_numpy(outputs["reconstruction"]), "float64"))

@@ -2,11 +2,9 @@
 
 dictionary_learning (saprmarks/dictionary_learning) saves `ae.pt`, a torch
 pickle, which this package never reads. A user with torch converts it once,
-outside this package (`docs/interop.md`)::
-
-    sd = torch.load("ae.pt", map_location="cpu", weights_only=True)
-    safetensors.torch.save_file({n: t for n, t in sd.items() if t.is_floating_point()}, "out/ae.safetensors")
-    json.dump({"k": int(sd["k"])} if "k" in sd else {}, open("out/cfg.json", "w"))
+outside this package, into `ae.safetensors` (the floating-point tensors of
+its state dict) and `cfg.json` (`{"k": ...}` for a TopK SAE, else `{}`):
+the three lines are in `docs/interop.md`.
 
 `AutoEncoder` (`bias`, `encoder.weight`, `encoder.bias`, `decoder.weight`)
 encodes `relu((x - bias) @ encoder.weight.T + encoder.bias)` and decodes

@@ -166,7 +166,7 @@ def _train(args):
     import gated_sae_layers as gsl
     from gated_sae_layers.activations import ActivationStore, store_dataset
     from gated_sae_layers.activations.normalization import (
-        estimate_norm_scale, fold_normalization)
+        estimate_center, estimate_norm_scale, fold_normalization)
 
     store = ActivationStore.open(args.store)
     if not store.num_rows:
@@ -176,10 +176,10 @@ def _train(args):
     scale = estimate_norm_scale(store) if args.normalize else 1.0
     model = gsl.build_gated_sae(store.input_dim, args.latent_dim, args.sparsity_coefficient,
                                 aux_coefficient=args.aux_coefficient)
-    # b_dec at the geometric median of the (scaled) rows: the median commutes
-    # with the scale, so the store's center is scaled after.
-    center = model.initialize_decoder_bias(store, sample_rows=8192, seed=args.seed)
-    model.decoder.bias.assign(center * scale)
+    # b_dec at the geometric median of the scaled rows (the median commutes
+    # with the scale).
+    model.decoder.bias.assign(
+        estimate_center(store, sample_rows=8192, seed=args.seed) * scale)
     dataset = store_dataset(store, args.batch_size, seed=args.seed).map(lambda x: x * scale)
     steps = args.epochs * int(np.ceil(store.num_rows / args.batch_size))
     # Warm-up, the peak lr held, a linear decay over the last 20% (issue 10).

@@ -24,6 +24,46 @@ def sublayers(model):
     return list(model._flatten_layers(include_self=False))
 
 
+def run_graph(model, inputs, operation_fn):
+    """Runs a Functional model's graph, each layer as `operation_fn(layer)`.
+
+    `operation_fn(layer)` returns the callable run at each of the layer's
+    nodes with that node's arguments; a value a node hands on may be any
+    Python object that `keras.tree` treats as a leaf. Returns the outputs
+    in the model's structure.
+
+    `Function._run_through_graph` (keras/src/ops/function.py).
+    """
+    return model._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def in_layer_scope(layer, function, *args, **kwargs):
+    """`function(*args, **kwargs)` as if it ran inside `layer.__call__`.
+
+    Floating tensor arguments are cast to the layer's compute dtype and the
+    layer's variables are read in it (the autocast scope that
+    `Layer.__call__` opens under mixed precision), so a method such as a
+    sparse-path `sparse_call` computes in the dtypes `call` would.
+
+    `backend.AutocastScope` and `Layer.autocast` (keras/src/layers/layer.py,
+    `__call__`, steps 1 and 7).
+    """
+    from keras.src import backend
+
+    def convert(value):
+        if layer.autocast and backend.is_tensor(value) and backend.is_float_dtype(
+                backend.standardize_dtype(value.dtype)):
+            return keras.ops.cast(value, layer.compute_dtype)
+        return value
+
+    args = keras.tree.map_structure(convert, args)
+    kwargs = keras.tree.map_structure(convert, kwargs)
+    if layer.autocast and layer.compute_dtype != layer.variable_dtype:
+        with backend.AutocastScope(layer.compute_dtype):
+            return function(*args, **kwargs)
+    return function(*args, **kwargs)
+
+
 def output_structure(model):
     """A Functional model's outputs as it was built (a dict stays a dict).
 

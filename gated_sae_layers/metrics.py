@@ -11,6 +11,7 @@ from keras import ops
 
 from gated_sae_layers import distribution
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.sparse.latents import SparseLatents
 
 PACKAGE = "gated_sae_layers"
 
@@ -65,10 +66,15 @@ class L0(keras.metrics.Metric):
         self.example_count = self.add_variable(
             shape=(), initializer="zeros", name="example_count")
 
+    supports_sparse_latents = True
+
     def update_state(self, y_true, y_pred, sample_weight=None):
-        latents = _rows(ops.convert_to_tensor(y_pred))
-        active = ops.sum(ops.cast(latents > 0, self.dtype), axis=-1)
-        weights = _row_weights(sample_weight, ops.shape(latents)[0], self.dtype)
+        if isinstance(y_pred, SparseLatents):
+            active = y_pred.active_counts(self.dtype)
+        else:
+            latents = _rows(ops.convert_to_tensor(y_pred))
+            active = ops.sum(ops.cast(latents > 0, self.dtype), axis=-1)
+        weights = _row_weights(sample_weight, ops.shape(active)[0], self.dtype)
         self.active_total.assign_add(ops.sum(active * weights))
         self.example_count.assign_add(ops.sum(weights))
 
@@ -188,7 +194,13 @@ class DeadFeatures(keras.metrics.Metric):
         self.fire_counts = self.add_variable(
             shape=(latent_dim,), initializer="zeros", name="fire_counts")
 
+    supports_sparse_latents = True
+
     def update_state(self, y_true, y_pred, sample_weight=None):
+        if isinstance(y_pred, SparseLatents):
+            self.fire_counts.assign_add(
+                y_pred.fired_counts(self.dtype, row_weights=sample_weight))
+            return
         latents = _rows(ops.convert_to_tensor(y_pred))
         weights = _row_weights(sample_weight, ops.shape(latents)[0], self.dtype)
         fired = ops.cast(latents > 0, self.dtype) * ops.cast(

@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(gated_sae_layers.__file__).parent
 # Lowest first. A module's layer is that of its first path component.
 LAYERS = [
     {"_validation", "_keras_compat", "_version"},
-    {"distribution", "constraints"},
+    {"distribution", "constraints", "sparse"},
     {"layers"},
     {"losses", "metrics", "schedules"},
     {"activations"},

@@ -4,6 +4,7 @@ from keras import ops
 
 from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.base import SparseEncoder
+from gated_sae_layers.sparse.kernels import as_tensor, gather_vector, gathered_product
 
 
 class AffineEncoder(SparseEncoder):
@@ -60,3 +61,18 @@ class AffineEncoder(SparseEncoder):
         """`z = inputs @ W_enc + b_enc`, after checking the input dtype."""
         check_floating_input(inputs, self.name)
         return ops.matmul(inputs, self.kernel) + self.bias
+
+    def sparse_product(self, inputs):
+        """`inputs @ W_enc`, without gradient: the sparse path's one dense matmul."""
+        check_floating_input(inputs, self.name)
+        return ops.stop_gradient(ops.matmul(inputs, self.kernel))
+
+    def pre_activation_at(self, inputs, product, indices):
+        """`z[r, indices[r, s]]`, `(rows, slots)`: the pre-activation at the slots.
+
+        Equal to `pre_activation(inputs)` at those entries, bit for bit; its
+        gradient reaches `W_enc` and `b_enc` through the slots only
+        (`gathered_product`, `gather_vector`).
+        """
+        return (gathered_product(inputs, as_tensor(self.kernel), indices, product)
+                + gather_vector(as_tensor(self.bias), indices))

@@ -11,6 +11,9 @@ from gated_sae_layers._validation import check_k, check_positive_int
 from gated_sae_layers.distribution import sum_over_replicas
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
 from gated_sae_layers.layers.top_k_selection import keep_top_k
+from gated_sae_layers.sparse.kernels import as_tensor
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import top_k_indices
 
 
 def steps_since_fired_update(steps_since_fired, latents):
@@ -21,13 +24,18 @@ def steps_since_fired_update(steps_since_fired, latents):
 
     Args:
         steps_since_fired: `(latent_dim,)` int counter.
-        latents: `(..., latent_dim)`, the step's latents.
+        latents: `(..., latent_dim)`, the step's latents, or a
+            `SparseLatents`.
 
     Returns:
         `(latent_dim,)`, the new counter.
     """
-    rows = ops.reshape(latents, (-1, latents.shape[-1]))
-    fired = sum_over_replicas(ops.sum(ops.cast(rows > 0, "int32"), axis=0)) > 0
+    if isinstance(latents, SparseLatents):
+        fired_rows = latents.fired_counts("int32")
+    else:
+        rows = ops.reshape(latents, (-1, latents.shape[-1]))
+        fired_rows = ops.sum(ops.cast(rows > 0, "int32"), axis=0)
+    fired = sum_over_replicas(fired_rows) > 0
     return ops.where(fired, ops.zeros_like(steps_since_fired), steps_since_fired + 1)
 
 
@@ -135,6 +143,56 @@ class AuxKEncoder(AffineEncoder):
                 steps_since_fired_update(self.steps_since_fired.value, latents))
         return auxk_latents(pre_activation, self.dead_latents(),
                             min(self.k_aux, self.latent_dim))
+
+    # ------------------------------------------------ the sparse training path
+    def dead_after_step(self, fired):
+        """`(latent_dim,)` bool: the latents dead once this step's firing is counted.
+
+        `fired` is the step's latents (a `SparseLatents` on the sparse
+        path). The selection computes it before the step, so that the step
+        can skip the AuxK work when no latent is dead (the usual case).
+        """
+        counter = steps_since_fired_update(self.steps_since_fired.value, fired)
+        return counter >= self.dead_steps_threshold
+
+    def aux_extra(self, fired):
+        """The entries a `Selection` carries for the AuxK term: `dead`, `aux_needed`."""
+        dead = self.dead_after_step(fired)
+        return {"dead": dead, "aux_needed": ops.any(dead)}
+
+    def sparse_aux_selection(self, selection):
+        """`selection` plus the AuxK slots (`aux_indices`), as the dense path picks them.
+
+        The top `min(k_aux, latent_dim)` pre-activations among the dead
+        latents of each row (no gradient); the step calls this only when a
+        latent is dead.
+        """
+        pre_activation = selection.product + as_tensor(self.bias)
+        masked = ops.where(selection.extra["dead"], pre_activation,
+                           ops.zeros_like(pre_activation))
+        return selection.with_extra(aux_indices=top_k_indices(
+            masked, min(self.k_aux, self.latent_dim)))
+
+    def sparse_track_and_aux(self, latents, inputs, selection, training):
+        """`track_and_aux` on the sparse path: `latents` and the result are `SparseLatents`.
+
+        The AuxK latents take the selection's `aux_indices` slots; a
+        selection without them (no dead latent) gives AuxK latents with no
+        slot at all (all zero), which cost nothing to decode.
+        """
+        if training:
+            self.steps_since_fired.assign(
+                steps_since_fired_update(self.steps_since_fired.value, latents))
+        indices = selection.extra.get("aux_indices")
+        if indices is None:
+            rows = ops.shape(selection.product)[0]
+            return SparseLatents(ops.zeros((rows, 0), selection.product.dtype),
+                                 ops.zeros((rows, 0), "int32"), self.latent_dim)
+        dead = self.dead_latents()
+        at_slots = self.pre_activation_at(inputs, selection.product, indices)
+        values = ops.relu(ops.where(ops.take(dead, indices, axis=0), at_slots,
+                                    ops.zeros_like(at_slots)))
+        return SparseLatents(values, indices, self.latent_dim)
 
     def get_config(self):
         config = super().get_config()

@@ -52,5 +52,11 @@ class AuxKResidual(keras.layers.Layer):
         return ops.where(has_aux, residual - aux_prediction,
                          ops.zeros_like(residual))
 
+    def sparse_call(self, inputs):
+        """`call` with `aux_latents` a `SparseLatents` (the sparse training path)."""
+        activations, reconstruction, aux_prediction, aux_latents = inputs
+        return self.call([activations, reconstruction, aux_prediction,
+                          aux_latents.values])
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -67,6 +67,46 @@ class SparseEncoder(keras.layers.Layer):
         """The keys of the dict that `call` returns."""
         return ("latents",)
 
+    # ------------------------------------------------ the sparse training path
+    def sparse_slots(self, cap):
+        """The slots per row this encoder needs on the sparse path.
+
+        `None` (the default): the encoder has no sparse path and trains
+        densely. A TopK encoder returns its `k`; an encoder whose number of
+        active latents varies returns `cap` (the static bound the sparse
+        step sets, `compile(sparse_cap=...)`), at most `latent_dim`.
+        """
+        return None
+
+    def sparse_selection(self, inputs, slots):
+        """The `Selection` of a batch: the dense matmul and the latents given slots.
+
+        Runs before the differentiable step, without gradient. See
+        `gated_sae_layers/sparse` and `docs/sparse_training.md`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no sparse training path.")
+
+    def sparse_aux_selection(self, selection):
+        """`selection` completed for an auxiliary term the step needs this time.
+
+        A selection whose `extra["aux_needed"]` is a bool tensor asks the
+        step to branch: where it is true, the step runs on the selection this
+        returns (the AuxK encoders add the slots of the dead latents), else
+        on `selection` as it is. The default has no such term.
+        """
+        return selection
+
+    def sparse_call(self, inputs, selection, training=None):
+        """`call` restricted to the slots of `selection`.
+
+        Returns the dict `call` returns, with every `(rows, latent_dim)`
+        output as a `SparseLatents`; equal to `call` (to float rounding)
+        whenever the selection holds every active latent of each row.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no sparse training path.")
+
     def _input_dim(self, input_shape):
         """The input width; fixes it in the input spec (call this in `build`)."""
         input_dim = input_shape[-1]

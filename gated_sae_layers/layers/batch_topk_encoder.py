@@ -5,7 +5,14 @@ from keras import ops
 
 from gated_sae_layers._validation import check_non_negative_float
 from gated_sae_layers.layers.auxk_encoder import AuxKEncoder
-from gated_sae_layers.layers.top_k_selection import keep_top_k_over_batch
+from gated_sae_layers.layers.top_k_selection import (
+    keep_top_k_over_batch,
+    smallest_positive,
+    top_k_over_batch,
+)
+from gated_sae_layers.sparse.kernels import as_tensor
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import Selection, rows_of_flat_entries
 
 
 def jump_relu_at(values, threshold):
@@ -125,6 +132,40 @@ class BatchTopKEncoder(AuxKEncoder):
                 lambda: keep_top_k_over_batch(activations, self.k)[0],
             )
         aux_latents = self.track_and_aux(latents, pre_activation, training)
+        return {"latents": latents, "aux_latents": aux_latents}
+
+    # The sparse path (training only): the batch's `rows * k` kept entries, laid
+    # out as `cap` slots per row; a row that keeps more makes the step fall
+    # back to the dense path. Kept entries equal to 0 need no slot.
+    def sparse_slots(self, cap):
+        return min(cap, self.latent_dim)
+
+    def sparse_selection(self, inputs, slots):
+        product = self.sparse_product(inputs)
+        activations = ops.relu(product + as_tensor(self.bias))
+        top_values, flat_indices = top_k_over_batch(activations, self.k)
+        indices, valid, sizes = rows_of_flat_entries(
+            flat_indices, top_values > 0, ops.shape(product)[0], self.latent_dim, slots)
+        kept = ops.take_along_axis(activations, indices, axis=1)
+        fired = SparseLatents(ops.where(valid, kept, ops.zeros_like(kept)), indices,
+                              self.latent_dim)
+        return Selection(product, indices, sizes, extra={
+            "valid": valid, "smallest_positive": smallest_positive(top_values),
+            **self.aux_extra(fired)})
+
+    def sparse_call(self, inputs, selection, training=None):
+        if not training:
+            raise ValueError(
+                f"Layer '{self.name}' runs its sparse path in training only; "
+                "inference applies the threshold to the dense pre-activation.")
+        indices = selection.indices
+        activations = ops.relu(self.pre_activation_at(inputs, selection.product, indices))
+        latents = SparseLatents(
+            ops.where(selection.extra["valid"], activations, ops.zeros_like(activations)),
+            indices, self.latent_dim)
+        self._update_threshold(ops.cast(selection.extra["smallest_positive"],
+                                        self.inference_threshold.dtype))
+        aux_latents = self.sparse_track_and_aux(latents, inputs, selection, training)
         return {"latents": latents, "aux_latents": aux_latents}
 
     def get_config(self):

@@ -5,6 +5,7 @@ from keras import ops
 
 from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
+from gated_sae_layers.sparse.kernels import gather_vector
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -79,6 +80,16 @@ class DecoderNormWeighting(keras.layers.Layer):
         pass
 
     def call(self, inputs):
+        check_floating_input(inputs, self.name)
+        return inputs * ops.cast(self._row_norms(), inputs.dtype)
+
+    def sparse_call(self, inputs):
+        """`call` on a `SparseLatents`: each slot times its latent's row norm."""
+        check_floating_input(inputs, self.name)
+        norms = gather_vector(self._row_norms(), inputs.indices)
+        return inputs.with_values(inputs.values * ops.cast(norms, inputs.dtype))
+
+    def _row_norms(self):
         if self.decoder is None:
             raise ValueError(
                 f"Layer '{self.name}' has no decoder: it was rebuilt by "
@@ -86,8 +97,7 @@ class DecoderNormWeighting(keras.layers.Layer):
                 "shared layer. Set `layer.decoder = model.decoder` (a "
                 "`SparseAutoencoder` does this itself), or save and load the "
                 "model with `model.save` / `keras.saving.load_model`.")
-        check_floating_input(inputs, self.name)
-        return inputs * ops.cast(self.decoder.row_norms(), inputs.dtype)
+        return self.decoder.row_norms()
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(tuple(inputs.shape), dtype=self.compute_dtype)

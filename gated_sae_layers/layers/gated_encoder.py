@@ -6,6 +6,9 @@ from keras import ops
 # `check_floating_input` lived here; kept importable from this module.
 from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.base import SparseEncoder
+from gated_sae_layers.sparse.kernels import as_tensor, gather_vector, gathered_product
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import Selection, support_indices
 
 
 def gated_encode(
@@ -136,3 +139,33 @@ class GatedEncoder(SparseEncoder):
             self.magnitude_bias,
         )
         return {"latents": latents, "gating_pre_activation": gating_pre_activation}
+
+    # The sparse path: the slots of a row hold its gate's support
+    # (`pi_gate > 0`), which holds every latent that can be nonzero and every
+    # entry that the sparsity and auxiliary terms give a gradient.
+    def sparse_slots(self, cap):
+        return min(cap, self.latent_dim)
+
+    def sparse_selection(self, inputs, slots):
+        check_floating_input(inputs, self.name)
+        product = ops.stop_gradient(ops.matmul(inputs, self.gate_kernel))
+        indices, support_sizes, _ = support_indices(product + self.gate_bias, slots)
+        return Selection(product, indices, support_sizes)
+
+    def sparse_call(self, inputs, selection, training=None):
+        check_floating_input(inputs, self.name)
+        indices = selection.indices
+        projection = gathered_product(inputs, as_tensor(self.gate_kernel), indices,
+                                      selection.product)
+        gating_pre_activation = projection + gather_vector(as_tensor(self.gate_bias),
+                                                           indices)
+        magnitude_pre_activation = (
+            projection * ops.exp(gather_vector(as_tensor(self.magnitude_log_scale),
+                                               indices))
+            + gather_vector(as_tensor(self.magnitude_bias), indices))
+        latents = ops.where(gating_pre_activation > 0,
+                            ops.relu(magnitude_pre_activation),
+                            ops.zeros_like(magnitude_pre_activation))
+        return {"latents": SparseLatents(latents, indices, self.latent_dim),
+                "gating_pre_activation": SparseLatents(
+                    gating_pre_activation, indices, self.latent_dim)}

@@ -7,6 +7,9 @@ from keras import ops
 
 from gated_sae_layers._validation import check_positive_float
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
+from gated_sae_layers.sparse.kernels import as_tensor, gather_vector
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import Selection, support_indices
 
 
 def rectangle(u):
@@ -19,9 +22,14 @@ def _read(value):
     return ops.copy(value) if isinstance(value, keras.Variable) else value
 
 
-def _sum_to_threshold_shape(values):
-    """Sums a `(..., latent_dim)` gradient over every axis but the last."""
-    return ops.sum(values, axis=tuple(range(len(values.shape) - 1)))
+def _sum_to_threshold_shape(values, threshold):
+    """Sums a `(..., latent_dim)` gradient over the leading axes `threshold` lacks.
+
+    A `(latent_dim,)` threshold gets the sum over the rows; a threshold of
+    the shape of `values` (the sparse path's per-slot thresholds), `values`.
+    """
+    leading = len(values.shape) - len(threshold.shape)
+    return ops.sum(values, axis=tuple(range(leading))) if leading else values
 
 
 def jump_relu(pre_activation, threshold, bandwidth):
@@ -49,7 +57,7 @@ def jump_relu(pre_activation, threshold, bandwidth):
                 (upstream,) = args
             grad_z = ops.where(active, upstream, ops.zeros_like(upstream))
             pseudo = -(theta / bandwidth) * rectangle((z - theta) / bandwidth)
-            return grad_z, _sum_to_threshold_shape(upstream * pseudo)
+            return grad_z, _sum_to_threshold_shape(upstream * pseudo, theta)
 
         return ops.where(active, z, ops.zeros_like(z)), grad
 
@@ -77,7 +85,7 @@ def heaviside_step(pre_activation, threshold, bandwidth):
             if upstream is None:
                 (upstream,) = args
             pseudo = -(1.0 / bandwidth) * rectangle((z - theta) / bandwidth)
-            return ops.zeros_like(z), _sum_to_threshold_shape(upstream * pseudo)
+            return ops.zeros_like(z), _sum_to_threshold_shape(upstream * pseudo, theta)
 
         return ops.cast(z > theta, z.dtype), grad
 
@@ -186,8 +194,10 @@ class JumpReLUEncoder(AffineEncoder):
         # Under mixed precision the step and its pseudo-derivatives (sums over
         # the batch) run in float32; only the outputs take the compute dtype.
         dtype = keras.backend.result_type(pre_activation.dtype, "float32")
-        pre_activation = ops.cast(pre_activation, dtype)
-        threshold = ops.cast(self.learned_threshold, dtype)
+        return self._outputs(ops.cast(pre_activation, dtype),
+                             ops.cast(self.learned_threshold, dtype))
+
+    def _outputs(self, pre_activation, threshold):
         return {
             "latents": ops.cast(jump_relu(pre_activation, threshold, self.bandwidth),
                                 self.compute_dtype),
@@ -195,6 +205,33 @@ class JumpReLUEncoder(AffineEncoder):
                 heaviside_step(pre_activation, threshold, self.bandwidth),
                 self.compute_dtype),
         }
+
+    # The sparse path: the slots of a row hold every latent above its
+    # threshold and every latent within `eps / 2` of it (where the
+    # pseudo-derivatives are nonzero, active or not).
+    def sparse_slots(self, cap):
+        return min(cap, self.latent_dim)
+
+    def sparse_selection(self, inputs, slots):
+        product = self.sparse_product(inputs)
+        pre_activation = product + as_tensor(self.bias)
+        dtype = keras.backend.result_type(pre_activation.dtype, "float32")
+        pre_activation = ops.cast(pre_activation, dtype)
+        threshold = ops.cast(self.learned_threshold, dtype)
+        needed = ops.logical_or(
+            pre_activation > threshold,
+            rectangle((pre_activation - threshold) / self.bandwidth) > 0)
+        indices, support_sizes, _ = support_indices(ops.cast(needed, "float32"), slots)
+        return Selection(product, indices, support_sizes)
+
+    def sparse_call(self, inputs, selection, training=None):
+        indices = selection.indices
+        pre_activation = self.pre_activation_at(inputs, selection.product, indices)
+        dtype = keras.backend.result_type(pre_activation.dtype, "float32")
+        threshold = gather_vector(ops.cast(self.learned_threshold, dtype), indices)
+        outputs = self._outputs(ops.cast(pre_activation, dtype), threshold)
+        return {name: SparseLatents(value, indices, self.latent_dim)
+                for name, value in outputs.items()}
 
     def get_config(self):
         config = super().get_config()

@@ -52,6 +52,11 @@ class PrefixMask(keras.layers.Layer):
         keep = ops.cast(ops.arange(width) < self.size, inputs.dtype)
         return inputs * keep
 
+    def sparse_call(self, inputs):
+        """`call` on a `SparseLatents`: zero the slots of latents `>= size`."""
+        keep = ops.cast(inputs.indices < self.size, inputs.dtype)
+        return inputs.with_values(inputs.values * keep)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 

@@ -4,6 +4,9 @@ import keras
 from keras import ops
 
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
+from gated_sae_layers.sparse.kernels import as_tensor
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import Selection, support_indices
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -40,3 +43,18 @@ class ReLUEncoder(AffineEncoder):
 
     def call(self, inputs):
         return {"latents": ops.relu(self.pre_activation(inputs))}
+
+    # The sparse path: the slots of a row hold its support (`z > 0`).
+    def sparse_slots(self, cap):
+        return min(cap, self.latent_dim)
+
+    def sparse_selection(self, inputs, slots):
+        product = self.sparse_product(inputs)
+        indices, support_sizes, _ = support_indices(product + as_tensor(self.bias), slots)
+        return Selection(product, indices, support_sizes)
+
+    def sparse_call(self, inputs, selection, training=None):
+        pre_activation = self.pre_activation_at(inputs, selection.product,
+                                                selection.indices)
+        return {"latents": SparseLatents(ops.relu(pre_activation), selection.indices,
+                                         self.latent_dim)}

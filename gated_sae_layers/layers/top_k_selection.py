@@ -48,10 +48,29 @@ def keep_top_k_over_batch(values, k):
         `smallest_positive` is the smallest kept value that is > 0 (a
         scalar; `inf` when no kept value is positive).
     """
+    top_values, top_indices = top_k_over_batch(values, k)
+    kept = ops.scatter(ops.expand_dims(top_indices, -1), top_values,
+                       (ops.size(values),))
+    return ops.reshape(kept, ops.shape(values)), smallest_positive(top_values)
+
+
+def top_k_over_batch(values, k):
+    """The `rows * k` largest entries of `values`, as `keep_top_k_over_batch` keeps them.
+
+    Args:
+        values: `(..., width)` float tensor.
+        k: int, the average number of kept entries per row.
+
+    Returns:
+        `(top_values, flat_indices)`, both `(rows * k,)`: the kept values
+        and their int32 positions in `values` flattened.
+    """
     flat = ops.reshape(values, (-1,))
     num_rows = ops.shape(_rows(values))[0]
     top_values, top_indices = ops.top_k(flat, num_rows * k, sorted=False)
-    kept = ops.scatter(ops.expand_dims(ops.cast(top_indices, "int32"), -1),
-                       top_values, ops.shape(flat))
-    positive = ops.where(top_values > 0, top_values, float("inf"))
-    return ops.reshape(kept, ops.shape(values)), ops.min(positive)
+    return top_values, ops.cast(top_indices, "int32")
+
+
+def smallest_positive(values):
+    """The smallest entry of `values` that is > 0; `inf` when none is."""
+    return ops.min(ops.where(values > 0, values, float("inf")))

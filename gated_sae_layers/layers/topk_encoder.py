@@ -5,6 +5,9 @@ from keras import ops
 
 from gated_sae_layers.layers.auxk_encoder import AuxKEncoder
 from gated_sae_layers.layers.top_k_selection import keep_top_k
+from gated_sae_layers.sparse.kernels import as_tensor
+from gated_sae_layers.sparse.latents import SparseLatents
+from gated_sae_layers.sparse.selection import Selection, top_k_indices
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -66,4 +69,25 @@ class TopKEncoder(AuxKEncoder):
         pre_activation = self.pre_activation(inputs)
         latents = ops.relu(keep_top_k(pre_activation, self.k))
         aux_latents = self.track_and_aux(latents, pre_activation, training)
+        return {"latents": latents, "aux_latents": aux_latents}
+
+    # The sparse path: the k slots of a row are its top k, exactly as `call`
+    # picks them, so the sparse step never falls back.
+    def sparse_slots(self, cap):
+        return self.k
+
+    def sparse_selection(self, inputs, slots):
+        product = self.sparse_product(inputs)
+        pre_activation = product + as_tensor(self.bias)
+        indices = top_k_indices(pre_activation, self.k)
+        fired = SparseLatents(ops.take_along_axis(pre_activation, indices, axis=1),
+                              indices, self.latent_dim)
+        return Selection(product, indices, extra=self.aux_extra(fired))
+
+    def sparse_call(self, inputs, selection, training=None):
+        indices = selection.indices
+        latents = SparseLatents(
+            ops.relu(self.pre_activation_at(inputs, selection.product, indices)),
+            indices, self.latent_dim)
+        aux_latents = self.sparse_track_and_aux(latents, inputs, selection, training)
         return {"latents": latents, "aux_latents": aux_latents}

@@ -5,6 +5,7 @@ from keras import ops
 
 from gated_sae_layers._validation import check_floating_input, check_positive_int
 from gated_sae_layers.constraints import UnitNormRows, normalize_rows
+from gated_sae_layers.sparse.kernels import sparse_decode
 
 MODES = ("decode", "frozen", "center")
 # Deprecated: `.keras` files saved before `row_norms()` and
@@ -198,6 +199,27 @@ class UnitNormDecoder(keras.layers.Layer):
         elif self.remove_parallel_gradient:
             kernel = project_out_parallel_gradient(kernel)
         decoded = ops.matmul(inputs, ops.cast(kernel, self.compute_dtype))
+        return decoded + bias if use_bias else decoded
+
+    def sparse_call(self, inputs, mode="decode", use_bias=True):
+        """`call` on a `SparseLatents` (the sparse training path).
+
+        Decodes by gathering the `W_dec` rows of the slots
+        (`sparse_decode`): the same result as `call` on the dense latents,
+        and in `"frozen"` mode the same zero gradient to `W_dec` and `b_dec`.
+        """
+        if mode not in ("decode", "frozen"):
+            raise ValueError(
+                f"Layer '{self.name}' decodes sparse latents in mode 'decode' or "
+                f"'frozen' only. Received: mode={mode!r}")
+        self._check_input(inputs, mode, use_bias)
+        kernel, bias = ops.convert_to_tensor(self.kernel), self.bias
+        if mode == "frozen":
+            bias = ops.stop_gradient(bias)
+        elif self.remove_parallel_gradient:
+            kernel = project_out_parallel_gradient(kernel)
+        decoded = sparse_decode(inputs.values, inputs.indices, kernel, self.compute_dtype,
+                                kernel_trainable=mode == "decode")
         return decoded + bias if use_bias else decoded
 
     def compute_output_spec(self, inputs, mode="decode", use_bias=True):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from gated_sae_layers._validation import check_non_negative_float
+from gated_sae_layers.sparse.latents import SparseLatents
 
 PACKAGE = "gated_sae_layers"
 
@@ -54,13 +55,18 @@ class CoefficientLoss(keras.losses.Loss):
     the very next step, on every backend. Subclasses implement
     `call(y_true, y_pred)` and return `self.scaled(per_example_values)`.
 
-    Two class attributes say what a subclass is:
+    Three class attributes say what a subclass is:
 
     - `is_sparsity_term` (default `False`): `True` marks the model's
       sparsity term, the one `SparseAutoencoder.sparsity_penalties()`,
       `set_sparsity_coefficient`, `SparsityWarmup` and the resampler act on.
     - `needs_target` (default `True`): `False` for a term of one output
       alone (a penalty), which then accepts `y_true=None`.
+    - `supports_sparse_latents` (default `False`): `True` for a penalty whose
+      per-example value is a sum over latents that only the positive
+      entries change (`relu`, `|f|` of non-negative latents, a 0/1 count).
+      The sparse training path then hands it a `SparseLatents`, and it
+      sums over the slots instead of all latents.
 
     Args:
         coefficient: float >= 0, the factor of the term.
@@ -86,6 +92,7 @@ class CoefficientLoss(keras.losses.Loss):
 
     is_sparsity_term = False
     needs_target = True
+    supports_sparse_latents = False
 
     def __init__(self, coefficient=1.0, name=None,
                  reduction="sum_over_batch_size", dtype=None):
@@ -106,6 +113,15 @@ class CoefficientLoss(keras.losses.Loss):
         return values * ops.cast(self.coefficient, values.dtype)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if isinstance(y_pred, SparseLatents):
+            if not self.supports_sparse_latents:
+                raise TypeError(
+                    f"Loss `{self.name}` ({type(self).__name__}) does not take "
+                    "sparse latents (`supports_sparse_latents` is False): train "
+                    "this model with compile(sparse=False).")
+            # Every entry outside the slots adds 0 to the per-example sum.
+            y_pred = y_pred.values
+            y_true = None if not self.needs_target else y_true
         if y_true is None and not self.needs_target:
             y_true = y_pred
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)

@@ -103,6 +103,8 @@ class SparsityPenalty(SparsityLoss):
     2.0
     """
 
+    supports_sparse_latents = True
+
     def call(self, y_true, y_pred):
         return self.scaled(l1_of_relu(y_pred))
 
@@ -134,6 +136,8 @@ class L1Penalty(SparsityLoss):
     1.5
     """
 
+    supports_sparse_latents = True
+
     def call(self, y_true, y_pred):
         return self.scaled(l1_norm(y_pred))
 
@@ -160,6 +164,8 @@ class L0Penalty(SparsityLoss):
     >>> float(L0Penalty(0.5)(None, np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])))
     0.75
     """
+
+    supports_sparse_latents = True
 
     def call(self, y_true, y_pred):
         return self.scaled(active_count(y_pred))

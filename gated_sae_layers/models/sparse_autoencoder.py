@@ -11,6 +11,7 @@ from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import inference
 from gated_sae_layers.models._fit import data_guard, finite_step
 from gated_sae_layers.models._fit.run import run_fit
+from gated_sae_layers.models.sparse_path import plan as sparse_plan
 from gated_sae_layers.models.terms import resolve_terms, serialize_terms
 
 
@@ -207,7 +208,31 @@ class SparseAutoencoder(keras.Model):
         return inference.initialize_decoder_bias(self, data, method, sample_rows, seed)
 
     # ------------------------------------------------------------ training
-    def compile(self, *args, **kwargs):
+    def compile(self, *args, sparse="auto", sparse_cap=None, **kwargs):
+        """`keras.Model.compile`, plus the choice of the sparse training path.
+
+        Takes the arguments of `keras.Model.compile` but `loss` and
+        `metrics` (the model carries its own), plus:
+
+        Args:
+            sparse: `"auto"` (default), `True` or `False`. The sparse path
+                computes each step on the latents that fire instead of all
+                `latent_dim` of them: one dense matmul (the encoder's
+                forward), the rest gathers and scatter-adds over a few slots
+                per row. Its results equal the dense step's to float
+                rounding (`docs/sparse_training.md`). `"auto"` takes it where
+                it was measured faster (on a CPU, JAX or TensorFlow with
+                `jit_compile=True`, `latent_dim >= 1024`), `True` raises a
+                `ValueError` saying why where it cannot run, `False` keeps
+                the dense step. `model.sparse_path_reason` says what was
+                chosen and why.
+            sparse_cap: `None` or int >= 1, the slots per row for the
+                encoders whose number of active latents varies (gated,
+                ReLU, JumpReLU, BatchTopK). A batch with a row above it
+                trains with the dense step (logged as `sparse_fallbacks`).
+                `None` measures it on the data at the start of `fit` and
+                adapts it every epoch.
+        """
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(name) is not None:
                 raise ValueError(
@@ -216,8 +241,33 @@ class SparseAutoencoder(keras.Model):
                     f"the model, not `{name}=` to compile(). Received: "
                     f"{name}={kwargs[name]!r}"
                 )
+        sparse, sparse_cap = sparse_plan.check_option(sparse, sparse_cap)
         self._device_resident_runners = None
         super().compile(*args, **kwargs)
+        plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile)
+        object.__setattr__(self, "_sparse_plan", plan)
+        object.__setattr__(self, "_sparse_path_reason", reason)
+        if plan is not None and not plan.fixed and getattr(
+                self, "_sparse_stats", None) is None:
+            self._sparse_stats = sparse_plan.SparsePathStats()
+
+    @property
+    def sparse_plan(self):
+        """The `SparsePlan` the compiled step trains with, or `None` (dense)."""
+        return getattr(self, "_sparse_plan", None)
+
+    @property
+    def sparse_path_reason(self):
+        """Why the model trains on the sparse path or not (set by `compile`)."""
+        return getattr(self, "_sparse_path_reason", "the model is not compiled")
+
+    @property
+    def sparse_path_stats(self):
+        """The `SparsePathStats` metric while a data-dependent sparse plan is active."""
+        plan = self.sparse_plan
+        if plan is None or plan.fixed:
+            return None
+        return getattr(self, "_sparse_stats", None)
 
     def compile_from_config(self, config):
         """Recompiles a loaded model, so its optimizer state comes back too."""
@@ -270,14 +320,24 @@ class SparseAutoencoder(keras.Model):
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the metric terms and returns every metric's result.
+
+        `y_pred=None` (the sparse path, which updated them itself) only
+        reads the results.
+        """
         from gated_sae_layers import distribution
 
+        if y_pred is not None:
+            self.update_metric_terms(x, y, y_pred, sample_weight)
+        # Per-batch logs of the global batch, not of one replica's share.
+        return distribution.read_across_replicas(self.get_metrics_result)
+
+    def update_metric_terms(self, x, y, y_pred, sample_weight=None):
+        """Updates every metric of `metric_terms` with its output of `y_pred`."""
         target = self._target(x, y, y_pred)
         for name, metrics in self.metric_terms.items():
             for metric in metrics:
                 metric.update_state(target, y_pred[name], sample_weight)
-        # Per-batch logs of the global batch, not of one replica's share.
-        return distribution.read_across_replicas(self.get_metrics_result)
 
     # ------------------------------------------------------------ inference
     def encode(self, x, batch_size=1024):

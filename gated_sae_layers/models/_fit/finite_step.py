@@ -32,6 +32,7 @@ from keras import ops
 
 from gated_sae_layers import _keras_compat as compat
 from gated_sae_layers import distribution
+from gated_sae_layers.models.sparse_path import step as sparse_step
 
 
 def non_finite_step_message(where):
@@ -91,12 +92,21 @@ def guarded_train_step(model, state, logs, x, y=None, sample_weight=None,
     import jax
 
     trainable, non_trainable, optimizer_state, metric_state = state
-    gradient_fn = jax.value_and_grad(
-        model.compute_loss_and_updates, has_aux=True)
-    (_, aux), gradients = gradient_fn(
-        trainable, non_trainable, metric_state, x, y, sample_weight,
-        training=True, optimizer_variables=optimizer_state)
-    loss, y_pred, new_non_trainable, new_metric_state = aux
+    plan = getattr(model, "sparse_plan", None)
+    if plan is None:
+        gradient_fn = jax.value_and_grad(
+            model.compute_loss_and_updates, has_aux=True)
+        (_, aux), gradients = gradient_fn(
+            trainable, non_trainable, metric_state, x, y, sample_weight,
+            training=True, optimizer_variables=optimizer_state)
+        loss, y_pred, new_non_trainable, new_metric_state = aux
+    else:
+        # The sparse path updates the metric terms itself (`y_pred=None`).
+        loss, gradients, new_non_trainable, new_metric_state = (
+            sparse_step.jax_loss_and_updates(
+                model, plan, trainable, non_trainable, metric_state, x, y,
+                optimizer_state))
+        y_pred = None
     finite = all_finite([loss] + list(metric_state))
     if _checks_gradients(model.optimizer):
         finite = ops.logical_and(finite, gradients_finite(gradients))
@@ -181,13 +191,19 @@ def tensorflow_train_step(model, data):
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     replicas = distribution.num_replicas_in_sync()
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred,
-                                  sample_weight=sample_weight, training=True)
-        scaled_loss = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
-    gradients = tape.gradient(scaled_loss, variables)
+    plan = getattr(model, "sparse_plan", None)
+    if plan is None:
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred,
+                                      sample_weight=sample_weight, training=True)
+            scaled_loss = model.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+    else:
+        # The sparse path updates the metric terms itself (`y_pred=None`).
+        loss, gradients = sparse_step.tensorflow_loss_and_gradients(model, plan, x, y)
+        y_pred = None
     finite = all_finite([loss] + list(model.metrics_variables))
     if _checks_gradients(model.optimizer):
         finite = ops.logical_and(finite, gradients_finite(gradients))

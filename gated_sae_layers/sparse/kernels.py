@@ -1,0 +1,282 @@
+"""The sparse path's three operations, each with a gradient that touches only the slots.
+
+Written in `keras.ops` for every backend. Each gather and scatter is a
+`scan` over the slots, one `(rows, width)` gather or scatter-add per slot:
+XLA on a CPU runs that in place, where one gather of all slots at once
+materializes a `(rows, slots, width)` tensor and runs 10-20x slower
+(`../shared/KERAS_NOTES.md`, "How XLA on a CPU takes sparse ops").
+Sums run in float32 whatever the compute dtype, and a result is rounded to
+the dtype the dense matmul would have given (bfloat16 under
+`mixed_bfloat16`), so the sparse path keeps the dense path's numerics.
+
+- `sparse_decode`: `sum_s values[:, s] * W[indices[:, s]]`, the decoder.
+- `gathered_product`: the slots of `inputs @ W` (the encoder's matmul,
+  computed densely once, outside the gradient), with a gradient only
+  through those slots.
+- `gather_vector`: `vector[indices]` for a per-latent parameter, its
+  gradient a dense `(latent_dim,)` scatter-add.
+"""
+
+import keras
+from keras import ops
+
+
+def _float32(tensor):
+    return ops.cast(tensor, "float32")
+
+
+def _rounded(tensor, dtype):
+    """`tensor` rounded to `dtype` (a float32 value stays float32 when `dtype` is)."""
+    return ops.cast(tensor, dtype)
+
+
+def _slot_major(tensor):
+    """`(rows, slots)` -> `(slots, rows)`, the sequence `scan` walks."""
+    return ops.transpose(tensor)
+
+
+def weighted_row_sum(table, indices, weights, table_dtype=None):
+    """`out[r] = sum_s weights[r, s] * table[indices[r, s]]`, in float32.
+
+    Args:
+        table: `(num_rows, width)`.
+        indices: `(rows, slots)` ints in `[0, num_rows)`.
+        weights: `(rows, slots)`.
+        table_dtype: `None` or the dtype each gathered row is rounded to
+            first (the dtype the dense matmul reads the table in).
+
+    Returns:
+        `(rows, width)` float32.
+    """
+    rows, width = ops.shape(indices)[0], table.shape[-1]
+    if indices.shape[1] == 0:
+        return ops.zeros((rows, width), "float32")
+
+    def add_slot(total, slot):
+        slot_indices, slot_weights = slot
+        gathered = ops.take(table, slot_indices, axis=0)
+        if table_dtype is not None:
+            gathered = ops.cast(gathered, table_dtype)
+        return total + _float32(slot_weights)[:, None] * _float32(gathered), None
+
+    total, _ = ops.scan(add_slot, ops.zeros((rows, width), "float32"),
+                        (_slot_major(indices), _slot_major(weights)))
+    return total
+
+
+def row_dots(table, indices, vectors, table_dtype=None):
+    """`out[r, s] = table[indices[r, s]] . vectors[r]`, in float32.
+
+    Args:
+        table: `(num_rows, width)`.
+        indices: `(rows, slots)`.
+        vectors: `(rows, width)`.
+        table_dtype: as `weighted_row_sum`.
+
+    Returns:
+        `(rows, slots)` float32.
+    """
+    vectors = _float32(vectors)
+    rows = ops.shape(indices)[0]
+    if indices.shape[1] == 0:
+        return ops.zeros((rows, 0), "float32")
+
+    def dot_slot(carry, slot_indices):
+        gathered = ops.take(table, slot_indices, axis=0)
+        if table_dtype is not None:
+            gathered = ops.cast(gathered, table_dtype)
+        return carry, ops.sum(_float32(gathered) * vectors, axis=-1)
+
+    # The carry is unused; it has the shape of one output because TensorFlow's
+    # `scan` gives its outputs the carry's shape.
+    _, dots = ops.scan(dot_slot, ops.zeros((rows,), "float32"), _slot_major(indices))
+    return ops.transpose(dots)
+
+
+def scatter_rows(indices, weights, vectors, num_rows):
+    """`out[j] = sum over (r, s) with indices[r, s] == j of weights[r, s] * vectors[r]`.
+
+    The transpose of `weighted_row_sum`: a `(num_rows, width)` float32
+    gradient built by one in-place scatter-add of `(rows, width)` per slot.
+
+    Args:
+        indices: `(rows, slots)` ints in `[0, num_rows)`.
+        weights: `(rows, slots)`.
+        vectors: `(rows, width)`.
+        num_rows: int, the rows of the result.
+
+    Returns:
+        `(num_rows, width)` float32.
+    """
+    vectors = _float32(vectors)
+    width = vectors.shape[-1]
+    if indices.shape[1] == 0:
+        return ops.zeros((num_rows, width), "float32")
+
+    def add_slot(total, slot):
+        slot_indices, slot_weights = slot
+        update = _float32(slot_weights)[:, None] * vectors
+        return total + ops.scatter(ops.expand_dims(slot_indices, -1), update,
+                                   (num_rows, width)), None
+
+    total, _ = ops.scan(add_slot, ops.zeros((num_rows, width), "float32"),
+                        (_slot_major(indices), _slot_major(weights)))
+    return total
+
+
+def _upstream(args, upstream):
+    if upstream is None:
+        (upstream,) = args
+    return upstream
+
+
+def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True):
+    """The decoder on slots: `out[r] = sum_s values[r, s] * kernel[indices[r, s]]`.
+
+    Equal to `dense(values) @ kernel` with `kernel` read in `compute_dtype`,
+    without the dense `(rows, num_latents)` tensor or its matmul. Gradients:
+    `d values[r, s] = upstream[r] . kernel[indices[r, s]]` and
+    `d kernel[j] = sum_{(r, s): indices[r, s] = j} values[r, s] * upstream[r]`
+    (rounded to `compute_dtype`, as the dense matmul's gradient is).
+
+    Args:
+        values: `(rows, slots)`, compute dtype.
+        indices: `(rows, slots)` int32.
+        kernel: `(num_latents, width)` tensor (not a variable), `W_dec`.
+        compute_dtype: the dtype of the matmul the dense decoder runs.
+        kernel_trainable: `False` passes no gradient to `kernel` (the frozen
+            decoder of the gated SAE's auxiliary term).
+
+    Returns:
+        `(rows, width)` in `compute_dtype`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> kernel = np.eye(3, 2, dtype="float32")
+    >>> out = sparse_decode(np.array([[2.0, 5.0]], "float32"),
+    ...                     np.array([[1, 2]], "int32"), kernel, "float32")
+    >>> np.asarray(out).tolist()
+    [[0.0, 2.0]]
+    """
+    num_latents = kernel.shape[0]
+
+    # Every tensor goes in as an argument (the integer and frozen ones with no
+    # gradient): a custom gradient that closes over outer tensors fails inside
+    # a JAX `cond`.
+    def forward(values, kernel, indices):
+        return ops.cast(weighted_row_sum(kernel, indices, values, compute_dtype),
+                        compute_dtype)
+
+    def values_gradient(upstream, kernel, indices):
+        return ops.cast(row_dots(kernel, indices, upstream, compute_dtype), values.dtype)
+
+    if not kernel_trainable:
+        @ops.custom_gradient
+        def decode_frozen(values, kernel, indices):
+            def grad(*args, upstream=None):
+                return (values_gradient(_upstream(args, upstream), kernel, indices),
+                        None, None)
+
+            return forward(values, kernel, indices), grad
+
+        return decode_frozen(values, ops.stop_gradient(kernel), indices)
+
+    @ops.custom_gradient
+    def decode(values, kernel, indices):
+        def grad(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            kernel_gradient = scatter_rows(indices, values, upstream, num_latents)
+            return (values_gradient(upstream, kernel, indices),
+                    ops.cast(_rounded(kernel_gradient, compute_dtype), kernel.dtype),
+                    None)
+
+        return forward(values, kernel, indices), grad
+
+    return decode(values, kernel, indices)
+
+
+def gathered_product(inputs, kernel, indices, product):
+    """The slots of `inputs @ kernel`, differentiable through those slots only.
+
+    `product` is `inputs @ kernel`, computed once, densely and without
+    gradient (the encoder's forward matmul); this returns
+    `product[r, indices[r, s]]` with the gradient of the dense matmul
+    restricted to the slots:
+
+    ```
+    d kernel[:, j] = sum_{(r, s): indices[r, s] = j} upstream[r, s] * inputs[r]
+    d inputs[r]    = sum_s upstream[r, s] * kernel[:, indices[r, s]]
+    ```
+
+    Both are scatters/gathers over rows of the transposed kernel; neither
+    is a `(rows, num_latents)` tensor or a dense matmul.
+
+    Args:
+        inputs: `(rows, input_dim)`, the encoder's (centered) input.
+        kernel: `(input_dim, num_latents)` tensor (not a variable), as the
+            encoder reads it (compute dtype).
+        indices: `(rows, slots)` int32.
+        product: `(rows, num_latents)`, `inputs @ kernel` (no gradient).
+
+    Returns:
+        `(rows, slots)`, in the dtype of `product`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 2.0]], "float32")
+    >>> w = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 1.0]], "float32")
+    >>> out = gathered_product(x, w, np.array([[2, 0]], "int32"), x @ w)
+    >>> np.asarray(out).tolist()
+    [[5.0, 1.0]]
+    """
+    num_latents = kernel.shape[-1]
+
+    @ops.custom_gradient
+    def slots_of_product(inputs, kernel, indices, product):
+        def grad(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            kernel_gradient = scatter_rows(indices, upstream, inputs, num_latents)
+            inputs_gradient = weighted_row_sum(ops.transpose(kernel), indices, upstream)
+            return (ops.cast(inputs_gradient, inputs.dtype),
+                    ops.cast(ops.transpose(kernel_gradient), kernel.dtype), None, None)
+
+        return ops.take_along_axis(product, indices, axis=1), grad
+
+    return slots_of_product(inputs, kernel, indices, ops.stop_gradient(product))
+
+
+def gather_vector(vector, indices):
+    """`vector[indices]` whose gradient is a dense `(num_latents,)` scatter-add.
+
+    (TensorFlow's own gather gradient is an `IndexedSlices`, which the
+    finiteness checks and some optimizers do not take.)
+
+    Args:
+        vector: `(num_latents,)` tensor (not a variable).
+        indices: int tensor of any shape.
+
+    Returns:
+        A tensor of the shape of `indices`.
+    """
+    num_latents = vector.shape[0]
+
+    @ops.custom_gradient
+    def take(vector, indices):
+        def grad(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            return ops.cast(ops.scatter(ops.reshape(indices, (-1, 1)),
+                                        ops.reshape(_float32(upstream), (-1,)),
+                                        (num_latents,)), vector.dtype), None
+
+        return ops.take(vector, indices, axis=0), grad
+
+    return take(vector, indices)
+
+
+def as_tensor(value):
+    """A tensor: TensorFlow's `custom_gradient` rejects variables read inside it."""
+    if isinstance(value, keras.Variable):
+        return ops.convert_to_tensor(value)
+    return value

@@ -1,0 +1,150 @@
+"""Which latents of each row get a slot: the selections of the sparse path.
+
+Computed from the dense pre-activation, without gradient, before the
+differentiable sparse step. A fixed-k encoder selects exactly its top k;
+a data-dependent encoder (gated, ReLU, JumpReLU) selects its support, the
+latents whose score is > 0, into a static number of slots (the cap), and
+says when some row has more than that (the step then falls back to the
+dense path).
+"""
+
+from keras import ops
+
+
+def top_k_indices(scores, k):
+    """`(rows, k)` int32: the `k` largest scores of each row, as `keep_top_k` picks them.
+
+    The same `ops.top_k(..., sorted=False)` call as the dense path's, so
+    both paths pick the same latents, ties included.
+    """
+    return ops.cast(ops.top_k(scores, k, sorted=False)[1], "int32")
+
+
+def support_indices(scores, cap):
+    """The latents with a positive score, in `cap` slots per row.
+
+    Args:
+        scores: `(rows, latent_dim)`; a latent belongs to a row's support
+            where its score is > 0.
+        cap: int, `1 <= cap <= latent_dim`, the slots per row.
+
+    Returns:
+        `(indices, counts, overflow)`: `indices` `(rows, cap)` int32 holds
+        every latent of the support of a row whose support has at most `cap`
+        latents (the other slots hold latents with scores <= 0); `counts`
+        `(rows,)` int32 is the size of each support; `overflow` is a bool
+        scalar, true when some row's support exceeds `cap` (then its slots
+        miss some of it).
+
+    Example:
+
+    >>> import numpy as np
+    >>> indices, counts, overflow = support_indices(
+    ...     np.array([[0.5, -1.0, 2.0, 0.0]], "float32"), cap=2)
+    >>> sorted(np.asarray(indices)[0].tolist()), np.asarray(counts).tolist(), bool(overflow)
+    ([0, 2], [2], False)
+    """
+    counts = ops.sum(ops.cast(scores > 0, "int32"), axis=-1)
+    return top_k_indices(scores, cap), counts, ops.any(counts > cap)
+
+
+class Selection:
+    """What an encoder selected for one batch, before the differentiable sparse step.
+
+    Built by the encoder's `sparse_selection`, without gradient, and read by
+    its `sparse_call` and by the train step.
+
+    Args:
+        product: `(rows, latent_dim)`, the encoder's matmul `inputs @ W`
+            (no gradient): the only dense `(rows, latent_dim)` tensor of the
+            sparse step.
+        indices: `(rows, slots)` int32, the latents that get a slot.
+        support_sizes: `None` for an encoder whose slots always hold its
+            whole support (TopK), else `(rows,)` int32, the size of each
+            row's support; a row whose support exceeds the slots makes the
+            step fall back to the dense path.
+        extra: dict of anything else the encoder's `sparse_call` needs.
+    """
+
+    __slots__ = ("product", "indices", "support_sizes", "extra")
+
+    def __init__(self, product, indices, support_sizes=None, extra=None):
+        self.product = product
+        self.indices = indices
+        self.support_sizes = support_sizes
+        self.extra = dict(extra or {})
+
+    @property
+    def slots(self):
+        return self.indices.shape[1]
+
+    def with_extra(self, **extra):
+        """A copy with `extra` entries added."""
+        return Selection(self.product, self.indices, self.support_sizes,
+                         {**self.extra, **extra})
+
+    @property
+    def may_overflow(self):
+        """Whether a batch can have more active latents in a row than slots."""
+        return self.support_sizes is not None
+
+    def overflow(self):
+        """Bool scalar: some row's support does not fit in the slots."""
+        if self.support_sizes is None:
+            return ops.convert_to_tensor(False)
+        return ops.any(self.support_sizes > self.slots)
+
+    def largest_support(self):
+        """Int32 scalar: the largest support of a row (the slots for TopK)."""
+        if self.support_sizes is None:
+            return ops.convert_to_tensor(self.slots, "int32")
+        return ops.max(self.support_sizes)
+
+
+def rows_of_flat_entries(flat_indices, keep, num_rows, latent_dim, slots):
+    """Lays entries given by flat positions in `(num_rows, latent_dim)` out as slots per row.
+
+    BatchTopK keeps the `rows * k` largest entries of a whole batch, so a
+    row keeps a varying number of latents; this gives each row its kept
+    latents in `slots` slots, in increasing latent order.
+
+    Args:
+        flat_indices: `(n,)` int32, positions `row * latent_dim + latent`,
+            distinct.
+        keep: `(n,)` bool, which entries to lay out (the others are dropped).
+        num_rows, latent_dim: ints, the dense shape.
+        slots: int, the slots per row.
+
+    Returns:
+        `(indices, valid, sizes)`: `indices` `(num_rows, slots)` int32, the
+        latent of each slot (0 in an empty slot); `valid` `(num_rows, slots)`
+        bool, which slots hold a kept entry; `sizes` `(num_rows,)` int32, the
+        kept entries of each row (a row with more than `slots` loses some).
+
+    Example:
+
+    >>> import numpy as np
+    >>> indices, valid, sizes = rows_of_flat_entries(
+    ...     np.array([5, 0, 2, 4], "int32"), np.array([True, True, True, False]),
+    ...     num_rows=2, latent_dim=3, slots=2)
+    >>> np.asarray(indices).tolist(), np.asarray(valid).tolist(), np.asarray(sizes).tolist()
+    ([[0, 2], [2, 0]], [[True, True], [True, False]], [2, 1])
+    """
+    # Dropped entries sort after every kept one, into a row of their own.
+    beyond = num_rows * latent_dim
+    position = ops.sort(ops.where(keep, flat_indices, beyond + ops.zeros_like(flat_indices)))
+    row = position // latent_dim
+    kept = row < num_rows
+    sizes = ops.segment_sum(ops.cast(kept, "int32"), ops.where(kept, row, 0),
+                            num_segments=num_rows)
+    starts = ops.cumsum(sizes) - sizes
+    rank = ops.arange(ops.shape(position)[0], dtype="int32") - ops.take(
+        starts, ops.minimum(row, num_rows - 1), axis=0)
+    fits = ops.logical_and(kept, rank < slots)
+    # Slot `row * slots + rank`, or one spare slot past the end for the rest.
+    target = ops.where(fits, row * slots + rank, num_rows * slots)
+    table = ops.scatter(ops.expand_dims(target, -1),
+                        ops.where(fits, position % latent_dim + 1, 0),
+                        (num_rows * slots + 1,))
+    table = ops.reshape(table[:-1], (num_rows, slots))
+    return ops.maximum(table - 1, 0), table > 0, sizes

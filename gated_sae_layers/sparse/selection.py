@@ -26,7 +26,8 @@ def support_indices(scores, cap):
     Args:
         scores: `(rows, latent_dim)`; a latent belongs to a row's support
             where its score is > 0.
-        cap: int, `1 <= cap <= latent_dim`, the slots per row.
+        cap: int, `0 <= cap <= latent_dim`, the slots per row (0: only
+            count, every row with a support overflows).
 
     Returns:
         `(indices, counts, overflow)`: `indices` `(rows, cap)` int32 holds
@@ -45,7 +46,11 @@ def support_indices(scores, cap):
     ([0, 2], [2], False)
     """
     counts = ops.sum(ops.cast(scores > 0, "int32"), axis=-1)
-    return top_k_indices(scores, cap), counts, ops.any(counts > cap)
+    if cap == 0:
+        indices = ops.zeros((ops.shape(scores)[0], 0), "int32")
+    else:
+        indices = top_k_indices(scores, cap)
+    return indices, counts, ops.any(counts > cap)
 
 
 class Selection:

@@ -224,7 +224,9 @@ class _Trainer:
 
     def runner(self, batch_size):
         """The compiled loop for `batch_size` and logs to start it with."""
-        key = (batch_size, str(self.input_dtype))
+        plan = getattr(self.model, "sparse_plan", None)
+        key = (batch_size, str(self.input_dtype),
+               None if plan is None else plan.cache_key())
         if key not in self._runners:
             self._runners[key] = (
                 _make_runner(self.model, batch_size, self.input_dtype),

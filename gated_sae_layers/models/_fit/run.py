@@ -12,6 +12,7 @@ from gated_sae_layers.models._fit.recovery import (
     keep_weights_on_error,
     tell_callbacks_on_error,
 )
+from gated_sae_layers.models.sparse_path import cap as sparse_cap
 
 
 def _check_validation_data(model, validation_data):
@@ -50,6 +51,7 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     x = data_guard.check_model_data(model, x, "x", check_finite=not resident)
     y = data_guard.check_model_data(model, y, "y")
     validation_data = _check_validation_data(model, validation_data)
+    sparse_cap.calibrate(model, x, arguments.get("batch_size") or 32)
     if isinstance(x, ActivationStore) and not resident:
         x = store_dataset(x, arguments.pop("batch_size", None) or 32,
                           shuffle_buffer=16384 if arguments.get(
@@ -57,6 +59,9 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     callbacks = list(arguments.pop("callbacks", None) or [])
     if not resident:
         callbacks.append(finite_step.NonFiniteLossGuard())
+    plan = model.sparse_plan
+    if plan is not None and plan.cap_is_auto and not plan.fixed:
+        callbacks.append(sparse_cap.SparseCapTuner())
     with data_guard.readable_errors(), keep_weights_on_error(
             model, callbacks), tell_callbacks_on_error(callbacks):
         if resident:

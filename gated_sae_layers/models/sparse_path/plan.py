@@ -20,7 +20,8 @@ AUTO_MIN_LATENTS = 1024
 """`sparse="auto"` trains smaller dictionaries densely (where the dense matmuls
 are cheap, the per-slot loops of the sparse step cost more than they save)."""
 AUTO_MAX_SLOT_FRACTION = 1 / 8
-"""... and dictionaries whose slots per row exceed this fraction of the latents."""
+"""... and dictionaries whose slots per row exceed this fraction of the latents.
+An adaptive cap above it means a dense phase (see `SparsePlan.set_cap`)."""
 DEFAULT_CAP = 64
 """Slots per row of a data-dependent encoder before `fit` measures its support."""
 
@@ -82,8 +83,8 @@ class SparsePlan:
 
     @property
     def slots(self):
-        """The slots per row of the compiled step."""
-        return self.encoder.sparse_slots(self.cap)
+        """The slots per row of the compiled step (0 in a dense phase)."""
+        return 0 if self.cap == 0 else self.encoder.sparse_slots(self.cap)
 
     @property
     def may_overflow(self):
@@ -94,8 +95,18 @@ class SparsePlan:
         return ("sparse", self.slots)
 
     def set_cap(self, cap):
-        """Sets the slots per row; the caller rebuilds the compiled step."""
-        self.cap = max(1, min(int(cap), self.encoder.latent_dim))
+        """Sets the slots per row; the caller rebuilds the compiled step.
+
+        An adaptive cap above `AUTO_MAX_SLOT_FRACTION` of the latents (early
+        in training, before the sparsity penalty has bitten) becomes 0: a
+        dense phase, in which every step with an active latent runs the dense
+        step and the selection only counts the active latents per row, so
+        that the cap can come back once they are few.
+        """
+        cap = max(1, min(int(cap), self.encoder.latent_dim))
+        if self.cap_is_auto and cap > self.encoder.latent_dim * AUTO_MAX_SLOT_FRACTION:
+            cap = 0
+        self.cap = cap
         self.calibrated = True
 
 

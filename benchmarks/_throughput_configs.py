@@ -24,7 +24,7 @@ FLOAT32, BFLOAT16 = ref.PRECISIONS
 Config = collections.namedtuple(
     "Config", "kind family backend precision what options")
 CONFIGS = {
-    # ours: the kit's stock model.fit
+    # ours: the kit's stock model.fit, on the dense step (compile(sparse=False))
     "tf": Config("ours", "tf", "tensorflow", FLOAT32, "kit fit, TF graph",
                  {"jit": False}),
     "tf-xla": Config("ours", "tf-xla", "tensorflow", FLOAT32, "kit fit, TF + XLA",
@@ -32,6 +32,15 @@ CONFIGS = {
     "jax": Config("ours", "jax", "jax", FLOAT32, "kit fit, JAX", {"jit": True}),
     "jax-bf16": Config("ours", "jax-bf16", "jax", BFLOAT16,
                        "kit fit, JAX, mixed_bfloat16", {"jit": True}),
+    # ours on the sparse path (compile(sparse=True))
+    "tf-xla-sparse": Config("ours", "tf-xla-sparse", "tensorflow", FLOAT32,
+                            "kit fit, TF + XLA, sparse path",
+                            {"jit": True, "sparse": True}),
+    "jax-sparse": Config("ours", "jax-sparse", "jax", FLOAT32,
+                         "kit fit, JAX, sparse path", {"jit": True, "sparse": True}),
+    "jax-sparse-bf16": Config("ours", "jax-sparse-bf16", "jax", BFLOAT16,
+                              "kit fit, JAX, mixed_bfloat16, sparse path",
+                              {"jit": True, "sparse": True}),
     # ours with the device-resident input path turned off (Keras's own loop)
     "jax-stock": Config("ours", "jax-stock", "jax", FLOAT32,
                         "kit fit, JAX, device_resident=False",
@@ -70,21 +79,37 @@ CONFIGS = {
     "dictionary-learning-bf16": Config(
         "peer", "dictionary-learning", "jax", BFLOAT16,
         "dictionary_learning GatedSAETrainer, autocast", {}),
+    # peers of the TopK SAE (--architecture topk)
+    "sparsify": Config("peer", "sparsify", "jax", FLOAT32,
+                       "sparsify (eai-sparsify) Trainer step", {}),
+    "saelens-topk": Config("peer", "saelens-topk", "jax", FLOAT32,
+                           "SAELens TopKTrainingSAE, SAETrainer.step", {}),
     "gated-sae-tf": Config("peer", "gated-sae-tf", "tensorflow", FLOAT32,
                            "gated-sae-tf fit", {"jit": "auto"}),
     "gated-sae-tf-xla": Config("peer", "gated-sae-tf", "tensorflow", FLOAT32,
                                "gated-sae-tf fit, XLA", {"jit": True}),
 }
+ARCHITECTURE_ONLY = {"sparsify": "topk", "saelens-topk": "topk", "saelens": "gated",
+                     "dictionary-learning": "gated", "gated-sae-tf": "gated",
+                     "hand-jax": "gated", "torch": "gated"}
+"""Families that exist for one architecture only (the others skip them)."""
 PRESETS = {
     "kit": ["tf", "tf-xla", "jax", "jax-bf16", "jax-stock", "jax-stock-bf16",
             "jax-scan", "jax-scan-bf16"],
+    "sparse": ["jax", "jax-sparse", "tf-xla", "tf-xla-sparse", "jax-bf16",
+               "jax-sparse-bf16"],
+    "topk": ["jax", "jax-sparse", "tf-xla", "tf-xla-sparse", "sparsify",
+             "saelens-topk"],
     "refs": ["hand-jax", "hand-jax-bf16", "torch", "torch-bf16",
              "torch-compile", "torch-compile-bf16"],
     "peers": ["saelens", "saelens-bf16", "dictionary-learning",
               "dictionary-learning-bf16", "gated-sae-tf", "gated-sae-tf-xla"],
 }
+PRESETS["peers"] += ["sparsify", "saelens-topk"]
 PRESETS["all"] = PRESETS["kit"] + PRESETS["refs"] + PRESETS["peers"]
-PRESETS["gpu"] = [c for c in PRESETS["all"] if CONFIGS[c].backend != "tensorflow"]
+PRESETS["gpu"] = [c for c in PRESETS["all"] + PRESETS["sparse"]
+                  if CONFIGS[c].backend != "tensorflow"]
+PRESETS["gpu"] = list(dict.fromkeys(PRESETS["gpu"]))
 SIZE_RE = re.compile(r"^(\d+)x(\d+)(?:@(\d+))?(?::(float32|bfloat16|bf16|f32))?$")
 
 

@@ -34,7 +34,9 @@ def _worker_command(names, args, size):
            "--batch-size", str(size["batch_size"]),
            "--input-dim", str(size["input_dim"]),
            "--latent-dim", str(size["latent_dim"]),
-           "--gemm-reps", str(args.gemm_reps), "--gpu-gemm-n", str(args.gpu_gemm_n)]
+           "--gemm-reps", str(args.gemm_reps), "--gpu-gemm-n", str(args.gpu_gemm_n),
+           "--architecture", args.architecture, "--k", str(args.k),
+           "--gated-l0", str(args.gated_l0), "--sparse-cap", str(args.sparse_cap)]
     for flag in ("remove_parallel_gradient", "verify"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))

@@ -89,6 +89,22 @@ def ratio_table(matrix):
          for ours, row in matrix.items()])
 
 
+SPARSE_PAIRS = {"jax-sparse": "jax", "tf-xla-sparse": "tf-xla",
+                "jax-sparse-bf16": "jax-bf16"}
+
+
+def sparse_table(results):
+    """`sparse / dense` for each sparse configuration whose dense twin ran."""
+    by_name = {r["worker"]: r for r in results if ok(r)}
+    rows = [[sparse, dense, f"{by_name[sparse]['samples_per_s'] / by_name[dense]['samples_per_s']:.2f}",
+             by_name[sparse].get("sparse_path", "")]
+            for sparse, dense in SPARSE_PAIRS.items()
+            if sparse in by_name and dense in by_name]
+    if not rows:
+        return ""
+    return markdown_table(["sparse", "dense", "sparse / dense", "sparse path"], rows)
+
+
 def memory_table(results):
     rows = []
     for r in results:
@@ -123,6 +139,11 @@ def print_size(entry, peaks):
         print("\nOur stock fit / each reference at the same precision "
               "(samples/s ratio; > 1: ours is faster):\n")
         print(ratios)
+    speedups = sparse_table(entry["results"])
+    if speedups:
+        print("\nThe sparse path over the dense step of the same backend and "
+              "precision (samples/s ratio):\n")
+        print(speedups)
     memory = memory_table(entry["results"])
     if memory:
         print("\nDevice memory, measured peak vs estimate (float32 weights, "

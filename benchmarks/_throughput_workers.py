@@ -60,7 +60,9 @@ def kit_worker(name, args):
     keras.utils.set_random_seed(0)
     batch = args.batch_size
     x = ref.random_batches(args.steps, batch, args.input_dim)
-    model = build_kit_sae(args, jit)
+    model = build_kit_sae(args, jit, sparse=config.options.get("sparse", False))
+    result["architecture"] = args.architecture
+    result["sparse_path"] = model.sparse_path_reason if model.sparse_plan else "dense"
     probe = model.decoder.bias   # read back after fit: waits for async devices
     history = None
 
@@ -94,23 +96,54 @@ def kit_worker(name, args):
     return result
 
 
-def build_kit_sae(args, jit_compile):
-    """`gsl.build_gated_sae` at the worker's size, compiled with the
-    reference steps' Adam and sparsity coefficient."""
+def build_kit_sae(args, jit_compile, sparse=False):
+    """The kit's SAE of `--architecture` at the worker's size, compiled with the
+    reference steps' Adam and sparsity coefficient, on the dense step or
+    (`sparse=True`) the sparse path.
+
+    `gated`: `gsl.build_gated_sae`; with `--gated-l0 L` its gate bias is set
+    so that each latent fires on about `L / latent_dim` of the random rows
+    (`gate_bias_for_l0`), the support a trained model has at that L0.
+    `topk`: `gsl.build_topk_sae(k=--k)` with its default AuxK term.
+    """
     sys.path.insert(0, REPO_ROOT)
     import keras
 
     import gated_sae_layers as gsl
 
-    model = gsl.build_gated_sae(input_dim=args.input_dim,
-                                latent_dim=args.latent_dim,
-                                sparsity_coefficient=ref.SPARSITY_COEFFICIENT,
-                                remove_parallel_gradient=args.remove_parallel_gradient)
+    if args.architecture == "topk":
+        model = gsl.build_topk_sae(args.input_dim, args.latent_dim, k=args.k)
+    else:
+        model = gsl.build_gated_sae(
+            input_dim=args.input_dim, latent_dim=args.latent_dim,
+            sparsity_coefficient=ref.SPARSITY_COEFFICIENT,
+            remove_parallel_gradient=args.remove_parallel_gradient)
+        if args.gated_l0:
+            model.encoder.gate_bias.assign(gate_bias_for_l0(model, args))
     model.compile(optimizer=keras.optimizers.Adam(
         ref.ADAM["learning_rate"], beta_1=ref.ADAM["beta_1"],
         beta_2=ref.ADAM["beta_2"], epsilon=ref.ADAM["epsilon"]),
-        jit_compile=jit_compile)
+        jit_compile=jit_compile, sparse=sparse,
+        sparse_cap=args.sparse_cap or None)
     return model
+
+
+def gate_bias_for_l0(model, args):
+    """`b_gate` at which each latent fires on `--gated-l0 / latent_dim` of the rows.
+
+    The benchmark's rows are standard normal and `W_gate` is
+    `0.1 W_dec^T` with unit rows, so every gate pre-activation is
+    `N(0, 0.01)`: the bias is the matching normal quantile.
+    """
+    from statistics import NormalDist
+
+    import numpy as np
+
+    fraction = args.gated_l0 / args.latent_dim
+    scale = float(np.std(np.asarray(ref.random_batches(1, 4096, args.input_dim))
+                         @ np.asarray(model.encoder.gate_kernel)[:, :256]))
+    return np.full((args.latent_dim,), -NormalDist().inv_cdf(1 - fraction) * scale,
+                   "float32")
 
 
 def _scanned_train_step(model, x, batch):
@@ -164,6 +197,8 @@ def run_config(name, args):
                   min_time=args.min_time)
     if config.kind == "ours":
         return kit_worker(name, args)
+    if config.kind == "reference" and args.architecture != "gated":
+        raise PeerUnavailable("the hand-written references time the gated SAE")
     if config.family == "hand-jax":
         return ref.time_jax_step(
             precision=config.precision,
@@ -179,6 +214,16 @@ def run_config(name, args):
             device=args.torch_device, **common)
     import peers
 
+    from _throughput_configs import ARCHITECTURE_ONLY
+
+    only = ARCHITECTURE_ONLY.get(config.family)
+    if only is not None and only != args.architecture:
+        raise PeerUnavailable(f"{config.family} times the {only} SAE "
+                              f"(--architecture {only})")
+    if config.family == "sparsify":
+        return peers.time_sparsify(k=args.k, device=args.torch_device, **common)
+    if config.family == "saelens-topk":
+        return peers.time_saelens_topk(k=args.k, device=args.torch_device, **common)
     if config.family == "saelens":
         return peers.time_saelens(precision=config.precision,
                                   device=args.torch_device, **common)

@@ -2,10 +2,14 @@
 # One prepared GPU comparison: the kit's stock fit (JAX, float32 and
 # mixed_bfloat16) against the hand-written jax.jit step, the PyTorch step
 # (eager and torch.compile, float32/TF32 and bf16 autocast) and the
-# dictionary_learning peer (SAELens where importable), at every GPU size, in
-# at most 8 minutes. Writes to $OUT (at most 8 files, none in subfolders):
-#   throughput_gpu.json  all results (rewritten after every worker)
+# dictionary_learning peer (SAELens where importable), at every GPU size;
+# then the TopK SAE on the dense step and on the sparse path
+# (compile(sparse=True)), to say whether "auto" should take the sparse path
+# on a GPU. In at most 8 minutes. Writes to $OUT (at most 8 files, none in
+# subfolders):
+#   throughput_gpu.json  all gated results (rewritten after every worker)
 #   throughput_gpu.log   the printed tables
+#   throughput_topk_gpu.json / .log   the TopK dense vs sparse run
 #   workers.log          every worker's stdout/stderr
 #   profile.tgz          jax.profiler traces of 3 stock-fit and 3 hand-written
 #                        steps per size (DIR/<size>/<config>/plugins/profile/...)
@@ -84,11 +88,13 @@ EOF
 if [ -n "${GPU_CHECK_TINY:-}" ]; then
     # The CPU rehearsal: same flow, tiny sizes, one timing of few steps.
     SIZES=${GPU_CHECK_SIZES:-64x256@128,32x512@64:bfloat16}
+    TOPK_SIZES=${GPU_CHECK_TOPK_SIZES:-64x2048@128,32x1024@64:bfloat16}
     TIMING=(--steps 2 --epochs 1 --repeats 1 --gemm-n 256 --gemm-reps 1)
 else
     # Priority order: the headline size first, then the largest (bf16 only),
     # then the others; what the budget does not reach is marked skipped.
     SIZES=${GPU_CHECK_SIZES:-2048x32768@4096,2304x131072@4096:bfloat16,768x24576@4096,512x4096@1024}
+    TOPK_SIZES=${GPU_CHECK_TOPK_SIZES:-2304x131072@4096:bfloat16,768x24576@4096}
     # 32 steps an epoch and >= 1.5 s a timing: `fit` uploads the numpy data
     # once per call and has a per-epoch cost (metrics reset, state sync) that
     # real epochs of thousands of steps do not notice.
@@ -103,11 +109,21 @@ if [ "${GPU_CHECK_PROFILE:-1}" != "0" ]; then
 fi
 
 LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))   # 20 s for the archive
+GATED_LEFT=$(( LEFT * 60 / 100 ))                  # the rest for the TopK run
 $PYTHON benchmarks/throughput.py --configs "$CONFIGS" --size "$SIZES" \
-    "${TIMING[@]}" "${PROFILE[@]}" --time-budget "$LEFT" --timeout 300 \
+    "${TIMING[@]}" "${PROFILE[@]}" --time-budget "$GATED_LEFT" --timeout 300 \
     --json "$OUT/throughput_gpu.json" --log-dir "$OUT" 2>&1 \
     | tee "$OUT/throughput_gpu.log"
 STATUS=${PIPESTATUS[0]}
+
+# The sparse path on a GPU: TopK (k=64), dense step vs sparse path, no profile.
+LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))
+$PYTHON benchmarks/throughput.py --architecture topk --k 64 \
+    --configs "${GPU_CHECK_TOPK_CONFIGS:-jax,jax-sparse,jax-bf16,jax-sparse-bf16}" \
+    --size "$TOPK_SIZES" "${TIMING[@]}" --time-budget "$LEFT" --timeout 240 \
+    --json "$OUT/throughput_topk_gpu.json" --log-dir "$OUT" 2>&1 \
+    | tee "$OUT/throughput_topk_gpu.log"
+[ "$STATUS" = 0 ] && STATUS=${PIPESTATUS[0]}
 
 if [ ${#PROFILE[@]} -gt 0 ] && [ -d "$PROFILE_DIR" ]; then
     tar czf "$OUT/profile.tgz" -C "$PROFILE_DIR" .

@@ -31,6 +31,18 @@ the same arithmetic):
   `__init__` when `nnsight` is missing. `dictionary-learning-bf16` wraps the
   update in `torch.autocast(bfloat16)`, as its `trainSAE(autocast_dtype=...)`
   does on a GPU.
+* `sparsify` (TopK, `--architecture topk`): EleutherAI's sparsify
+  (PyPI `eai-sparsify`) as its `Trainer` runs a step: `SparseCoder` with
+  `SparseCoderConfig(num_latents=M, k=k)` (its fused top-k encoder, whose
+  backward touches only the k chosen latents, and its sparse decoder,
+  `embedding_bag` on a CPU), unit-norm decoder rows before the step, the
+  loss `fvu + auxk_alpha * auxk_loss` with its dead mask
+  (`dead_feature_threshold` 10M tokens: none dead in a benchmark), the
+  parallel gradient removed from the decoder, `torch.optim.Adam` with the
+  benchmark's learning rate and betas, the firing bookkeeping. On a CPU it
+  runs with `SPARSIFY_DISABLE_TRITON=1`.
+* `saelens-topk` (TopK): `sae_lens.TopKTrainingSAE` (dense; `k=k`,
+  `aux_loss_coefficient` 1/32 as the kit's) through `SAETrainer.step`.
 * `gated-sae-tf` / `gated-sae-tf-xla`: `gated_sae.GatedSAE` 0.1.1 trained
   with its own `fit` (TensorFlow only: it calls `tf.*`), `aux_weight=1`,
   `clip_norm=None`, `compile(jit_compile=...)` "auto" (off on a CPU) or
@@ -98,6 +110,102 @@ def time_saelens(input_dim, latent_dim, batch_size, steps, epochs, repeats,
                    batch_size, input_dim, latent_dim, lambda: out.loss,
                    library=f"sae-lens {sae_lens.__version__}, torch "
                    f"{torch.__version__}", precision=precision)
+
+
+def time_saelens_topk(input_dim, latent_dim, batch_size, steps, epochs, repeats, k,
+                      precision="float32", min_time=0.0, device=None, seed=0):
+    _require("torch", "pip install torch")
+    _require("sae_lens", "pip install sae-lens")
+    import torch
+    import sae_lens
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    device = torch_device(device)
+    torch_prepare(torch, device)
+    torch.manual_seed(seed)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(
+        d_in=input_dim, d_sae=latent_dim, k=k, device=device,
+        aux_loss_coefficient=1 / 32))
+    lr = ref.ADAM["learning_rate"]
+    trainer = SAETrainer(
+        SAETrainerConfig(
+            total_training_samples=2**62, train_batch_size_samples=batch_size,
+            lr=lr, lr_end=lr, adam_beta1=ref.ADAM["beta_1"],
+            adam_beta2=ref.ADAM["beta_2"], device=device,
+            autocast=precision == "bfloat16"),
+        sae, data_provider=iter(()))
+    batches = ref.torch_batches(torch, steps, batch_size, input_dim, device, seed)
+    out = None
+
+    def run(n_steps):
+        nonlocal out
+        for i in range(n_steps):
+            out = trainer.step(batches[i % steps])
+            trainer.n_training_steps += 1
+        torch_sync(torch, device)
+
+    return _finish(torch, device, run, steps, epochs, repeats, min_time,
+                   batch_size, input_dim, latent_dim, lambda: out.loss,
+                   library=f"sae-lens {sae_lens.__version__}, torch "
+                   f"{torch.__version__}", precision=precision)
+
+
+# ---------------------------------------------------------------- sparsify
+def time_sparsify(input_dim, latent_dim, batch_size, steps, epochs, repeats, k,
+                  precision="float32", min_time=0.0, device=None, seed=0):
+    """One step of sparsify's `Trainer.fit`, its parts called as it calls them."""
+    import os
+
+    _require("torch", "pip install torch")
+    _require("sparsify", "pip install eai-sparsify")
+    import torch
+
+    device = torch_device(device)
+    if device == "cpu":
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    import sparsify
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch_prepare(torch, device)
+    torch.manual_seed(seed)
+    sae = SparseCoder(input_dim, SparseCoderConfig(num_latents=latent_dim, k=k),
+                      device=device)
+    optimizer = torch.optim.Adam(
+        sae.parameters(), lr=ref.ADAM["learning_rate"],
+        betas=(ref.ADAM["beta_1"], ref.ADAM["beta_2"]), eps=ref.ADAM["epsilon"])
+    auxk_alpha, dead_threshold = 1 / 32, 10_000_000       # sparsify's defaults
+    tokens_since_fired = torch.zeros(latent_dim, dtype=torch.long, device=device)
+    batches = ref.torch_batches(torch, steps, batch_size, input_dim, device, seed)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=precision == "bfloat16")
+    out = None
+
+    def run(n_steps):
+        nonlocal out
+        for i in range(n_steps):
+            x = batches[i % steps]
+            sae.set_decoder_norm_to_unit_norm()
+            dead_mask = tokens_since_fired > dead_threshold
+            with autocast:
+                out = sae(x, dead_mask=dead_mask)
+                loss = out.fvu + auxk_alpha * out.auxk_loss
+            loss.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            optimizer.step()
+            optimizer.zero_grad()
+            with torch.no_grad():
+                did_fire = torch.zeros(latent_dim, dtype=torch.bool, device=device)
+                did_fire[out.latent_indices.flatten()] = True
+                tokens_since_fired.add_(x.shape[0])
+                tokens_since_fired[did_fire] = 0
+        torch_sync(torch, device)
+
+    return _finish(torch, device, run, steps, epochs, repeats, min_time,
+                   batch_size, input_dim, latent_dim, lambda: out.fvu,
+                   library=f"eai-sparsify {getattr(sparsify, '__version__', '?')}, "
+                   f"torch {torch.__version__}", precision=precision)
 
 
 # ---------------------------------------------------- dictionary_learning

@@ -6,11 +6,13 @@ gated step, side by side in one run, then prints our ratio to each:
 
     ours (the kit's stock `model.fit(x, batch_size=B, epochs=E, verbose=0)`
     on a numpy array, as a user calls it; timed with a read-back of one
-    variable at the end)
+    variable at the end), on the dense step (`compile(sparse=False)`):
       tf                KERAS_BACKEND=tensorflow, compile(jit_compile=False)
       tf-xla            KERAS_BACKEND=tensorflow, compile(jit_compile=True)
       jax               KERAS_BACKEND=jax (the train step is always jitted)
       jax-bf16          jax under keras.config.set_dtype_policy("mixed_bfloat16")
+    and on the sparse path (`compile(sparse=True)`, `docs/sparse_training.md`):
+      tf-xla-sparse, jax-sparse, jax-sparse-bf16
     references (`reference_steps.py`: the same math, init and Adam, by hand,
     batches already on the device)
       hand-jax          one `jax.jit` step, Adam by hand, float32
@@ -22,11 +24,19 @@ gated step, side by side in one run, then prints our ratio to each:
       torch-compile-bf16  compiler on a CPU), fused Adam
     peers (`peers.py`, each optional: skipped, with the reason, if missing)
       saelens, saelens-bf16                  SAELens 6.x SAETrainer.step
+      sparsify, saelens-topk                 the TopK peers (--architecture topk):
+                                             EleutherAI's sparsify, SAELens TopK
       dictionary-learning, dictionary-learning-bf16   GatedSAETrainer.update
       gated-sae-tf, gated-sae-tf-xla         gated-sae-tf 0.1.1 `fit`
 
 `--configs` takes names and the presets `kit`, `refs`, `peers`, `all`
-(default) and `gpu` (everything but TensorFlow). Installing the optional
+(default), `sparse` (dense and sparse twins), `topk` (the kit dense and
+sparse beside sparsify and SAELens) and `gpu` (everything but TensorFlow).
+`--architecture topk --k 32` times the TopK SAE instead of the gated one
+(the hand-written references and gated peers skip); `--gated-l0 L` gives
+the gated SAE a gate bias at which about `L` latents fire per row (the
+support of a trained model at that L0; the tied initialization fires half
+of them, which the sparse path trains densely). Installing the optional
 packages (none is a dependency of the kit; do not add them to
 pyproject.toml):
 
@@ -100,6 +110,10 @@ Usage:
     python benchmarks/throughput.py --configs kit,refs  # without the peers
     python benchmarks/throughput.py --configs tf,jax --repeats 2
     python benchmarks/throughput.py --verify            # same-math check, ~1 min
+    python benchmarks/throughput.py --architecture topk --configs topk \
+        --size 512x4096@1024,768x16384@1024     # the sparse path vs sparsify
+    python benchmarks/throughput.py --configs sparse,saelens,dictionary-learning \
+        --gated-l0 41                           # gated at L0 1% of 4096
     python benchmarks/throughput.py --device-info       # CPU/GPU summary only
     bash benchmarks/gpu_check.sh                        # H200: all GPU sizes
 
@@ -153,6 +167,18 @@ def build_parser():
     parser.add_argument("--min-time", type=float, default=0.0,
                         help="scale the passes up until one timing lasts at least "
                              "this many seconds (default 0: off)")
+    parser.add_argument("--architecture", choices=("gated", "topk"), default="gated",
+                        help="the SAE timed (default gated); topk compares the "
+                             "kit with sparsify and SAELens's TopK")
+    parser.add_argument("--k", type=int, default=32,
+                        help="active latents per row of the TopK SAE (default 32)")
+    parser.add_argument("--gated-l0", type=float, default=0.0,
+                        help="set the gated SAE's gate bias so that about this "
+                             "many latents fire per row (default 0: the tied "
+                             "initialization, half of them)")
+    parser.add_argument("--sparse-cap", type=int, default=0,
+                        help="compile(sparse_cap=...) of the sparse configs "
+                             "(default 0: measured on the data)")
     parser.add_argument("--remove-parallel-gradient", action="store_true",
                         help="build_gated_sae(remove_parallel_gradient=True) and "
                              "the same projection in the hand-written steps")

@@ -59,7 +59,7 @@ from gated_sae_layers.metrics import (
     RelativeReconstructionBias,
 )
 from gated_sae_layers.models.folding import fold_normalization
-from gated_sae_layers.models.memory import train_step_memory
+from gated_sae_layers.models.memory import shapes_only_model, train_step_memory
 from gated_sae_layers.models.builders import (
     build_batch_topk_sae,
     build_gated_sae,
@@ -141,6 +141,7 @@ __all__ = [
     "plot_feature_gallery",
     "relative_reconstruction_bias",
     "save_sae",
+    "shapes_only_model",
     "sparsity_report",
     "spliced_metrics",
     "train_step_memory",

@@ -337,7 +337,7 @@ def test_the_cap_is_measured_on_the_data_and_adapted_each_epoch():
     history = model.fit(x, batch_size=64, epochs=2, verbose=0).history
     assert plan.calibrated
     # Half the latents fire at the tied initialization: a dense phase.
-    assert largest > 1024 * sparse_plan.AUTO_MAX_SLOT_FRACTION
+    assert largest > 1024 * sparse_plan.DENSE_PHASE_FRACTION
     assert plan.cap == 0 and plan.slots == 0
     assert history["sparse_fallbacks"] == [4.0, 4.0]
 

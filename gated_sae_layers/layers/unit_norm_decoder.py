@@ -5,7 +5,7 @@ from keras import ops
 
 from gated_sae_layers._validation import check_floating_input, check_positive_int
 from gated_sae_layers.constraints import UnitNormRows, normalize_rows
-from gated_sae_layers.sparse.kernels import sparse_decode
+from gated_sae_layers.sparse.kernels import Centered, sparse_decode
 
 MODES = ("decode", "frozen", "center")
 # Deprecated: `.keras` files saved before `row_norms()` and
@@ -200,6 +200,15 @@ class UnitNormDecoder(keras.layers.Layer):
             kernel = project_out_parallel_gradient(kernel)
         decoded = ops.matmul(inputs, ops.cast(kernel, self.compute_dtype))
         return decoded + bias if use_bias else decoded
+
+    def sparse_center(self, inputs):
+        """`call(inputs, mode="center")` kept as its parts, a `Centered`.
+
+        The sparse training path hands it to the encoder, which then gives
+        `b_dec` its gradient without a `(rows, input_dim)` intermediate.
+        """
+        self._check_input(inputs, "center", True)
+        return Centered(inputs, self.bias)
 
     def sparse_call(self, inputs, mode="decode", use_bias=True):
         """`call` on a `SparseLatents` (the sparse training path).

@@ -98,9 +98,12 @@ class CoefficientLoss(keras.losses.Loss):
                  reduction="sum_over_batch_size", dtype=None):
         coefficient = check_non_negative_float(coefficient, "coefficient")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        # A callable initializer: inside a `StatelessScope` (a model built
+        # for its shapes only, `train_step_memory`) the variable is then
+        # created uninitialized instead of refused.
         self.coefficient = keras.Variable(
-            coefficient, dtype="float32", trainable=False,
-            name=f"{self.name}_coefficient",
+            keras.initializers.Constant(coefficient), shape=(), dtype="float32",
+            trainable=False, name=f"{self.name}_coefficient",
         )
 
     def set_coefficient(self, value):

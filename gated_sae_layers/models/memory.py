@@ -5,6 +5,54 @@ import keras
 from gated_sae_layers._validation import check_positive_int
 
 
+def shapes_only_model(build, optimizer, **compile_kwargs):
+    """A compiled model with the shapes of `build()` and no memory behind its variables.
+
+    For `train_step_memory` at sizes that do not fit in this machine's
+    memory (a 2304 -> 1,048,576 SAE holds 19 GiB of float32 weights before
+    Adam's 39 GiB): `build()` runs inside a JAX trace, so every variable,
+    the tied initialization and Adam's slots included, holds an abstract
+    value. Such a model can only be lowered (`train_step_memory`); never
+    call, fit or save it.
+
+    Args:
+        build: a function of no arguments returning an uncompiled
+            `SparseAutoencoder`, e.g. `lambda: gsl.build_topk_sae(2304, 2**20, k=64)`.
+        optimizer: the optimizer, created outside (its step counter needs a
+            value).
+        **compile_kwargs: passed to `compile` (`sparse=...`).
+
+    Returns:
+        The compiled model, its optimizer built.
+
+    Example (JAX backend):
+
+    ```python
+    model = gsl.shapes_only_model(lambda: gsl.build_topk_sae(2304, 2**20, k=64),
+                                  keras.optimizers.Adam(1e-4), sparse=True)
+    gsl.train_step_memory(model, batch_size=4096)["peak_bytes"] / 2**30
+    ```
+    """
+    import jax
+
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "`shapes_only_model` traces with JAX: set KERAS_BACKEND=jax. Received: "
+            f"backend={keras.backend.backend()!r}")
+    built = []
+
+    def trace():
+        with keras.StatelessScope():
+            model = build()
+            model.compile(optimizer, **compile_kwargs)
+            model.optimizer.build(model.trainable_variables)
+            built.append(model)
+        return 0
+
+    jax.eval_shape(trace)
+    return built[0]
+
+
 def train_step_memory(model, batch_size, chunk_rows=None):
     """XLA's account of the device memory of `model`'s compiled training loop.
 

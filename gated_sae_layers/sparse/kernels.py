@@ -196,6 +196,45 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True)
     return decode(values, kernel, indices)
 
 
+class Centered:
+    """The encoder's input `inputs - bias`, kept as its two parts.
+
+    The sparse path hands this to the encoder instead of the centered
+    tensor, so that `gathered_product` can give `bias` (the decoder's
+    `b_dec`) its gradient as one matrix-vector product,
+    `-W_enc @ sum_r d z[r]`, instead of a `(rows, input_dim)` gradient built
+    from gathered columns of `W_enc` and then summed.
+
+    Args:
+        inputs: `(rows, input_dim)`, the model input (compute dtype).
+        bias: `(input_dim,)`, `b_dec` (compute dtype).
+    """
+
+    __slots__ = ("inputs", "bias")
+
+    def __init__(self, inputs, bias):
+        self.inputs = inputs
+        self.bias = bias
+
+    @property
+    def shape(self):
+        return tuple(self.inputs.shape)
+
+    @property
+    def dtype(self):
+        return self.inputs.dtype
+
+    def materialize(self):
+        """The tensor `inputs - bias`, as `UnitNormDecoder(mode="center")` gives it."""
+        return self.inputs - self.bias
+
+
+def _kernel_gradient(indices, upstream, centered, kernel):
+    """`d kernel` of the slots: one scatter-add over rows of the transposed kernel."""
+    rows_gradient = scatter_rows(indices, upstream, centered, kernel.shape[-1])
+    return ops.cast(ops.transpose(rows_gradient), kernel.dtype)
+
+
 def gathered_product(inputs, kernel, indices, product):
     """The slots of `inputs @ kernel`, differentiable through those slots only.
 
@@ -210,10 +249,13 @@ def gathered_product(inputs, kernel, indices, product):
     ```
 
     Both are scatters/gathers over rows of the transposed kernel; neither
-    is a `(rows, num_latents)` tensor or a dense matmul.
+    is a `(rows, num_latents)` tensor or a dense matmul. When `inputs` is a
+    `Centered` (`x - b_dec`), `b_dec` gets `-kernel @ sum_r scatter(upstream[r])`
+    and `x` the gradient above (which XLA drops when nothing needs it).
 
     Args:
-        inputs: `(rows, input_dim)`, the encoder's (centered) input.
+        inputs: `(rows, input_dim)`, the encoder's (centered) input, or a
+            `Centered`.
         kernel: `(input_dim, num_latents)` tensor (not a variable), as the
             encoder reads it (compute dtype).
         indices: `(rows, slots)` int32.
@@ -233,16 +275,39 @@ def gathered_product(inputs, kernel, indices, product):
     """
     num_latents = kernel.shape[-1]
 
+    def inputs_gradient(upstream, kernel, indices, dtype):
+        return ops.cast(weighted_row_sum(ops.transpose(kernel), indices, upstream), dtype)
+
+    def forward(product, indices):
+        return ops.take_along_axis(product, indices, axis=1)
+
+    if isinstance(inputs, Centered):
+        @ops.custom_gradient
+        def slots_of_centered_product(x, bias, kernel, indices, product):
+            def grad(*args, upstream=None):
+                upstream = _upstream(args, upstream)
+                column_sums = ops.scatter(ops.reshape(indices, (-1, 1)),
+                                          ops.reshape(_float32(upstream), (-1,)),
+                                          (num_latents,))
+                bias_gradient = -ops.matmul(_float32(kernel), column_sums)
+                return (inputs_gradient(upstream, kernel, indices, x.dtype),
+                        ops.cast(bias_gradient, bias.dtype),
+                        _kernel_gradient(indices, upstream, x - bias, kernel),
+                        None, None)
+
+            return forward(product, indices), grad
+
+        return slots_of_centered_product(inputs.inputs, inputs.bias, kernel, indices,
+                                         ops.stop_gradient(product))
+
     @ops.custom_gradient
     def slots_of_product(inputs, kernel, indices, product):
         def grad(*args, upstream=None):
             upstream = _upstream(args, upstream)
-            kernel_gradient = scatter_rows(indices, upstream, inputs, num_latents)
-            inputs_gradient = weighted_row_sum(ops.transpose(kernel), indices, upstream)
-            return (ops.cast(inputs_gradient, inputs.dtype),
-                    ops.cast(ops.transpose(kernel_gradient), kernel.dtype), None, None)
+            return (inputs_gradient(upstream, kernel, indices, inputs.dtype),
+                    _kernel_gradient(indices, upstream, inputs, kernel), None, None)
 
-        return ops.take_along_axis(product, indices, axis=1), grad
+        return forward(product, indices), grad
 
     return slots_of_product(inputs, kernel, indices, ops.stop_gradient(product))
 

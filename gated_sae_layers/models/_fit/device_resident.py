@@ -181,9 +181,13 @@ def lowered_train_loop(model, batch_size, chunk_rows, input_dtype="float32"):
 
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    state = compat.read_jax_state(model)
-    abstract = jax.tree_util.tree_map(
-        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)
+    # Shapes and dtypes only: the variables' values are never read, so a
+    # model built by `shapes_only_model` (no memory behind it) lowers too.
+    abstract = tuple(
+        [jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for v in variables]
+        for variables in (model.trainable_variables, model.non_trainable_variables,
+                          model.optimizer.variables, model.metrics_variables))
+    state = abstract
     input_dim = int(model.inputs[0].shape[-1])
     logs = _zero_logs(model, state, batch_size, input_dim, input_dtype)
     run = _make_runner(model, batch_size, input_dtype)

@@ -1,10 +1,11 @@
 """A `SparseAutoencoder`'s own graph, run on slots instead of dense latents.
 
 The sparse training step runs the model's Functional graph node by node,
-as `Functional.call` does, with two differences: the encoder runs its
-`sparse_call` on the batch's `Selection`, and every layer that receives a
-`SparseLatents` runs its `sparse_call` (a plain `ReLU` maps the slot
-values). Layers that see only dense tensors run as usual. So any model
+as `Functional.call` does, with three differences: the decoder's centering
+hands on a `Centered` (`x` and `b_dec` apart, for a cheaper `b_dec`
+gradient), the encoder runs its `sparse_call` on the batch's `Selection`,
+and every layer that receives a `SparseLatents` runs its `sparse_call` (a
+plain `ReLU` maps the slot values). Layers that see only dense tensors run as usual. So any model
 assembled from the kit's layers trains on the sparse path, hand-assembled
 ones included, as long as `check_graph` accepts it.
 """
@@ -19,6 +20,7 @@ from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
 from gated_sae_layers.layers.prefix_mask import PrefixMask
 from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
+from gated_sae_layers.sparse.kernels import Centered
 from gated_sae_layers.sparse.latents import SparseLatents
 
 # Layers that pass sparse latents on (their outputs are latent-width) and
@@ -45,6 +47,13 @@ def _dense_call(layer, training):
 def _has_sparse(args, kwargs):
     return any(isinstance(value, SparseLatents)
                for value in keras.tree.flatten((args, kwargs)))
+
+
+def _materialized(structure):
+    """`structure` with every `Centered` replaced by its tensor."""
+    return keras.tree.map_structure(
+        lambda value: value.materialize() if isinstance(value, Centered) else value,
+        structure)
 
 
 def _is_plain_relu(layer):
@@ -117,6 +126,9 @@ def sparse_outputs(model, x, selection):
         sparse = _sparse_layer_call(layer)
 
         def call(*args, **kwargs):
+            if isinstance(layer, UnitNormDecoder) and kwargs.get("mode") == "center":
+                return compat.in_layer_scope(layer, layer.sparse_center, *args)
+            args, kwargs = _materialized((args, kwargs))
             if _has_sparse(args, kwargs):
                 return sparse(*args, **kwargs)
             return dense(*args, **kwargs)

@@ -1,8 +1,9 @@
 """The sparse training path at the sizes the field trains (issue 18).
 
-Three measurements, each a subcommand (JAX backend; each prints Markdown):
+Four measurements, each a subcommand (JAX backend; each prints Markdown):
 
     python benchmarks/sparse_scale.py scaling   # samples/s, latent_dim 4k -> 64k, fixed k
+    python benchmarks/sparse_scale.py gated     # the gated SAE at L0 1% of its latents
     python benchmarks/sparse_scale.py memory    # XLA's buffers, dense vs sparse, 131k and 1M
     python benchmarks/sparse_scale.py store     # 2304 -> 131072 TopK from an ActivationStore
 
@@ -13,6 +14,16 @@ side in one process, best of `--repeats` timings of `--steps` steps each.
 The sparse step's cost should grow with `batch x k x input_dim` (the
 decode and its gradients) plus the one dense encoder matmul, not with
 every matmul of the step.
+
+`gated`: a gated SAE 512 -> 4096, batch 1024, whose gate bias is set so
+that `--l0` latents (41: 1%) fire per random row, which is the support a
+trained model has at that L0 (the step's cost depends on the shapes and the
+support, not on what the weights learned). Adam's learning rate is 1e-7 so
+that the support stays put while timing (at 1e-4 random rows push it up
+by half within 20 steps); the logged `l0` and `max_active_latents` show it
+did. Dense step, sparse path (cap measured at the start of `fit`) and
+SAELens's `GatedTrainingSAE` (dense: its cost does not depend on the
+support), in one process.
 
 `memory`: `gsl.train_step_memory` of the compiled training loop (batch
 4096, `mixed_bfloat16`) of a 2304 -> 131072 and a 2304 -> 1,048,576 TopK
@@ -118,6 +129,48 @@ def scaling(args):
           f"{r['sparse'] / first:.2f}"] for r in rows]))
 
 
+def gated(args):
+    keras, gsl = _keras()
+    import peers
+    import reference_steps as ref
+    from _throughput_workers import gate_bias_for_l0
+
+    x = ref.random_batches(args.steps, args.batch, args.input_dim)
+    rows = []
+    for sparse in (False, True):
+        keras.utils.set_random_seed(0)
+        model = gsl.build_gated_sae(args.input_dim, args.gated_latents,
+                                    sparsity_coefficient=1e-3)
+        model.encoder.gate_bias.assign(gate_bias_for_l0(model, argparse.Namespace(
+            gated_l0=args.l0, latent_dim=args.gated_latents, input_dim=args.input_dim)))
+        model.compile(keras.optimizers.Adam(1e-7, beta_1=0.0), jit_compile=True,
+                      sparse=sparse)
+        seconds = _time_fit(model, x, args.batch, args.repeats)
+        logs = model.fit(x, batch_size=args.batch, epochs=1, verbose=0).history
+        plan = model.sparse_plan
+        rows.append(["kit sparse path" if sparse else "kit dense step",
+                     f"{args.batch / seconds:,.0f}", f"{logs['l0'][-1]:.1f}",
+                     f"{logs.get('max_active_latents', [float('nan')])[-1]:.0f}",
+                     "-" if plan is None else f"{plan.slots}",
+                     f"{logs.get('sparse_fallbacks', [0])[-1]:.0f}"])
+        print(rows[-1], flush=True)
+    try:
+        result = peers.time_saelens(args.input_dim, args.gated_latents, args.batch,
+                                    args.steps, 1, args.repeats)
+        rows.append(["SAELens GatedTrainingSAE", f"{result['samples_per_s']:,.0f}",
+                     "-", "-", "-", "-"])
+    except peers.PeerUnavailable as error:
+        print(f"SAELens skipped: {error}")
+    print(f"\nGated SAE {args.input_dim} -> {args.gated_latents:,}, batch {args.batch}, "
+          f"gate bias at L0 {args.l0:g} (samples/s, best of {args.repeats}):\n")
+    print(markdown_table(["step", "samples/s", "l0", "max_active_latents", "slots",
+                          "fallbacks (last epoch)"], rows))
+    dense, sparse_rate = (float(r[1].replace(",", "")) for r in rows[:2])
+    print(f"\nsparse / dense: {sparse_rate / dense:.2f}"
+          + (f"; sparse / SAELens: {sparse_rate / float(rows[2][1].replace(',', '')):.2f}"
+             if len(rows) > 2 else ""))
+
+
 def memory(args):
     keras, gsl = _keras()
     keras.config.set_dtype_policy(args.policy)
@@ -208,7 +261,7 @@ def store(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("scaling", "memory", "store"))
+    parser.add_argument("part", choices=("scaling", "gated", "memory", "store"))
     parser.add_argument("--input-dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1024)
@@ -218,6 +271,8 @@ def main():
                         default=[4096, 8192, 16384, 32768, 65536])
     parser.add_argument("--dense-max", type=int, default=16384,
                         help="largest latent_dim timed on the dense step")
+    parser.add_argument("--gated-latents", type=int, default=4096)
+    parser.add_argument("--l0", type=float, default=41.0)
     parser.add_argument("--policy", default="mixed_bfloat16")
     parser.add_argument("--memory-latents", type=int, nargs="+",
                         default=[131072, 1048576])
@@ -242,7 +297,8 @@ def main():
     gemm = numpy_gemm_peak(4096, 3)
     print(f"numpy float32 GEMM 4096^3: best {gemm['best_gflops']:.1f} GFLOP/s\n",
           flush=True)
-    {"scaling": scaling, "memory": memory, "store": store}[args.part](args)
+    {"scaling": scaling, "gated": gated, "memory": memory,
+     "store": store}[args.part](args)
     print(f"\npeak RSS {_rss_gib():.2f} GiB")
 
 

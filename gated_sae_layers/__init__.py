@@ -78,6 +78,7 @@ from gated_sae_layers.plots import (
 )
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay, WarmupStableDecay
+from gated_sae_layers.sparse import SparseLatents
 
 from gated_sae_layers._version import __version__  # noqa: E402, F401
 
@@ -107,6 +108,7 @@ __all__ = [
     "RelativeReconstructionBias",
     "SparseAutoencoder",
     "SparseEncoder",
+    "SparseLatents",
     "SparsityLoss",
     "SparsityPenalty",
     "SparsityWarmup",

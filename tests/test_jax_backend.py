@@ -14,7 +14,8 @@ import pytest
 JAX_TESTS = ["tests/test_encoders.py", "tests/test_decoder.py", "tests/test_helper_layers.py",
              "tests/test_losses.py", "tests/test_metrics.py",
              "tests/test_gradients.py", "tests/test_resampling.py",
-             "tests/test_guarantees.py", "tests/test_keras_compat.py"]
+             "tests/test_guarantees.py", "tests/test_keras_compat.py",
+             "tests/test_sparse_kernels.py"]
 
 
 def run_on_jax(test_files, keyword=None):

@@ -1,11 +1,11 @@
 """The sparse training path (`compile(sparse=...)`) equals the dense step.
 
-Kernels against numpy and dense autodiff; for every architecture, a few
-epochs on the sparse path against the same epochs on the dense path
-(weights, optimizer state, every logged term and metric), in float32 and
-under `mixed_bfloat16`, with caps that force the dense fallback; the
-switch's choices and errors; the adaptive cap. Runs on TensorFlow here and
-on JAX in `tests/test_jax_training.py`.
+For every architecture, an epoch on the sparse path against the same epoch
+on the dense path (weights, optimizer state, every logged term and metric),
+in float32 and under `mixed_bfloat16`, with caps that force the dense
+fallback; the switch's choices and errors; the adaptive cap; the memory of
+the compiled step. Runs on TensorFlow here and on JAX in
+`tests/test_jax_training.py`. The kernels: `tests/test_sparse_kernels.py`.
 """
 
 import hypothesis
@@ -18,150 +18,14 @@ import gated_sae_layers as gsl
 from gated_sae_layers.models.builders import assembly
 from gated_sae_layers.models.sparse_path import cap as sparse_cap
 from gated_sae_layers.models.sparse_path import plan as sparse_plan
-from gated_sae_layers.sparse import (
-    SparseLatents,
-    gather_vector,
-    gathered_product,
-    sparse_decode,
-    support_indices,
-)
-from gated_sae_layers.sparse.selection import rows_of_flat_entries, top_k_indices
-from tests.backend_grad import gradients
 from tests.harness import dtype_policy_scope
 
 INPUT_DIM, LATENT_DIM = 12, 48
+# Each example of the training properties compiles two models: a few suffice
+# (the profile's count still lowers it on the JAX leg).
+FEW = min(2, hypothesis.settings.default.max_examples)
 K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")
 ARCHITECTURES = ("gated", "relu", "jumprelu") + K_ARCHITECTURES
-
-
-# ------------------------------------------------------------------ kernels
-@st.composite
-def slot_problems(draw):
-    rows = draw(st.integers(1, 5))
-    width = draw(st.integers(1, 4))
-    latents = draw(st.integers(2, 10))
-    slots = draw(st.integers(1, latents))
-    seed = draw(st.integers(0, 2**16))
-    rng = np.random.default_rng(seed)
-    indices = np.stack([rng.permutation(latents)[:slots] for _ in range(rows)])
-    return (rng.normal(size=(rows, width)).astype("float32"),
-            rng.normal(size=(width, latents)).astype("float32"),
-            rng.normal(size=(latents, width)).astype("float32"),
-            rng.normal(size=(latents,)).astype("float32"),
-            indices.astype("int32"), rng.normal(size=(rows, width)).astype("float32"))
-
-
-def _mask(indices, latents):
-    mask = np.zeros((indices.shape[0], latents), "float32")
-    np.put_along_axis(mask, indices, 1.0, axis=1)
-    return mask
-
-
-@hypothesis.settings(max_examples=12)
-@hypothesis.given(slot_problems())
-def test_slot_kernels_equal_the_dense_math_and_its_gradients(problem):
-    """Encode-at-slots, decode-from-slots and their gradients equal the dense
-    matmuls on the same entries (numpy forward, backend autodiff backward)."""
-    x, w_enc, w_dec, bias, indices, upstream = problem
-    latents = w_enc.shape[1]
-    mask = _mask(indices, latents)
-    variables = [keras.Variable(v) for v in (x, w_enc, w_dec, bias)]
-
-    def sparse_loss():
-        x_, w_enc_, w_dec_, bias_ = (v.value for v in variables)
-        z = gathered_product(x_, w_enc_, indices, keras.ops.matmul(x_, w_enc_))
-        values = keras.ops.relu(z + gather_vector(bias_, indices))
-        decoded = sparse_decode(values, indices, w_dec_, "float32")
-        return keras.ops.sum(decoded * upstream) + keras.ops.sum(values ** 2)
-
-    def dense_loss():
-        x_, w_enc_, w_dec_, bias_ = (v.value for v in variables)
-        values = keras.ops.relu(keras.ops.matmul(x_, w_enc_) + bias_) * mask
-        decoded = keras.ops.matmul(values, w_dec_)
-        return keras.ops.sum(decoded * upstream) + keras.ops.sum(values ** 2)
-
-    values = np.take_along_axis(np.maximum(x @ w_enc + bias, 0), indices, axis=1)
-    expected = (values[:, :, None] * w_dec[indices]).sum(axis=1)
-    decoded = sparse_decode(values, indices, w_dec, "float32")
-    np.testing.assert_allclose(np.asarray(decoded), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(sparse_loss()), float(dense_loss()),
-                               rtol=1e-5, atol=1e-5)
-    for got, want in zip(gradients(sparse_loss, variables),
-                         gradients(dense_loss, variables)):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_frozen_decode_passes_no_gradient_to_the_kernel():
-    kernel = keras.Variable(np.ones((4, 3), "float32"))
-    values = keras.Variable(np.ones((2, 2), "float32"))
-    indices = np.array([[0, 1], [2, 3]], "int32")
-    kernel_grad, values_grad = gradients(
-        lambda: keras.ops.sum(sparse_decode(values.value, indices, kernel.value,
-                                            "float32", kernel_trainable=False)),
-        [kernel, values])
-    assert not np.any(kernel_grad)
-    np.testing.assert_allclose(values_grad, np.full((2, 2), 3.0))
-
-
-@hypothesis.given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 9),
-                  st.integers(0, 2**16))
-def test_support_indices_hold_every_positive_score(rows, latents, cap, seed):
-    cap = min(cap, latents)
-    rng = np.random.default_rng(seed)
-    scores = rng.normal(size=(rows, latents)).astype("float32")
-    scores[rng.random(scores.shape) < 0.5] = 0.0   # ties at zero
-    indices, counts, overflow = (np.asarray(t) for t in support_indices(scores, cap))
-    np.testing.assert_array_equal(counts, (scores > 0).sum(axis=1))
-    assert bool(overflow) == bool((counts > cap).any())
-    assert indices.shape == (rows, cap)
-    for row in range(rows):
-        if counts[row] <= cap:
-            assert set(np.flatnonzero(scores[row] > 0)) <= set(indices[row])
-
-
-@hypothesis.settings(max_examples=12)
-@hypothesis.given(st.integers(1, 6), st.integers(1, 8), st.integers(0, 8),
-                  st.integers(0, 2**16))
-def test_flat_entries_are_laid_out_per_row_in_latent_order(rows, latents, slots, seed):
-    rng = np.random.default_rng(seed)
-    count = rng.integers(0, rows * latents + 1)
-    flat = rng.permutation(rows * latents)[:count].astype("int32")
-    keep = rng.random(count) < 0.8
-    indices, valid, sizes = (np.asarray(t) for t in rows_of_flat_entries(
-        flat, keep, rows, latents, slots))
-    assert indices.shape == valid.shape == (rows, slots)
-    for row in range(rows):
-        wanted = sorted(f % latents for f, k in zip(flat, keep) if k and f // latents == row)
-        assert sizes[row] == len(wanted)
-        assert indices[row][valid[row]].tolist() == wanted[:slots]
-
-
-@hypothesis.settings(max_examples=6)
-@hypothesis.given(st.integers(1, 3), st.sampled_from([8192, 16384]),
-                  st.sampled_from([1, 8, 32]), st.integers(0, 2**16))
-def test_the_two_stage_top_k_picks_the_dense_top_k_ties_included(rows, width, k, seed):
-    """Wide rows take the two-stage top-k; with many tied scores it picks the
-    very set one `ops.top_k` picks (ties: the lower latent wins)."""
-    rng = np.random.default_rng(seed)
-    scores = np.round(rng.normal(size=(rows, width)), 1).astype("float32")
-    picked = np.sort(np.asarray(top_k_indices(scores, k)), axis=1)
-    dense = np.sort(np.asarray(keras.ops.top_k(scores, k, sorted=False)[1]), axis=1)
-    np.testing.assert_array_equal(picked, dense)
-
-
-def test_sparse_latents_densify_and_count():
-    latents = SparseLatents(np.array([[0.5, 0.0, 2.0]], "float32"),
-                            np.array([[4, 1, 0]], "int32"), latent_dim=5)
-    assert latents.shape == (1, 5)
-    np.testing.assert_array_equal(np.asarray(latents.to_dense()),
-                                  [[2.0, 0.0, 0.0, 0.0, 0.5]])
-    np.testing.assert_array_equal(np.asarray(latents.fired_counts()), [1, 0, 0, 0, 1])
-    metric = gsl.DeadFeatures(5)
-    metric.update_state(None, latents)
-    assert float(metric.result()) == 3.0
-    l0 = gsl.L0()
-    l0.update_state(None, latents)
-    assert float(l0.result()) == 2.0
 
 
 # -------------------------------------------------------- sparse == dense fit
@@ -184,7 +48,18 @@ def _build(architecture):
     return gsl.build_sae(architecture, INPUT_DIM, LATENT_DIM, **kwargs)
 
 
-def _train(architecture, sparse, policy="float32", cap=None, epochs=2, **fit_kwargs):
+_DENSE_RUNS = {}
+
+
+def _dense(architecture, policy="float32", **fit_kwargs):
+    """The dense run of `_train`, trained once per module and reused."""
+    key = (architecture, policy, tuple(sorted(fit_kwargs.items())))
+    if key not in _DENSE_RUNS:
+        _DENSE_RUNS[key] = _train(architecture, False, policy, **fit_kwargs)
+    return _DENSE_RUNS[key]
+
+
+def _train(architecture, sparse, policy="float32", cap=None, epochs=1, **fit_kwargs):
     with dtype_policy_scope(policy):
         keras.utils.set_random_seed(3)
         model = _build(architecture)
@@ -192,12 +67,14 @@ def _train(architecture, sparse, policy="float32", cap=None, epochs=2, **fit_kwa
                       sparse_cap=cap)
         history = model.fit(_data(), batch_size=32, epochs=epochs, verbose=0,
                             shuffle=False, **fit_kwargs)
-    state = [np.asarray(v.value, "float32") for v in model.weights]
-    state += [np.asarray(v.value, "float32") for v in model.optimizer.variables]
+    state = [np.asarray(v.value) for v in model.weights]
+    state += [np.asarray(v.value) for v in model.optimizer.variables]
     return model, history.history, state
 
 
-def _assert_same_training(dense, sparse, tolerance):
+def _assert_same_training(dense, sparse, tolerance, counter_mismatches=0):
+    """Same logs and state; `counter_mismatches`: entries of the integer state
+    (dead-latent counters) that may differ (a top-k tie flipped by rounding)."""
     _, dense_logs, dense_state = dense
     model, sparse_logs, sparse_state = sparse
     assert model.sparse_plan is not None
@@ -207,26 +84,34 @@ def _assert_same_training(dense, sparse, tolerance):
                                    atol=tolerance, err_msg=name)
     assert len(dense_state) == len(sparse_state)
     for got, want in zip(sparse_state, dense_state):
-        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+        if np.issubdtype(want.dtype, np.integer):
+            assert np.sum(got != want) <= counter_mismatches
+        else:
+            np.testing.assert_allclose(got.astype("float32"), want.astype("float32"),
+                                       rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_sparse_training_equals_dense_training(architecture):
-    """Two epochs (12 steps) with every slot a row can need: the weights,
+    """An epoch (6 steps) with every slot a row can need: the weights,
     Adam's moments, the dead-latent counters, the thresholds and every
     logged term and metric come out as on the dense path."""
-    dense = _train(architecture, False)
+    dense = _dense(architecture)
     sparse = _train(architecture, True, cap=LATENT_DIM)
     _assert_same_training(dense, sparse, 2e-5)
     if architecture in K_ARCHITECTURES:   # the AuxK term was live
         assert max(dense[1]["aux"]) > 0
 
 
-@pytest.mark.parametrize("architecture", ["gated", "batch_topk"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_sparse_training_equals_dense_under_mixed_bfloat16(architecture):
-    dense = _train(architecture, False, "mixed_bfloat16")
+    """Under bfloat16 the two paths round their sums differently (the sparse
+    one accumulates in float32, XLA's matmul in its own order); after 6 steps
+    of Adam(1e-2) the weights agree to bfloat16's precision, and a bfloat16
+    tie at the top-k boundary may flip one latent's dead-step counter."""
+    dense = _dense(architecture, "mixed_bfloat16")
     sparse = _train(architecture, True, "mixed_bfloat16", cap=LATENT_DIM)
-    _assert_same_training(dense, sparse, 2e-2)
+    _assert_same_training(dense, sparse, 6e-2, counter_mismatches=2)
 
 
 @pytest.mark.parametrize("architecture", ["gated", "relu", "jumprelu", "batch_topk"])
@@ -234,7 +119,7 @@ def test_rows_beyond_the_cap_fall_back_to_the_dense_step(architecture):
     """With fewer slots than some rows need, those batches train densely
     (counted in `sparse_fallbacks`) and the result still equals the dense
     path's."""
-    dense = _train(architecture, False)
+    dense = _dense(architecture)
     sparse = _train(architecture, True, cap=4)
     _assert_same_training(dense, sparse, 2e-5)
     logs = sparse[1]
@@ -242,7 +127,7 @@ def test_rows_beyond_the_cap_fall_back_to_the_dense_step(architecture):
     assert max(logs["max_active_latents"]) > 4
 
 
-@hypothesis.settings(max_examples=5)
+@hypothesis.settings(max_examples=FEW)
 @hypothesis.given(st.sampled_from(["gated", "topk", "batch_topk"]), st.integers(1, 8),
                   st.integers(1, LATENT_DIM), st.sampled_from([16, 48, 96]))
 def test_any_k_cap_and_batch_give_the_dense_result(architecture, k, cap, batch_size):
@@ -270,7 +155,7 @@ def test_any_k_cap_and_batch_give_the_dense_result(architecture, k, cap, batch_s
 def test_the_stock_keras_loop_takes_the_sparse_path_too():
     if keras.backend.backend() != "jax":
         pytest.skip("the device-resident loop is JAX's; TF always runs the stock loop")
-    dense = _train("topk", False, device_resident=False)
+    dense = _dense("topk", device_resident=False)
     sparse = _train("topk", True, device_resident=False)
     _assert_same_training(dense, sparse, 2e-5)
 
@@ -387,7 +272,7 @@ def test_the_cap_is_measured_on_the_data_and_adapted_each_epoch():
 
 
 def test_the_tuner_lowers_and_raises_the_cap():
-    model = gsl.build_sae("gated", INPUT_DIM, 1024, sparsity_coefficient=1e-2)
+    model = gsl.build_sae("gated", INPUT_DIM, 4096, sparsity_coefficient=1e-2)
     model.compile(keras.optimizers.Adam(), jit_compile=True, sparse=True)
     tuner = sparse_cap.SparseCapTuner()
     tuner.set_model(model)
@@ -395,7 +280,14 @@ def test_the_tuner_lowers_and_raises_the_cap():
     tuner.on_epoch_end(0, {"max_active_latents": 20.0, "sparse_fallbacks": 0.0})
     assert model.sparse_plan.cap == 32          # 64 -> 32: 20 fits in half
     tuner.on_epoch_end(1, {"max_active_latents": 30.0, "sparse_fallbacks": 1.0})
-    assert model.sparse_plan.cap == 64          # 10% of the steps fell back
-    tuner.on_epoch_end(2, {"max_active_latents": 40.0, "sparse_fallbacks": 0.0})
-    assert model.sparse_plan.cap == 64
-    assert [change[1:] for change in tuner.changes] == [(64, 32), (32, 64)]
+    assert model.sparse_plan.cap == 48          # 10% of the steps fell back
+    tuner.on_epoch_end(2, {"max_active_latents": 33.0, "sparse_fallbacks": 0.0})
+    assert model.sparse_plan.cap == 48          # no fallback, 42 > 48 / 2
+    assert [change[1:] for change in tuner.changes] == [(64, 32), (32, 48)]
+    tuner.on_epoch_end(3, {"max_active_latents": 500.0, "sparse_fallbacks": 9.0})
+    assert model.sparse_plan.cap == 0           # above 4096 / 32: a dense phase
+    tuner.on_epoch_end(4, {"max_active_latents": 400.0, "sparse_fallbacks": 10.0})
+    assert len(tuner.changes) == 3              # still dense: no recompile
+    tuner.on_epoch_end(5, {"max_active_latents": 60.0, "sparse_fallbacks": 10.0})
+    assert model.sparse_plan.cap == 80          # back once the support is small
+    assert [change[1:] for change in tuner.changes][2:] == [(48, 0), (0, 80)]

@@ -31,7 +31,7 @@ def _rounded(tensor, dtype):
 
 
 def _slot_major(tensor):
-    """`(rows, slots)` -> `(slots, rows)`, the sequence `scan` walks."""
+    """`(rows, slots)` -> `(slots, rows)`: slot `s` is row `s`, read in place."""
     return ops.transpose(tensor)
 
 
@@ -48,20 +48,19 @@ def weighted_row_sum(table, indices, weights, table_dtype=None):
     Returns:
         `(rows, width)` float32.
     """
-    rows, width = ops.shape(indices)[0], table.shape[-1]
-    if indices.shape[1] == 0:
+    rows, width, slots = ops.shape(indices)[0], table.shape[-1], indices.shape[1]
+    if slots == 0:
         return ops.zeros((rows, width), "float32")
+    slot_indices, slot_weights = _slot_major(indices), _slot_major(_float32(weights))
 
-    def add_slot(total, slot):
-        slot_indices, slot_weights = slot
-        gathered = ops.take(table, slot_indices, axis=0)
+    def add_slot(slot, total):
+        gathered = ops.take(table, ops.take(slot_indices, slot, axis=0), axis=0)
         if table_dtype is not None:
             gathered = ops.cast(gathered, table_dtype)
-        return total + _float32(slot_weights)[:, None] * _float32(gathered), None
+        weight = ops.take(slot_weights, slot, axis=0)
+        return total + weight[:, None] * _float32(gathered)
 
-    total, _ = ops.scan(add_slot, ops.zeros((rows, width), "float32"),
-                        (_slot_major(indices), _slot_major(weights)))
-    return total
+    return ops.fori_loop(0, slots, add_slot, ops.zeros((rows, width), "float32"))
 
 
 def row_dots(table, indices, vectors, table_dtype=None):
@@ -77,19 +76,22 @@ def row_dots(table, indices, vectors, table_dtype=None):
         `(rows, slots)` float32.
     """
     vectors = _float32(vectors)
-    rows = ops.shape(indices)[0]
-    if indices.shape[1] == 0:
+    rows, slots = ops.shape(indices)[0], indices.shape[1]
+    if slots == 0:
         return ops.zeros((rows, 0), "float32")
+    slot_major = _slot_major(indices)
 
-    def dot_slot(carry, slot_indices):
-        gathered = ops.take(table, slot_indices, axis=0)
+    # Each slot's column is written in place into the carried result: every
+    # loop here is a `fori_loop` (TensorFlow's `scan` keeps TensorLists, which
+    # its XLA fails to compile inside a `cond`: "TensorList is not initialized").
+    def dot_slot(slot, dots):
+        gathered = ops.take(table, ops.take(slot_major, slot, axis=0), axis=0)
         if table_dtype is not None:
             gathered = ops.cast(gathered, table_dtype)
-        return carry, ops.sum(_float32(gathered) * vectors, axis=-1)
+        column = ops.sum(_float32(gathered) * vectors, axis=-1)
+        return ops.slice_update(dots, (slot, 0), ops.expand_dims(column, 0))
 
-    # The carry is unused; it has the shape of one output because TensorFlow's
-    # `scan` gives its outputs the carry's shape.
-    _, dots = ops.scan(dot_slot, ops.zeros((rows,), "float32"), _slot_major(indices))
+    dots = ops.fori_loop(0, slots, dot_slot, ops.zeros((slots, rows), "float32"))
     return ops.transpose(dots)
 
 
@@ -109,19 +111,17 @@ def scatter_rows(indices, weights, vectors, num_rows):
         `(num_rows, width)` float32.
     """
     vectors = _float32(vectors)
-    width = vectors.shape[-1]
-    if indices.shape[1] == 0:
+    width, slots = vectors.shape[-1], indices.shape[1]
+    if slots == 0:
         return ops.zeros((num_rows, width), "float32")
+    slot_indices, slot_weights = _slot_major(indices), _slot_major(_float32(weights))
 
-    def add_slot(total, slot):
-        slot_indices, slot_weights = slot
-        update = _float32(slot_weights)[:, None] * vectors
-        return total + ops.scatter(ops.expand_dims(slot_indices, -1), update,
-                                   (num_rows, width)), None
+    def add_slot(slot, total):
+        update = ops.take(slot_weights, slot, axis=0)[:, None] * vectors
+        rows_of_slot = ops.expand_dims(ops.take(slot_indices, slot, axis=0), -1)
+        return total + ops.scatter(rows_of_slot, update, (num_rows, width))
 
-    total, _ = ops.scan(add_slot, ops.zeros((num_rows, width), "float32"),
-                        (_slot_major(indices), _slot_major(weights)))
-    return total
+    return ops.fori_loop(0, slots, add_slot, ops.zeros((num_rows, width), "float32"))
 
 
 def _upstream(args, upstream):

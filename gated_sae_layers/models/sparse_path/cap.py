@@ -7,8 +7,9 @@ the compiled step), so it is chosen from the data: at the start of `fit`
 from the largest support of a row in a sample of the training rows
 (`calibrate`), then at the end of every epoch from the logged
 `max_active_latents` and `sparse_fallbacks` (`SparseCapTuner`). A new cap
-rebuilds the compiled step once (a few seconds); caps are powers of two, so
-that happens rarely.
+rebuilds the compiled step once (a few seconds); the tuner raises the cap
+only when steps fell back and lowers it only when the support fits in half
+of it, so that happens rarely.
 """
 
 import math
@@ -22,21 +23,29 @@ from gated_sae_layers.models.sparse_path import graph
 HEADROOM = 1.25
 """The cap leaves this factor above the largest support it was measured on."""
 MIN_CAP = 8
+CAP_STEP = 16
 SAMPLE_ROWS = 4096
 FALLBACK_SHARE = 0.02
 """An epoch in which more than this share of the steps fell back raises the cap."""
 
 
 def suggested_cap(largest_support, latent_dim):
-    """The power of two at least `HEADROOM` above `largest_support` (<= `latent_dim`).
+    """The multiple of `CAP_STEP` at least `HEADROOM` above `largest_support`.
+
+    At most `latent_dim`, at least `MIN_CAP`. Every slot costs its gathers
+    and scatters whether it holds a latent or not, so the cap stays close
+    to what the data needs; the tuner's hysteresis (raise on fallbacks,
+    lower at half) keeps recompiles rare.
 
     Example:
 
-    >>> suggested_cap(25, 4096), suggested_cap(100, 4096), suggested_cap(3000, 4096)
-    (32, 128, 4096)
+    >>> suggested_cap(5, 4096), suggested_cap(25, 4096), suggested_cap(88, 4096)
+    (8, 32, 112)
     """
     wanted = max(MIN_CAP, math.ceil(max(1, largest_support) * HEADROOM))
-    return min(latent_dim, 2 ** math.ceil(math.log2(wanted)))
+    if wanted > CAP_STEP:
+        wanted = CAP_STEP * math.ceil(wanted / CAP_STEP)
+    return min(latent_dim, wanted)
 
 
 def _sample(x, rows):
@@ -103,7 +112,8 @@ class SparseCapTuner(keras.callbacks.Callback):
         share = float(logs["sparse_fallbacks"]) / steps
         new = suggested_cap(largest, plan.encoder.latent_dim)
         current = plan.encoder.latent_dim if plan.cap == 0 else plan.cap
-        if (share > FALLBACK_SHARE and new > current) or new * 2 <= current:
-            self.changes.append((epoch, plan.cap, new))
+        if plan.cap_for(new) != plan.cap and (
+                (share > FALLBACK_SHARE and new > current) or new * 2 <= current):
+            self.changes.append((epoch, plan.cap, plan.cap_for(new)))
             plan.set_cap(new)
             rebuild_step(self.model)

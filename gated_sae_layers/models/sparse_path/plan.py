@@ -97,8 +97,8 @@ class SparsePlan:
         """Changes whenever the compiled step must be rebuilt."""
         return ("sparse", self.slots)
 
-    def set_cap(self, cap):
-        """Sets the slots per row; the caller rebuilds the compiled step.
+    def cap_for(self, cap):
+        """The cap `set_cap(cap)` would set.
 
         An adaptive cap above `DENSE_PHASE_FRACTION` of the latents (early
         in training, before the sparsity penalty has bitten) becomes 0: a
@@ -108,8 +108,12 @@ class SparsePlan:
         """
         cap = max(1, min(int(cap), self.encoder.latent_dim))
         if self.cap_is_auto and cap > self.encoder.latent_dim * DENSE_PHASE_FRACTION:
-            cap = 0
-        self.cap = cap
+            return 0
+        return cap
+
+    def set_cap(self, cap):
+        """Sets the slots per row (`cap_for(cap)`); the caller rebuilds the step."""
+        self.cap = self.cap_for(cap)
         self.calibrated = True
 
 

@@ -74,60 +74,42 @@ def _require(module, install):
 # ---------------------------------------------------------------- SAELens
 def time_saelens(input_dim, latent_dim, batch_size, steps, epochs, repeats,
                  precision="float32", min_time=0.0, device=None, seed=0):
-    _require("torch", "pip install torch")
-    _require("sae_lens", "pip install sae-lens")
-    import torch
-    import sae_lens
-    from sae_lens import GatedTrainingSAE, GatedTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
+    """SAELens's `GatedTrainingSAE` through `SAETrainer.step`."""
+    def gated(sae_lens, device):
+        return sae_lens.GatedTrainingSAE(sae_lens.GatedTrainingSAEConfig(
+            d_in=input_dim, d_sae=latent_dim, device=device,
+            l1_coefficient=ref.SPARSITY_COEFFICIENT))
 
-    device = torch_device(device)
-    torch_prepare(torch, device)
-    torch.manual_seed(seed)
-    sae = GatedTrainingSAE(GatedTrainingSAEConfig(
-        d_in=input_dim, d_sae=latent_dim, device=device,
-        l1_coefficient=ref.SPARSITY_COEFFICIENT))
-    lr = ref.ADAM["learning_rate"]
-    trainer = SAETrainer(
-        SAETrainerConfig(
-            total_training_samples=2**62, train_batch_size_samples=batch_size,
-            lr=lr, lr_end=lr, adam_beta1=ref.ADAM["beta_1"],
-            adam_beta2=ref.ADAM["beta_2"], device=device,
-            autocast=precision == "bfloat16"),
-        sae, data_provider=iter(()))
-    batches = ref.torch_batches(torch, steps, batch_size, input_dim, device, seed)
-    out = None
-
-    def run(n_steps):
-        nonlocal out
-        for i in range(n_steps):
-            out = trainer.step(batches[i % steps])
-            trainer.n_training_steps += 1
-        torch_sync(torch, device)
-
-    return _finish(torch, device, run, steps, epochs, repeats, min_time,
-                   batch_size, input_dim, latent_dim, lambda: out.loss,
-                   library=f"sae-lens {sae_lens.__version__}, torch "
-                   f"{torch.__version__}", precision=precision)
+    return _time_saelens_trainer(gated, input_dim, latent_dim, batch_size, steps,
+                                 epochs, repeats, precision, min_time, device, seed)
 
 
 def time_saelens_topk(input_dim, latent_dim, batch_size, steps, epochs, repeats, k,
                       precision="float32", min_time=0.0, device=None, seed=0):
+    """SAELens's `TopKTrainingSAE` (AuxK coefficient 1/32) through `SAETrainer.step`."""
+    def topk(sae_lens, device):
+        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
+            d_in=input_dim, d_sae=latent_dim, k=k, device=device,
+            aux_loss_coefficient=1 / 32))
+
+    return _time_saelens_trainer(topk, input_dim, latent_dim, batch_size, steps,
+                                 epochs, repeats, precision, min_time, device, seed)
+
+
+def _time_saelens_trainer(make_sae, input_dim, latent_dim, batch_size, steps, epochs,
+                          repeats, precision, min_time, device, seed):
+    """Times `SAETrainer.step` of the SAE `make_sae(sae_lens, device)` builds."""
     _require("torch", "pip install torch")
     _require("sae_lens", "pip install sae-lens")
     import torch
     import sae_lens
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
     device = torch_device(device)
     torch_prepare(torch, device)
     torch.manual_seed(seed)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-        d_in=input_dim, d_sae=latent_dim, k=k, device=device,
-        aux_loss_coefficient=1 / 32))
+    sae = make_sae(sae_lens, device)
     lr = ref.ADAM["learning_rate"]
     trainer = SAETrainer(
         SAETrainerConfig(

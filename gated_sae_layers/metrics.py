@@ -47,7 +47,8 @@ class L0(keras.metrics.Metric):
 
     Call arguments (`update_state`):
         y_true: ignored.
-        y_pred: `(batch, latent_dim)` latents.
+        y_pred: `(batch, latent_dim)` latents, or a `SparseLatents` (the
+            sparse training path: `supports_sparse_latents`).
         sample_weight: optional `(batch,)` weights.
 
     Example:
@@ -59,14 +60,14 @@ class L0(keras.metrics.Metric):
     1.0
     """
 
+    supports_sparse_latents = True
+
     def __init__(self, name="l0", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.active_total = self.add_variable(
             shape=(), initializer="zeros", name="active_total")
         self.example_count = self.add_variable(
             shape=(), initializer="zeros", name="example_count")
-
-    supports_sparse_latents = True
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if isinstance(y_pred, SparseLatents):
@@ -174,7 +175,8 @@ class DeadFeatures(keras.metrics.Metric):
 
     Call arguments (`update_state`):
         y_true: ignored.
-        y_pred: `(batch, latent_dim)` latents.
+        y_pred: `(batch, latent_dim)` latents, or a `SparseLatents` (the
+            sparse training path: `supports_sparse_latents`).
         sample_weight: optional `(batch,)` weights; rows with weight 0 are
             not counted.
 
@@ -187,14 +189,14 @@ class DeadFeatures(keras.metrics.Metric):
     1.0
     """
 
+    supports_sparse_latents = True
+
     def __init__(self, latent_dim, name="dead_features", dtype=None):
         latent_dim = check_positive_int(latent_dim, "latent_dim")
         super().__init__(name=name, dtype=dtype)
         self.latent_dim = latent_dim
         self.fire_counts = self.add_variable(
             shape=(latent_dim,), initializer="zeros", name="fire_counts")
-
-    supports_sparse_latents = True
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if isinstance(y_pred, SparseLatents):

@@ -124,7 +124,8 @@ class CoefficientLoss(keras.losses.Loss):
                     "this model with compile(sparse=False).")
             # Every entry outside the slots adds 0 to the per-example sum.
             y_pred = y_pred.values
-            y_true = None if not self.needs_target else y_true
+            if not self.needs_target:
+                y_true = None
         if y_true is None and not self.needs_target:
             y_true = y_pred
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)

@@ -222,7 +222,8 @@ class SparseAutoencoder(keras.Model):
                 per row. Its results equal the dense step's to float
                 rounding (`docs/sparse_training.md`). `"auto"` takes it where
                 it was measured faster (on a CPU, JAX or TensorFlow with
-                `jit_compile=True`, `latent_dim >= 1024`), `True` raises a
+                `jit_compile=True`, `latent_dim >= 1024` for TopK and 2048
+                for the others), `True` raises a
                 `ValueError` saying why where it cannot run, `False` keeps
                 the dense step. `model.sparse_path_reason` says what was
                 chosen and why.
@@ -247,9 +248,11 @@ class SparseAutoencoder(keras.Model):
         plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile)
         object.__setattr__(self, "_sparse_plan", plan)
         object.__setattr__(self, "_sparse_path_reason", reason)
-        if plan is not None and not plan.fixed and getattr(
-                self, "_sparse_stats", None) is None:
-            self._sparse_stats = sparse_plan.SparsePathStats()
+        # Kept out of Keras's tracking (not saved with the model); `metrics`
+        # lists it while a plan that logs it is active.
+        object.__setattr__(self, "_sparse_stats", (
+            sparse_plan.SparsePathStats()
+            if plan is not None and not plan.fixed else None))
 
     @property
     def sparse_plan(self):
@@ -264,10 +267,14 @@ class SparseAutoencoder(keras.Model):
     @property
     def sparse_path_stats(self):
         """The `SparsePathStats` metric while a data-dependent sparse plan is active."""
-        plan = self.sparse_plan
-        if plan is None or plan.fixed:
-            return None
         return getattr(self, "_sparse_stats", None)
+
+    @property
+    def metrics(self):
+        """Keras's metrics, plus `sparse_path_stats` while it is active."""
+        metrics = super().metrics
+        stats = self.sparse_path_stats
+        return metrics if stats is None else metrics + [stats]
 
     def compile_from_config(self, config):
         """Recompiles a loaded model, so its optimizer state comes back too."""

@@ -4,7 +4,8 @@
 reason). `"auto"`, the default, takes the sparse path where it was measured
 faster (`benchmarks/RESULTS.md`, "The sparse training path"): on a CPU,
 with the JAX backend or TensorFlow with `jit_compile=True`, for a
-dictionary of at least `AUTO_MIN_LATENTS` latents. On a GPU or TPU `"auto"`
+dictionary of at least `AUTO_MIN_LATENTS` latents (`AUTO_MIN_LATENTS_ADAPTIVE`
+for the encoders whose number of active latents varies). On a GPU or TPU `"auto"`
 keeps the dense step until a measurement there says otherwise.
 """
 
@@ -17,8 +18,13 @@ from gated_sae_layers.models.sparse_path import graph
 
 OPTIONS = ("auto", True, False)
 AUTO_MIN_LATENTS = 1024
-"""`sparse="auto"` trains smaller dictionaries densely (where the dense matmuls
-are cheap, the per-slot loops of the sparse step cost more than they save)."""
+"""`sparse="auto"` trains smaller TopK-style dictionaries densely (where the dense
+matmuls are cheap, the per-slot loops of the sparse step cost more than they
+save; at 1024 latents, k=32, batch 256 the sparse step was 2.2x the dense)."""
+AUTO_MIN_LATENTS_ADAPTIVE = 2048
+"""... and smaller gated, ReLU, JumpReLU and BatchTopK dictionaries: their
+sparse step gains less (1.3x at 1,024 latents and L0 1%) and runs a dense
+phase, which costs one more matmul a step, while many latents fire."""
 AUTO_MAX_SLOT_FRACTION = 1 / 8
 """... and TopK-style encoders whose `k` exceeds this fraction of the latents."""
 DENSE_PHASE_FRACTION = 1 / 32
@@ -156,11 +162,12 @@ def auto_refusal(model, jit_compile):
     if not _on_cpu():
         return ("the sparse path is not measured on GPUs/TPUs yet; "
                 "compile(sparse=True) to use it")
-    if encoder.latent_dim < AUTO_MIN_LATENTS:
-        return (f"latent_dim={encoder.latent_dim} < {AUTO_MIN_LATENTS}: the dense "
-                "step is as fast at this size")
     slots = encoder.sparse_slots(1)
     fixed = slots == encoder.sparse_slots(encoder.latent_dim)
+    smallest = AUTO_MIN_LATENTS if fixed else AUTO_MIN_LATENTS_ADAPTIVE
+    if encoder.latent_dim < smallest:
+        return (f"latent_dim={encoder.latent_dim} < {smallest}: the dense "
+                "step is as fast at this size")
     if fixed and slots > encoder.latent_dim * AUTO_MAX_SLOT_FRACTION:
         return (f"{slots} active latents of {encoder.latent_dim} per row: too dense "
                 "for the sparse step to pay")

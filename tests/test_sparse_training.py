@@ -160,6 +160,34 @@ def test_the_stock_keras_loop_takes_the_sparse_path_too():
     _assert_same_training(dense, sparse, 2e-5)
 
 
+@pytest.mark.parametrize("architecture, sparse", [
+    ("topk", True), ("gated", True), ("batch_topk", True), ("topk", False)])
+def test_a_step_whose_loss_overflows_changes_nothing(architecture, sparse):
+    """A finite row whose squared error overflows float32 stops `fit` at its
+    step, on either path: the weights, Adam's state, the dead-latent counters
+    and BatchTopK's threshold are those of the steps before."""
+    x = _data(64)
+    x[40] = 1e19
+
+    def model_to_train():
+        keras.utils.set_random_seed(3)
+        model = _build(architecture)
+        model.compile(keras.optimizers.Adam(1e-2), jit_compile=True, sparse=sparse,
+                      sparse_cap=LATENT_DIM if sparse else None)
+        return model
+
+    with dtype_policy_scope("float32"):
+        reference = model_to_train()
+        reference.fit(x[:32], batch_size=16, epochs=1, verbose=0, shuffle=False)
+        model = model_to_train()
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            model.fit(x, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for got, want in zip(model.weights + model.optimizer.variables,
+                         reference.weights + reference.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(got.value), np.asarray(want.value),
+                                   rtol=1e-5, atol=1e-6, err_msg=got.path)
+
+
 def test_a_sparse_trained_model_saves_and_loads(tmp_path):
     model, _, _ = _train("gated", True, cap=16, epochs=1)
     path = tmp_path / "sparse.keras"

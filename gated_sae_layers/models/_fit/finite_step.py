@@ -12,7 +12,10 @@ model's intermediate target). One such step turns every weight into NaN.
   device, inside the compiled step;
 - when any of them is not finite, the optimizer update is skipped (a
   `cond`), so weights, optimizer state and non-trainable variables keep
-  their values; a NaN enters the epoch's running mean of the loss in its
+  their values (on TensorFlow, whose forward pass assigns non-trainable
+  state as it runs, the step puts it back; under a `tf.distribute`
+  strategy it does not, and a skipped step still counts in the dead-latent
+  counters); a NaN enters the epoch's running mean of the loss in its
   place, which then stays NaN, so every later step of the epoch is skipped
   too;
 - `NonFiniteLossGuard`, a callback `fit` adds, sees the NaN in the logs and
@@ -192,6 +195,10 @@ def tensorflow_train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     replicas = distribution.num_replicas_in_sync()
     variables = model.trainable_weights
+    # The forward pass assigns non-trainable state (the dead-latent counters,
+    # BatchTopK's threshold) as it runs: a skipped step puts it back.
+    held = [] if tf.distribute.has_strategy() else [
+        (v, tf.identity(v.value)) for v in model.non_trainable_variables]
     plan = getattr(model, "sparse_plan", None)
     if plan is None:
         with tf.GradientTape() as tape:
@@ -208,6 +215,13 @@ def tensorflow_train_step(model, data):
     if _checks_gradients(model.optimizer):
         finite = ops.logical_and(finite, gradients_finite(gradients))
     _apply_if(model.optimizer, finite, gradients, variables)
+    if held:
+        def put_back():
+            for variable, value in held:
+                variable.assign(value)
+            return tf.constant(False)
+
+        tf.cond(finite, lambda: tf.constant(True), put_back)
     # A NaN loss in the logs marks a skipped step, even when the loss itself
     # was finite and only a gradient overflowed.
     logged_loss = tf.where(finite, loss * replicas, float("nan"))

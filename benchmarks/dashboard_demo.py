@@ -141,7 +141,8 @@ def timing(args):
     stats, fidelity = collect_statistics(model, x, progress=False)
     pass_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    index = gsl.feature_dashboard(model, x, out, num_latents=100, progress=False)
+    index = gsl.feature_dashboard(model, x, out, num_latents=100, progress=False,
+                                  overwrite=True)
     seconds = time.perf_counter() - start
     result = {"latents": args.latents, "rows": len(x), "input_dim": x.shape[1],
               "source": source, "l0": round(fidelity["l0"], 1),
@@ -188,7 +189,8 @@ def main(argv=None):
     if not args.screenshot_only:
         model, x, context = (minilm if args.which == "minilm" else mnist)(args)
         start = time.perf_counter()
-        index = gsl.feature_dashboard(model, x, out, context, num_latents=200)
+        index = gsl.feature_dashboard(model, x, out, context, num_latents=200,
+                                      overwrite=True)
         print(f"report: {index} ({time.perf_counter() - start:.1f} s)")
     summary = json.loads((out / "summary.json").read_text())
     print(json.dumps({k: v for k, v in summary.items() if k != "pages"}))

@@ -79,6 +79,7 @@ from gated_sae_layers.plots import (
 from gated_sae_layers.resampling import DeadLatentResampler
 from gated_sae_layers.schedules import WarmupCosineDecay, WarmupStableDecay
 from gated_sae_layers.sparse import SparseLatents
+from gated_sae_layers.sparsity_control import TargetL0
 
 from gated_sae_layers._version import __version__  # noqa: E402, F401
 
@@ -113,6 +114,7 @@ __all__ = [
     "SparsityPenalty",
     "SparsityWarmup",
     "SplicedEvaluation",
+    "TargetL0",
     "TokenContext",
     "TopKEncoder",
     "UnitNormDecoder",

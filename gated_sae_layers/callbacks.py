@@ -109,6 +109,8 @@ class SparsityWarmup(keras.callbacks.Callback):
         self.steps = check_positive_int(steps, "steps")
         self._targets = None
         self._done = False
+        # A `TargetL0` in the same `fit` takes over the ramp (it sets this).
+        self.controller = None
 
     def set_model(self, model):
         super().set_model(model)
@@ -127,7 +129,7 @@ class SparsityWarmup(keras.callbacks.Callback):
         self._done = False
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._done:
+        if self._done or self.controller is not None:
             return
         step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
         fraction = min(1.0, step / self.steps)
@@ -137,10 +139,12 @@ class SparsityWarmup(keras.callbacks.Callback):
 
     def needs_every_batch(self):
         """True while ramping: `fit` then runs one step per dispatch."""
-        return not self._done
+        return not self._done and self.controller is None
 
     def restore(self):
         """Puts the target coefficients back into the model."""
+        if self.controller is not None:
+            return
         for loss, target in self._targets or ():
             loss.coefficient.assign(target)
 

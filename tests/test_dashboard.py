@@ -334,7 +334,10 @@ def test_output_dir_never_loses_a_users_file(sae_and_rows, tmp_path):
     (folder / "summary.json").unlink()
 
     first = feature_dashboard(sae, x, folder, num_latents=2, progress=False)
-    again = feature_dashboard(sae, x, folder, num_latents=3, progress=False)  # its own files
+    with pytest.raises(FileExistsError, match="Pass `overwrite=True`"):
+        feature_dashboard(sae, x, folder, num_latents=3, progress=False)
+    again = feature_dashboard(sae, x, folder, num_latents=3, progress=False,
+                              overwrite=True)  # its own files
     assert first == again and len(_report_data(again)["pages"]) == 3
     assert (folder / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in folder.iterdir()) == ["index.html", "notes.txt", "summary.json"]

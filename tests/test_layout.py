@@ -21,7 +21,7 @@ LAYERS = [
     {"losses", "metrics", "schedules"},
     {"activations"},
     {"models"},
-    {"callbacks", "resampling"},
+    {"callbacks", "resampling", "sparsity_control"},
     {"analysis", "evaluation", "interop", "plots", "datasets", "variant_losses",
      "dashboard"},
     {"demo", "cli", "__init__"},

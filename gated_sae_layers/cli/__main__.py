@@ -2,6 +2,6 @@
 
 import sys
 
-from gated_sae_layers.cli import main
+from gated_sae_layers_cli import main
 
 sys.exit(main())

@@ -1,79 +1,33 @@
 """`gated-sae evaluate`: SAEBench-lite metrics of a saved SAE on a store's rows.
 
-    gated-sae evaluate sae.keras --store store/ [--labels labels.npy]
+    gated-sae evaluate sae.keras --store held_out_store/ [--labels labels.npy]
         [--log-dir logs/] [--json report.json]
 
-Hooked into `gated_sae_layers.cli` by `add_evaluate_command(commands,
-parents=[common])`; `run_evaluate(args)` is the command. It prints one line
-of JSON: every scalar, and the log10 feature-density histogram (counts and
-bin edges). `--json` writes the same plus the per-latent and per-task
-arrays. A model saved with a `normalization_scale` (trained on scaled
-activations) is folded first (`fold_normalization`), so that it reads the
-store's raw rows. User errors raise `OSError`/`ValueError`/`TypeError`, which the
-`gated-sae` main turns into one line and exit status 2.
+Its options and early checks are in `gated_sae_layers_cli.evaluate`
+(`add_evaluate_command`, here too for `argparse` users); `run_evaluate(args)`
+is the command. It prints one line of JSON: every scalar, and the log10
+feature-density histogram (counts and bin edges). `--json` writes the same
+plus the per-latent and per-task arrays. A model saved with a
+`normalization_scale` (trained on scaled activations) is folded first
+(`fold_normalization`), so that it reads the store's raw rows.
 """
 
 import json
-import pathlib
 
+import keras
 import numpy as np
 
-from gated_sae_layers.cli._options import (
-    check_input_file, check_keras_file, check_store_folder, common_options, import_modules)
+import gated_sae_layers as gsl  # registers the kit's classes
+from gated_sae_layers.activations.store import ActivationStore
+from gated_sae_layers.evaluation.core import core_metrics
+from gated_sae_layers.evaluation.probing import k_sparse_probe
+from gated_sae_layers.evaluation.report import DEFAULT_KS
+from gated_sae_layers.evaluation.tensorboard import write_metrics
+from gated_sae_layers_cli._options import import_modules
+from gated_sae_layers_cli._outputs import write_text
+from gated_sae_layers_cli.evaluate import add_evaluate_command, check_evaluate
 
 PRINTED_ARRAYS = ("density_histogram", "density_bin_edges")
-
-
-def add_evaluate_command(subparsers, parents=()):
-    """Adds the `evaluate` command to an `argparse` subparsers object.
-
-    Args:
-        subparsers: from `parser.add_subparsers(...)`.
-        parents: parent parsers with the options every command shares
-            (`gated-sae`'s `--import`, `--quiet`, `--debug`); without them
-            those options are added here.
-
-    Returns:
-        The `evaluate` subparser.
-
-    Example:
-
-    >>> import argparse
-    >>> top = argparse.ArgumentParser(prog="gated-sae")
-    >>> _ = add_evaluate_command(top.add_subparsers(dest="command"))
-    >>> args = top.parse_args(["evaluate", "sae.keras", "--store", "store/"])
-    >>> args.model, args.store, args.labels
-    ('sae.keras', 'store/', None)
-    """
-    command = subparsers.add_parser(
-        "evaluate", parents=list(parents) or [common_options()],
-        help="SAEBench-lite metrics of a saved SAE on a store's rows")
-    command.add_argument("model", metavar="MODEL.keras", help="the SAE, a .keras file")
-    command.add_argument("--store", required=True, metavar="STORE_DIR",
-                         help="an activation store folder")
-    command.add_argument("--labels", metavar="FILE.npy", help=(
-        "one class label per store row, in order: adds k-sparse probing"))
-    command.add_argument("--log-dir", metavar="DIR",
-                         help="write the metrics to TensorBoard here (step 0)")
-    command.add_argument("--json", dest="json_out", metavar="OUT.json",
-                         help="also write the full report (per-latent arrays too) here")
-    command.add_argument("--batch-size", type=int, default=1024,
-                         help="rows through the SAE at a time")
-    command.set_defaults(run=run_evaluate)
-    return command
-
-
-def _check_args(args):
-    check_keras_file(args.model)
-    check_store_folder(args.store)
-    if args.labels is not None:
-        check_input_file(args.labels, "--labels")
-    if args.json_out is not None and not pathlib.Path(args.json_out).parent.is_dir():
-        raise FileNotFoundError(
-            f"`--json`: the folder of {args.json_out} does not exist. Create it first.")
-    if args.batch_size <= 0:
-        raise ValueError(
-            f"`--batch-size` must be a positive integer. Received: {args.batch_size}")
 
 
 def _jsonable(value):
@@ -91,18 +45,8 @@ def _jsonable(value):
 
 def run_evaluate(args):
     """Runs `gated-sae evaluate` for parsed `args`; returns the printed dict."""
-    _check_args(args)
+    check_evaluate(args)
     import_modules(getattr(args, "imports", None) or ())
-
-    import keras
-
-    import gated_sae_layers as gsl  # registers the kit's classes
-    from gated_sae_layers.activations.store import ActivationStore
-    from gated_sae_layers.evaluation.core import core_metrics
-    from gated_sae_layers.evaluation.probing import k_sparse_probe
-    from gated_sae_layers.evaluation.report import DEFAULT_KS
-    from gated_sae_layers.evaluation.tensorboard import write_metrics
-
     store = ActivationStore.open(args.store)
     labels = None
     if args.labels is not None:
@@ -128,6 +72,10 @@ def run_evaluate(args):
     printed = {key: value for key, value in full.items()
                if not isinstance(report[key], np.ndarray) or key in PRINTED_ARRAYS}
     if args.json_out is not None:
-        pathlib.Path(args.json_out).write_text(json.dumps(full, indent=1))
+        write_text(args.json_out, json.dumps(full, indent=1),
+                   getattr(args, "overwrite", False))
     print(json.dumps(printed))
     return printed
+
+
+__all__ = ["add_evaluate_command", "run_evaluate"]

@@ -138,7 +138,7 @@ def _pages(model, x, stats, selected, context, batch_size):
 
 
 def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
-                      batch_size=1024, progress=True):
+                      batch_size=1024, progress=True, overwrite=False):
     """Writes a static HTML report of `model`'s latents on `x` to `output_dir`.
 
     One streaming pass of `x` through the SAE (`collect_statistics`) gives,
@@ -168,9 +168,10 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
       around the token, every token shaded by the latent's activation;
       with an `ImageContext`, the images, and the decoder row as an image.
 
-    Files in `output_dir` other than those two are never touched, and a
-    file of either name that no dashboard wrote stops the call
-    (`FileExistsError`) before any work.
+    Files in `output_dir` other than those two are never touched. A file of
+    either name that no dashboard wrote stops the call (`FileExistsError`)
+    before any work, and so does an earlier dashboard's report unless
+    `overwrite=True`.
 
     Args:
         model: a `SparseAutoencoder` (outputs `latents`, `reconstruction`).
@@ -181,6 +182,8 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
         num_latents: int, the number of latents given a page.
         batch_size: int, rows through the SAE at a time.
         progress: bool, show a Keras progress bar during the pass.
+        overwrite: bool, replace a report an earlier dashboard wrote in
+            `output_dir` (without it, such a report raises `FileExistsError`).
 
     Returns:
         The `pathlib.Path` of `index.html`.
@@ -196,7 +199,7 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     >>> path.name, json.loads((path.parent / "summary.json").read_text())["l0"]
     ('index.html', 2.0)
     """
-    folder = output.check_output_dir(output_dir)
+    folder = output.check_output_dir(output_dir, overwrite)
     if isinstance(num_latents, bool) or not isinstance(num_latents, numbers.Integral):
         raise TypeError(
             "`num_latents` must be a positive integer (the latents given a page). "

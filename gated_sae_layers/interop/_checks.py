@@ -215,26 +215,50 @@ def check_tensors(tensors, expected, path):
     return checked
 
 
-def write_folder(folder, files):
-    """Writes `files` (`{name: bytes}`) into `folder`, each through a temp file.
+def write_folder(folder, files, stale=()):
+    """Writes `files` (`{name: bytes}`) into `folder`, then deletes the files
+    named in `stale` (of the SAE being replaced) that `files` does not hold.
 
-    Each file appears whole or not at all (`os.replace`).
+    Every file is first written whole under a temporary name, and only then
+    renamed into place (`os.replace`), so a failed write (a full disk)
+    leaves the folder as it was. Other files in the folder are left alone.
     """
     import os
+    import secrets
 
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        temporary = folder / f".{name}.partial"
-        temporary.write_bytes(content)
-        os.replace(temporary, folder / name)
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}.partial"
+    written = []
+    try:
+        for name, content in files.items():
+            temporary = folder / f".{name}{suffix}"
+            written.append(temporary)
+            temporary.write_bytes(content)
+    except BaseException:
+        for temporary in written:
+            temporary.unlink(missing_ok=True)
+        raise
+    for name in files:
+        os.replace(folder / f".{name}{suffix}", folder / name)
+    for name in stale:
+        if name not in files:
+            (folder / name).unlink(missing_ok=True)
 
 
-def check_folder_for_writing(folder):
-    """`folder` as a `pathlib.Path`; raises if it names an existing file."""
+def check_folder_for_writing(folder, names, overwrite):
+    """`folder` as a `pathlib.Path`; raises if it names an existing file, or,
+    unless `overwrite`, if it already holds any of the files `names`."""
     folder = pathlib.Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(
             f"`folder` must be a folder (created if missing), not a file. Received: "
             f"folder={str(folder)!r}")
+    existing = [name for name in names if (folder / name).exists()
+                or (folder / name).is_symlink()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"`folder` already holds an SAE ({', '.join(existing)}). Pass "
+            "`overwrite=True` to replace it (other files in the folder are left "
+            f"alone), or choose another folder. Received: folder={str(folder)!r}")
     return folder

@@ -18,6 +18,8 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"
 SPARSITY_FILENAME = "sparsity.safetensors"
 SPARSIFY_WEIGHTS_FILENAME = "sae.safetensors"
 DICTIONARY_LEARNING_WEIGHTS_FILENAME = "ae.safetensors"
+SAE_FILES = (CFG_FILENAME, WEIGHTS_FILENAME, SPARSITY_FILENAME)
+"""The files `save_sae` writes (`overwrite` is needed to replace them)."""
 SAE_LENS_FORMAT_VERSION = "6.0.0"
 """The `metadata.sae_lens_version` written: the 6.x config layout (SAELens
 converts configs older than 6.0 on load, and leaves 6.x ones as they are)."""
@@ -27,7 +29,8 @@ _DEFAULT_METADATA = {"model_name": None, "hook_name": None, "context_size": None
                      "prepend_bos": True}
 
 
-def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float32"):
+def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float32",
+             overwrite=False):
     """Writes `model` as a SAELens 6.x folder that `SAE.load_from_disk` reads.
 
     The export takes raw activations: a `normalization_scale` is folded in
@@ -43,7 +46,8 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
 
     Args:
         model: a `SparseAutoencoder` from `build_sae` (any architecture).
-        folder: the folder to write; created if needed, files replaced.
+        folder: the folder to write; created if needed. Other files in it
+            are left alone.
         metadata: optional dict for `cfg.json`'s `metadata`, such as
             `model_name`, `hook_name`, `context_size`, `prepend_bos`,
             `dataset_path`; JSON values only.
@@ -51,6 +55,12 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
             [0, 1] (`gsl.feature_density`); written to `sparsity.safetensors`.
         dtype: the stored dtype: `"float32"`, `"bfloat16"`, `"float16"` or
             `"float64"`.
+        overwrite: bool. A folder that already holds an SAE (`cfg.json`,
+            `sae_weights.safetensors` or `sparsity.safetensors`) raises
+            `FileExistsError` unless `True`; then its files are replaced
+            (each new file written whole before any is renamed into place),
+            and a `sparsity.safetensors` this export does not write is
+            deleted, as it described the replaced SAE.
 
     Returns:
         The folder, a `pathlib.Path`.
@@ -69,6 +79,9 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
     if dtype not in _checks.EXPORT_DTYPES:
         raise ValueError(f"`dtype` must be one of {list(_checks.EXPORT_DTYPES)}. "
                          f"Received: dtype={dtype!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be True or False. Received: "
+                        f"overwrite={overwrite!r}")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"`metadata` must be a dict or None. Received: metadata of "
                         f"type {type(metadata).__name__}")
@@ -111,8 +124,8 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
         {name: np.ascontiguousarray(value.astype(stored))
          for name, value in tensors.items()}, metadata={"format": "pt"})
     files[CFG_FILENAME] = cfg_text.encode("utf-8")
-    folder = _checks.check_folder_for_writing(folder)
-    _checks.write_folder(folder, files)
+    folder = _checks.check_folder_for_writing(folder, SAE_FILES, overwrite)
+    _checks.write_folder(folder, files, stale=SAE_FILES)
     return folder
 
 

@@ -91,15 +91,18 @@ def steps_per_dispatch(model, callbacks, steps_left):
     """How many steps the next dispatch runs (at most `steps_left`).
 
     `compile`'s `steps_per_execution` if set; else 1 while a callback needs
-    every batch; else up to `AUTO_STEPS_PER_DISPATCH`. A callback needs
-    every batch if it overrides a batch hook, unless it sets
-    `coarse_batch_hooks = True` or its `needs_every_batch()` returns False
-    (`SparsityWarmup` does once its ramp is over).
+    every batch; else up to `AUTO_STEPS_PER_DISPATCH`, or fewer where a
+    callback's `max_steps_per_dispatch` says so (`TargetL0` steers every few
+    steps). A callback needs every batch if it overrides a batch hook,
+    unless it sets `coarse_batch_hooks = True` or its `needs_every_batch()`
+    returns False (`SparsityWarmup` does once its ramp is over).
     """
     if model.steps_per_execution > 1:
         return min(model.steps_per_execution, steps_left)
     coarse_ok = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
+    limit = AUTO_STEPS_PER_DISPATCH
     for callback in callbacks:
+        limit = min(limit, getattr(callback, "max_steps_per_dispatch", limit))
         if isinstance(callback, coarse_ok) or getattr(
                 callback, "coarse_batch_hooks", False):
             continue
@@ -109,7 +112,7 @@ def steps_per_dispatch(model, callbacks, steps_left):
                 return 1
         elif _has_batch_hooks(callback):
             return 1
-    return max(1, min(AUTO_STEPS_PER_DISPATCH, steps_left))
+    return max(1, min(limit, steps_left))
 
 
 def _make_runner(model, batch_size, input_dtype):

@@ -1,5 +1,7 @@
 """The body of `SparseAutoencoder.fit`: check the arguments and data, pick the loop."""
 
+import contextlib
+
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.activations.stream import store_dataset
@@ -38,6 +40,22 @@ def _choose_loop(model, x, y, arguments, device_resident_option):
     return reason is None
 
 
+@contextlib.contextmanager
+def linked_callbacks(callbacks):
+    """Lets callbacks that act together see each other for one `fit`: each
+    with `link_callbacks(callbacks)` is called with the list, and its
+    `unlink_callbacks()` when `fit` ends (`TargetL0` takes over the ramp of
+    a `SparsityWarmup`)."""
+    linking = [c for c in callbacks if callable(getattr(c, "link_callbacks", None))]
+    try:
+        for callback in linking:
+            callback.link_callbacks(callbacks)
+        yield
+    finally:
+        for callback in linking:
+            callback.unlink_callbacks()
+
+
 def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
             device_resident_option, device_chunk_rows):
     """`model.fit(x, y, *args, **kwargs)`; `stock_fit` is `keras.Model.fit`
@@ -62,8 +80,9 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     plan = model.sparse_plan
     if plan is not None and plan.cap_is_auto and not plan.fixed:
         callbacks.append(sparse_cap.SparseCapTuner())
-    with data_guard.readable_errors(), keep_weights_on_error(
-            model, callbacks), tell_callbacks_on_error(callbacks):
+    with data_guard.readable_errors(), linked_callbacks(callbacks), \
+            keep_weights_on_error(model, callbacks), \
+            tell_callbacks_on_error(callbacks):
         if resident:
             return device_resident.device_resident_fit(
                 model, x, validation_data=validation_data, callbacks=callbacks,

@@ -1,0 +1,70 @@
+"""`gated-sae train`: a gated SAE from a store, by default to ~2% L0.
+
+Its options and early checks are in `gated_sae_layers_cli.train`. Unless
+a fixed `--sparsity-coefficient` is given alone, `gsl.TargetL0` steers the
+coefficient to `--target-l0` (default: 2% of `--latent-dim`); the sparsity
+warm-up (`gsl.SparsityWarmup`, the first 10% of the steps) runs first and
+the steering starts when it ends. An L0 that ends far from the target
+(the run was too short to steer it there) is reported on stderr.
+"""
+
+import json
+import sys
+
+import keras
+import numpy as np
+
+import gated_sae_layers as gsl
+from gated_sae_layers.activations import ActivationStore, store_dataset
+from gated_sae_layers.activations.normalization import estimate_center, estimate_norm_scale
+from gated_sae_layers_cli._options import import_modules
+from gated_sae_layers_cli._outputs import replacing_file
+from gated_sae_layers_cli.train import check_train, default_target_l0
+
+
+def run_train(args):
+    """Runs `gated-sae train` for parsed `args`; returns the printed dict."""
+    check_train(args)
+    import_modules(args.imports)
+    store = ActivationStore.open(args.store)
+    if not store.num_rows:
+        raise ValueError(
+            f"The store at {args.store} has no rows: nothing to train on. Harvest into "
+            "it first.")
+    target = args.target_l0
+    if target is None and args.sparsity_coefficient is None:
+        target = default_target_l0(args.latent_dim)
+    coefficient = 1.0 if args.sparsity_coefficient is None else args.sparsity_coefficient
+    scale = estimate_norm_scale(store) if args.normalize else 1.0
+    model = gsl.build_gated_sae(store.input_dim, args.latent_dim, coefficient,
+                                aux_coefficient=args.aux_coefficient)
+    # b_dec at the geometric median of the scaled rows (the median commutes
+    # with the scale).
+    model.decoder.bias.assign(
+        estimate_center(store, sample_rows=8192, seed=args.seed) * scale)
+    dataset = store_dataset(store, args.batch_size, seed=args.seed).map(lambda x: x * scale)
+    steps = args.epochs * int(np.ceil(store.num_rows / args.batch_size))
+    # Warm-up, the peak lr held, a linear decay over the last 20% (issue 10).
+    model.compile(optimizer=keras.optimizers.Adam(
+        gsl.WarmupStableDecay(args.lr, max(steps // 20, 1), steps), beta_1=0.0),
+        jit_compile=True)
+    callbacks = [gsl.SparsityWarmup(max(steps // 10, 1))]
+    if target is not None:
+        callbacks.append(gsl.TargetL0(target))
+    history = model.fit(dataset, epochs=args.epochs, verbose=0 if args.quiet else 2,
+                        callbacks=callbacks, shuffle=False)  # the dataset shuffles
+    model.normalization_scale = scale
+    exported = gsl.fold_normalization(model) if scale != 1.0 else model
+    with replacing_file(args.out, args.overwrite) as temporary:
+        exported.save(temporary)
+    report = {k: float(v[-1]) for k, v in history.history.items()}
+    report.setdefault("sparsity_coefficient", coefficient)
+    report.update(target_l0=target, out=str(args.out), normalization_scale=scale,
+                  rows=store.num_rows)
+    print(json.dumps(report))
+    l0 = report.get("l0")
+    if target is not None and l0 is not None and not target / 1.5 <= l0 <= 1.5 * target:
+        print(f"gated-sae: warning: L0 ended at {l0:.3g}, not near --target-l0 "
+              f"{target:g}: the steering needs more steps ({steps} now). Train longer "
+              "(more --epochs, or a smaller --batch-size).", file=sys.stderr)
+    return report

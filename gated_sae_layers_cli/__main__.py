@@ -1,0 +1,7 @@
+"""`python -m gated_sae_layers_cli`: the `gated-sae` command line."""
+
+import sys
+
+from gated_sae_layers_cli import main
+
+sys.exit(main())

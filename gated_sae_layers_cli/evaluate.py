@@ -1,0 +1,66 @@
+"""`gated-sae evaluate`: its options and early checks, standard library only.
+
+The command itself is `gated_sae_layers.cli.evaluate.run_evaluate`.
+"""
+
+from gated_sae_layers_cli._options import (
+    Command, add_command, add_overwrite_option, positive_int)
+from gated_sae_layers_cli._outputs import (
+    check_input_file, check_keras_file, check_output_file, check_store_folder)
+
+
+def add_evaluate_command(subparsers, parents=()):
+    """Adds the `evaluate` command to an `argparse` subparsers object.
+
+    Args:
+        subparsers: from `parser.add_subparsers(...)`.
+        parents: parent parsers with the options every command shares
+            (`gated-sae`'s `--import`, `--quiet`, `--debug`); without them
+            those options are added here.
+
+    Returns:
+        The `evaluate` subparser.
+
+    Example:
+
+    >>> import argparse
+    >>> top = argparse.ArgumentParser(prog="gated-sae")
+    >>> _ = add_evaluate_command(top.add_subparsers(dest="command"))
+    >>> args = top.parse_args(["evaluate", "sae.keras", "--store", "store/"])
+    >>> args.model, args.store, args.labels
+    ('sae.keras', 'store/', None)
+    """
+    command = add_command(
+        subparsers, "evaluate", parents,
+        help="SAEBench-lite metrics of a saved SAE on a store's rows",
+        description="Prints SAEBench-lite metrics (fidelity, sparsity, feature "
+                    "density, geometry, optional k-sparse probing) of a saved SAE on a "
+                    "store's rows as one line of JSON. Evaluate on a held-out store "
+                    "(`gated-sae harvest --skip`) to measure generalization.")
+    command.add_argument("model", metavar="MODEL.keras", help="the SAE, a .keras file")
+    command.add_argument("--store", required=True, metavar="STORE_DIR",
+                         help="an activation store folder")
+    command.add_argument("--labels", metavar="FILE.npy", help=(
+        "one class label per store row, in order: adds k-sparse probing "
+        "(default: no probing)"))
+    command.add_argument("--log-dir", metavar="DIR", help=(
+        "also write the metrics to TensorBoard here, at step 0; event files are "
+        "added, never replaced (default: none)"))
+    command.add_argument("--json", dest="json_out", metavar="OUT.json", help=(
+        "also write the full report (per-latent arrays too) here (default: none)"))
+    command.add_argument("--batch-size", type=positive_int, default=1024,
+                         help="rows through the SAE at a time")
+    add_overwrite_option(command, "the --json file")
+    command.set_defaults(
+        run=Command(check_evaluate, "gated_sae_layers.cli.evaluate:run_evaluate"))
+    return command
+
+
+def check_evaluate(args):
+    """The checks of `evaluate` that need no model: its files."""
+    check_keras_file(args.model)
+    check_store_folder(args.store)
+    if args.labels is not None:
+        check_input_file(args.labels, "--labels")
+    if args.json_out is not None:
+        check_output_file(args.json_out, "--json", getattr(args, "overwrite", False))

@@ -1,0 +1,90 @@
+"""`gated-sae train`: its options and early checks, standard library only.
+
+The command itself is `gated_sae_layers.cli.train.run_train`.
+"""
+
+from gated_sae_layers_cli._options import (
+    Command, add_command, add_overwrite_option, non_negative_float, positive_float,
+    positive_int)
+from gated_sae_layers_cli._outputs import check_output_file, check_store_folder
+
+DEFAULT_L0_FRACTION = 0.02
+
+EXAMPLES = """examples:
+  gated-sae train --store store/ --latent-dim 4096 --out sae.keras      (to L0 ~ 82)
+  gated-sae train --store store/ --latent-dim 4096 --target-l0 32 --out sae.keras
+  gated-sae train --store store/ --sparsity-coefficient 1.0 --out sae.keras   (fixed)
+"""
+
+
+def default_target_l0(latent_dim):
+    """The L0 `train` aims at by default: 2% of the latents, at least 1."""
+    return max(1, round(DEFAULT_L0_FRACTION * latent_dim))
+
+
+def add_train_command(subparsers, parents=()):
+    """Adds the `train` command to an `argparse` subparsers object.
+
+    Example:
+
+    >>> import argparse
+    >>> top = argparse.ArgumentParser(prog="gated-sae")
+    >>> _ = add_train_command(top.add_subparsers(dest="command"))
+    >>> args = top.parse_args(["train", "--store", "s/", "--out", "sae.keras"])
+    >>> args.target_l0, args.sparsity_coefficient, default_target_l0(args.latent_dim)
+    (None, None, 82)
+    """
+    command = add_command(
+        subparsers, "train", parents, epilog=EXAMPLES,
+        help="train a gated SAE on a store (by default to ~2%% L0)",
+        description="Trains a gated SAE on a store's rows. By default its sparsity "
+                    "coefficient is steered during training (gsl.TargetL0) so that L0, "
+                    "the mean number of active latents per row, reaches ~2% of "
+                    "--latent-dim. Pass --target-l0 for another L0, or "
+                    "--sparsity-coefficient alone for a fixed coefficient.")
+    command.add_argument("--store", required=True, metavar="STORE_DIR",
+                         help="the activation store to train on")
+    command.add_argument("--out", required=True, metavar="SAE.keras",
+                         help="the .keras file to write (its folder must exist)")
+    command.add_argument("--latent-dim", type=positive_int, default=4096,
+                         help="the number of latents (dictionary size)")
+    command.add_argument("--target-l0", type=positive_float, metavar="L0", help=(
+        "the L0 (mean active latents per row) to train to: the sparsity coefficient "
+        "is steered there (default: 2%% of --latent-dim, rounded, at least 1; "
+        "82 for 4096)"))
+    command.add_argument("--sparsity-coefficient", type=non_negative_float, help=(
+        "alone: a fixed sparsity coefficient, not steered; with --target-l0: the "
+        "coefficient the steering starts from (default: steered, from 1.0)"))
+    command.add_argument("--aux-coefficient", type=non_negative_float, default=1.0,
+                         help="the weight of the gated SAE's auxiliary loss")
+    command.add_argument("--epochs", type=positive_int, default=10,
+                         help="passes over the store")
+    command.add_argument("--batch-size", type=positive_int, default=1024,
+                         help="rows per training step")
+    command.add_argument("--lr", type=positive_float, default=1e-3, help=(
+        "the peak learning rate (a warm-up over 5%% of the steps, held, decayed "
+        "linearly over the last 20%%)"))
+    command.add_argument("--seed", type=int, default=0,
+                         help="seed of the data order and of the decoder bias' estimate")
+    command.add_argument("--no-normalize", dest="normalize", action="store_false", help=(
+        "train on raw activations (default: scaled to mean squared norm = input_dim, "
+        "the scale folded into the saved weights)"))
+    add_overwrite_option(command, "the --out file")
+    command.set_defaults(run=Command(check_train, "gated_sae_layers.cli.train:run_train"))
+    return command
+
+
+def check_train(args):
+    """The checks of `train` that need no store read: `--out`, `--store` and
+    the sparsity options together."""
+    check_output_file(args.out, "--out", args.overwrite, suffix=".keras")
+    check_store_folder(args.store)
+    if args.target_l0 is not None:
+        if args.target_l0 > args.latent_dim:
+            raise ValueError(
+                f"`--target-l0` must be at most --latent-dim ({args.latent_dim}): it "
+                f"counts active latents. Received: --target-l0={args.target_l0:g}")
+        if args.sparsity_coefficient == 0:
+            raise ValueError(
+                "`--sparsity-coefficient` must be > 0 with --target-l0: the steering "
+                "scales it. Received: --sparsity-coefficient=0")

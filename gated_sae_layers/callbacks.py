@@ -1,6 +1,9 @@
 """Callbacks for SAE training: decoder renormalization and sparsity warm-up."""
 
+import numbers
+
 import keras
+import numpy as np
 from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
@@ -9,6 +12,27 @@ from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 
 # Kept for code written against earlier versions.
 find_decoders = unit_norm_decoders
+
+
+# The smallest and largest positive normal float32: an `epsilon` outside is
+# 0 or Inf in the float32 division of `normalize_rows`.
+_FLOAT32_TINY = float(np.finfo("float32").tiny)
+_FLOAT32_MAX = float(np.finfo("float32").max)
+
+
+def _check_epsilon(epsilon):
+    """`epsilon` as a float, or raises unless float32 holds it as a number > 0."""
+    expected = ("a finite number > 0 that float32 can hold (from "
+                f"{_FLOAT32_TINY:.4g} to {_FLOAT32_MAX:.4g}): rows of smaller "
+                "norm are divided by it")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(
+            f"`epsilon` must be {expected}. Received: epsilon={epsilon!r} of "
+            f"type {type(epsilon).__name__}"
+        )
+    if not _FLOAT32_TINY <= float(epsilon) <= _FLOAT32_MAX:  # NaN fails too
+        raise ValueError(f"`epsilon` must be {expected}. Received: epsilon={epsilon!r}")
+    return float(epsilon)
 
 
 class DecoderNormalizer(keras.callbacks.Callback):
@@ -28,7 +52,8 @@ class DecoderNormalizer(keras.callbacks.Callback):
 
     Args:
         frequency: `"batch"` (default) or `"epoch"`.
-        epsilon: rows with norm below it are divided by `epsilon`.
+        epsilon: float > 0 (a normal float32), rows with norm below it are
+            divided by `epsilon`.
 
     Example:
 
@@ -38,12 +63,18 @@ class DecoderNormalizer(keras.callbacks.Callback):
     """
 
     def __init__(self, frequency="batch", epsilon=1e-8):
-        super().__init__()
+        if not isinstance(frequency, str):
+            raise TypeError(
+                "`frequency` must be 'batch' or 'epoch'. Received: "
+                f"frequency={frequency!r} of type {type(frequency).__name__}"
+            )
         if frequency not in ("batch", "epoch"):
             raise ValueError(
                 "`frequency` must be 'batch' or 'epoch'. "
                 f"Received: frequency={frequency!r}"
             )
+        epsilon = _check_epsilon(epsilon)
+        super().__init__()
         self.frequency = frequency
         self.epsilon = epsilon
 

@@ -7,7 +7,9 @@ it, or inside a report folder) and renamed into place, so it is never half
 written and a failed run leaves the old one as it was. A file the command
 did not write is never deleted or replaced, with `--overwrite` or without: a
 store folder is replaced only when it holds nothing but the store's files,
-and a report or export folder keeps every other file.
+and a report or export folder keeps every other file. And an output is never
+one of the command's inputs, nor inside an input folder such as a store
+(`check_not_an_input`, with `--overwrite` or without).
 
 The file names below are those of `gated_sae_layers` (`activations.store`,
 `dashboard.output`, `interop.saelens`), repeated here so that checking them
@@ -52,6 +54,72 @@ def check_store_folder(path, option="--store"):
 
 
 # ------------------------------------------------------------ outputs
+def _resolved(path):
+    return pathlib.Path(os.path.realpath(path))
+
+
+def _same(a, b):
+    """`a` and `b` (resolved) name the same file or folder: equal paths, or,
+    where both exist, the same file (a hard link, a bind mount)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _within(path, folder):
+    """`path` (resolved) is `folder` (resolved) or lies inside it."""
+    return any(_same(parent, folder) for parent in (path, *path.parents))
+
+
+def check_not_an_input(option, output, inputs, names=None):
+    """The one rule between outputs and inputs: a command never writes over
+    what it reads, nor into a folder it reads.
+
+    Paths are compared resolved (symbolic links followed), and with
+    `os.path.samefile` where both exist (hard links).
+
+    Args:
+        option: how the output is given, such as `"--json"`; named in errors.
+        output: the file the command writes; or, with `names`, the folder
+            it writes the files `names` into; or, with `names=None` and a
+            folder, the folder it owns whole (a store it may replace).
+        inputs: `{option: path}` of the files and folders the command reads
+            (None values are skipped). A folder counts with everything in it.
+        names: the names of the files written into the folder `output`, or
+            None (see `output`).
+
+    Raises:
+        ValueError: the output is an input, lies in an input folder, or
+            (with `names=None`) holds an input.
+    """
+    given = pathlib.Path(output)
+    output = _resolved(given)
+    written = ([(given, output)] if names is None
+               else [(given / name, output / name) for name in names])
+    for label, source in inputs.items():
+        if source is None:
+            continue
+        source_path = _resolved(source)
+        for shown, path in written:
+            if _same(path, source_path):
+                raise ValueError(
+                    f"`{option}` must not be an input of the command: {shown} is "
+                    f"{label}, which it reads. Choose another path. Received: "
+                    f"{option}={given}")
+        if source_path.is_dir() and _within(output, source_path):
+            raise ValueError(
+                f"`{option}` must not be inside {label} ({source}): the command reads "
+                f"that folder. Choose another path. Received: {option}={given}")
+        if names is None and output.is_dir() and _within(source_path, output):
+            raise ValueError(
+                f"`{option}` would replace the folder that holds {label} ({source}), "
+                "which the command reads. Choose another folder, or move that file. "
+                f"Received: {option}={given}")
+
+
 def check_folder(folder, option):
     """`folder` exists and this process may create and rename files in it."""
     folder = pathlib.Path(folder)

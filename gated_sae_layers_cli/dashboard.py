@@ -5,8 +5,8 @@ The command itself is `gated_sae_layers.cli.dashboard.run_dashboard`.
 
 from gated_sae_layers_cli._options import Command, add_command, add_overwrite_option
 from gated_sae_layers_cli._outputs import (
-    DASHBOARD_FILES, check_input_file, check_keras_file, check_output_folder,
-    check_store_folder, written_by_a_dashboard)
+    DASHBOARD_FILES, check_input_file, check_keras_file, check_not_an_input,
+    check_output_folder, check_store_folder, written_by_a_dashboard)
 
 
 def add_dashboard_command(subparsers, parents=()):
@@ -76,6 +76,11 @@ def check_dashboard(args):
                           ("--batch-size", args.batch_size)):
         if value <= 0:
             raise ValueError(f"`{option}` must be a positive integer. Received: {value}")
+    check_not_an_input(
+        "--out", args.out,
+        {"MODEL.keras": args.model, "--store": args.store,
+         "--activations": args.activations, "--images": args.images,
+         "--texts": getattr(args, "texts", None)}, names=DASHBOARD_FILES)
     check_output_folder(args.out, "--out", DASHBOARD_FILES,
                         getattr(args, "overwrite", False), written_by_a_dashboard,
                         not_ours="no feature dashboard wrote it")

@@ -6,7 +6,8 @@ The command itself is `gated_sae_layers.cli.evaluate.run_evaluate`.
 from gated_sae_layers_cli._options import (
     Command, add_command, add_overwrite_option, positive_int)
 from gated_sae_layers_cli._outputs import (
-    check_input_file, check_keras_file, check_output_file, check_store_folder)
+    check_input_file, check_keras_file, check_not_an_input, check_output_file,
+    check_store_folder)
 
 
 def add_evaluate_command(subparsers, parents=()):
@@ -57,10 +58,15 @@ def add_evaluate_command(subparsers, parents=()):
 
 
 def check_evaluate(args):
-    """The checks of `evaluate` that need no model: its files."""
+    """The checks of `evaluate` that need no model: its files, and that no
+    output (`--json`, `--log-dir`) is an input or inside the store."""
     check_keras_file(args.model)
     check_store_folder(args.store)
     if args.labels is not None:
         check_input_file(args.labels, "--labels")
+    inputs = {"MODEL.keras": args.model, "--store": args.store, "--labels": args.labels}
     if args.json_out is not None:
+        check_not_an_input("--json", args.json_out, inputs)
         check_output_file(args.json_out, "--json", getattr(args, "overwrite", False))
+    if args.log_dir is not None:
+        check_not_an_input("--log-dir", args.log_dir, inputs, names=())

@@ -5,7 +5,8 @@ The command itself is `gated_sae_layers.cli.harvest.run_harvest`.
 
 from gated_sae_layers_cli._options import (
     Command, add_command, non_negative_int, positive_int)
-from gated_sae_layers_cli._outputs import check_input_file, check_store_out
+from gated_sae_layers_cli._outputs import (
+    check_input_file, check_not_an_input, check_store_out)
 
 DEFAULT_MAX_TEXTS = 2000
 
@@ -89,4 +90,9 @@ def check_harvest(args):
             raise ValueError("`--inputs FILE.npy` is needed with a .keras model.")
         check_input_file(args.model, "--model")
         check_input_file(args.inputs, "--inputs")
+    check_not_an_input(
+        "--out", args.out,
+        {"--model": None if args.model == "minilm" else args.model,
+         "--inputs": args.inputs,
+         "--texts": None if args.texts == "stdlib" else args.texts})
     check_store_out(args.out, args.resume, args.overwrite)

@@ -10,7 +10,8 @@ import pathlib
 from gated_sae_layers_cli._options import (
     Command, add_command, add_overwrite_option, positive_int)
 from gated_sae_layers_cli._outputs import (
-    SAELENS_FILES, check_keras_file, check_output_file, check_output_folder)
+    SAELENS_FILES, check_keras_file, check_not_an_input, check_output_file,
+    check_output_folder)
 
 
 def add_interop_commands(subparsers, parents=()):
@@ -70,17 +71,28 @@ def add_interop_commands(subparsers, parents=()):
     return export, imported
 
 
+# The files `gated_sae_layers.interop.load_sae` may read in a folder.
+SAE_INPUT_FILES = SAELENS_FILES + ("sae.safetensors", "ae.safetensors")
+
+
 def check_export(args):
-    """The checks of `export` that need no model."""
+    """The checks of `export` that need no model; none of the SAE files it
+    writes into FOLDER may be the model it reads."""
     check_keras_file(args.model)
+    check_not_an_input("FOLDER", args.folder, {"MODEL.keras": args.model},
+                       names=SAELENS_FILES)
     check_output_folder(args.folder, "FOLDER", SAELENS_FILES,
                         getattr(args, "overwrite", False))
 
 
 def check_import(args):
-    """The checks of `import` that need no model."""
-    if not pathlib.Path(args.folder).is_dir():
+    """The checks of `import` that need no model; MODEL.keras may not be one
+    of the folder's files it reads."""
+    folder = pathlib.Path(args.folder)
+    if not folder.is_dir():
         raise FileNotFoundError(
             f"`FOLDER` must be an existing folder. Received: {args.folder}")
+    check_not_an_input("MODEL.keras", args.model,
+                       {f"FOLDER's {name}": folder / name for name in SAE_INPUT_FILES})
     check_output_file(args.model, "MODEL.keras", getattr(args, "overwrite", False),
                       suffix=".keras")

@@ -6,9 +6,11 @@ The command itself is `gated_sae_layers.cli.train.run_train`.
 from gated_sae_layers_cli._options import (
     Command, add_command, add_overwrite_option, non_negative_float, positive_float,
     positive_int)
-from gated_sae_layers_cli._outputs import check_output_file, check_store_folder
+from gated_sae_layers_cli._outputs import (
+    check_not_an_input, check_output_file, check_store_folder)
 
 DEFAULT_L0_FRACTION = 0.02
+DEFAULT_STEPS = 2000
 
 EXAMPLES = """examples:
   gated-sae train --store store/ --latent-dim 4096 --out sae.keras      (to L0 ~ 82)
@@ -20,6 +22,16 @@ EXAMPLES = """examples:
 def default_target_l0(latent_dim):
     """The L0 `train` aims at by default: 2% of the latents, at least 1."""
     return max(1, round(DEFAULT_L0_FRACTION * latent_dim))
+
+
+def default_epochs(num_rows, batch_size):
+    """The passes over a store of `num_rows` that make `DEFAULT_STEPS` steps.
+
+    >>> default_epochs(5000, 1024), default_epochs(10_000_000, 1024)
+    (400, 1)
+    """
+    steps_per_epoch = -(-num_rows // batch_size)
+    return max(1, -(-DEFAULT_STEPS // steps_per_epoch))
 
 
 def add_train_command(subparsers, parents=()):
@@ -57,8 +69,10 @@ def add_train_command(subparsers, parents=()):
         "coefficient the steering starts from (default: steered, from 1.0)"))
     command.add_argument("--aux-coefficient", type=non_negative_float, default=1.0,
                          help="the weight of the gated SAE's auxiliary loss")
-    command.add_argument("--epochs", type=positive_int, default=10,
-                         help="passes over the store")
+    command.add_argument("--epochs", type=positive_int, help=(
+        f"passes over the store (default: as many as make {DEFAULT_STEPS:,} steps, at "
+        "least 1, logged as at most 10 epochs: the steering to --target-l0 needs a "
+        "few hundred steps)"))
     command.add_argument("--batch-size", type=positive_int, default=1024,
                          help="rows per training step")
     command.add_argument("--lr", type=positive_float, default=1e-3, help=(
@@ -77,6 +91,7 @@ def add_train_command(subparsers, parents=()):
 def check_train(args):
     """The checks of `train` that need no store read: `--out`, `--store` and
     the sparsity options together."""
+    check_not_an_input("--out", args.out, {"--store": args.store})
     check_output_file(args.out, "--out", args.overwrite, suffix=".keras")
     check_store_folder(args.store)
     if args.target_l0 is not None:

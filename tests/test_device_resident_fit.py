@@ -12,6 +12,12 @@ import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.models._fit import device_resident as resident
+from tests.test_hostile_fit import (
+    BAD_FIT_ARGUMENTS,
+    CASE_IDS,
+    assert_refused_before_training,
+    compiled_model,
+)
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the device-resident path is JAX's")
@@ -254,6 +260,20 @@ def test_argument_errors():
         model.fit(x.astype("int32"), verbose=0)
     # `y` falls back to the stock loop under "auto".
     model.fit(x, x, verbose=0)
+
+
+@pytest.mark.parametrize("fit_kwargs, compile_kwargs, error, message", BAD_FIT_ARGUMENTS,
+                         ids=CASE_IDS)
+def test_every_loop_refuses_bad_loop_arguments_alike(
+        fit_kwargs, compile_kwargs, error, message):
+    """Issue 20: the device-resident loop refused none of these (a raw
+    `IndexError` for `validation_split=1.0`, batches of 2 for
+    `batch_size=2.5`, ...); now both loops raise the same error before any
+    step, with Keras's text where Keras has one."""
+    for loop in (False, True, "auto"):
+        model = compiled_model(compile_kwargs)
+        assert_refused_before_training(model, fit_kwargs, error, message,
+                                       device_resident=loop)
 
 
 def test_activation_store_streams_shard_by_shard(tmp_path):

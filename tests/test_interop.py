@@ -26,7 +26,8 @@ from gated_sae_layers.interop import (
     load_sparsify,
     save_sae,
 )
-from gated_sae_layers.interop._checks import numpy_dtype, read_safetensors
+from gated_sae_layers.interop._checks import numpy_dtype
+from gated_sae_layers.interop._safetensors import read_safetensors
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

@@ -19,7 +19,7 @@ from gated_sae_layers.activations import ActivationStore, store_dataset
 from gated_sae_layers.activations.normalization import estimate_center, estimate_norm_scale
 from gated_sae_layers_cli._options import import_modules
 from gated_sae_layers_cli._outputs import replacing_file
-from gated_sae_layers_cli.train import check_train, default_target_l0
+from gated_sae_layers_cli.train import check_train, default_epochs, default_target_l0
 
 
 def run_train(args):
@@ -43,7 +43,24 @@ def run_train(args):
     model.decoder.bias.assign(
         estimate_center(store, sample_rows=8192, seed=args.seed) * scale)
     dataset = store_dataset(store, args.batch_size, seed=args.seed).map(lambda x: x * scale)
-    steps = args.epochs * int(np.ceil(store.num_rows / args.batch_size))
+    per_pass = int(np.ceil(store.num_rows / args.batch_size))
+    if args.epochs:
+        epochs, steps_per_epoch = args.epochs, None
+        steps = epochs * per_pass
+    else:
+        # Passes enough for DEFAULT_STEPS steps, run as at most 10 logged
+        # epochs of a repeated dataset (a small store would otherwise pay
+        # Keras's per-epoch cost hundreds of times).
+        passes = default_epochs(store.num_rows, args.batch_size)
+        epochs = min(10, passes)
+        steps_per_epoch = int(np.ceil(passes * per_pass / epochs))
+        steps = epochs * steps_per_epoch
+        dataset = dataset.repeat()
+    if steps < 2:
+        raise ValueError(
+            f"Training needs at least 2 steps; {store.num_rows} rows in batches of "
+            f"{args.batch_size} for {epochs} epoch(s) make {steps}. Lower --batch-size "
+            "or raise --epochs.")
     # Warm-up, the peak lr held, a linear decay over the last 20% (issue 10).
     model.compile(optimizer=keras.optimizers.Adam(
         gsl.WarmupStableDecay(args.lr, max(steps // 20, 1), steps), beta_1=0.0),
@@ -51,7 +68,8 @@ def run_train(args):
     callbacks = [gsl.SparsityWarmup(max(steps // 10, 1))]
     if target is not None:
         callbacks.append(gsl.TargetL0(target))
-    history = model.fit(dataset, epochs=args.epochs, verbose=0 if args.quiet else 2,
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        verbose=0 if args.quiet else 2,
                         callbacks=callbacks, shuffle=False)  # the dataset shuffles
     model.normalization_scale = scale
     exported = gsl.fold_normalization(model) if scale != 1.0 else model
@@ -60,7 +78,7 @@ def run_train(args):
     report = {k: float(v[-1]) for k, v in history.history.items()}
     report.setdefault("sparsity_coefficient", coefficient)
     report.update(target_l0=target, out=str(args.out), normalization_scale=scale,
-                  rows=store.num_rows)
+                  rows=store.num_rows, steps=steps)
     print(json.dumps(report))
     l0 = report.get("l0")
     if target is not None and l0 is not None and not target / 1.5 <= l0 <= 1.5 * target:

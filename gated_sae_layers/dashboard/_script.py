@@ -180,6 +180,12 @@ SCRIPT = r"""
     });
     return row;
   }
+  // An image's attributes: its size from DATA.image_size, [width, height] in
+  // CSS pixels in the image's own aspect ratio (a 4 x 8 image is drawn 84 x 42).
+  function imageAttributes(src, alt, kind) {
+    var size = DATA.image_size[kind];
+    return {src: src, alt: alt, width: size[0], height: size[1]};
+  }
   function section(page, sec) {
     var body;
     if (DATA.kind === "text") {
@@ -187,7 +193,8 @@ SCRIPT = r"""
     } else if (DATA.kind === "image") {
       body = el("div", {"class": "images"}, sec.examples.map(function (e) {
         return el("div", {"class": "img example", "data-row": e.row}, [
-          el("img", {src: e.image, alt: "row " + e.row}), el("span", {text: fmt(e.value)})]);
+          el("img", imageAttributes(e.image, "row " + e.row, "example")),
+          el("span", {text: fmt(e.value)})]);
       }));
     } else {
       body = el("div", {"class": "examples"}, sec.examples.map(function (e) {
@@ -223,7 +230,7 @@ SCRIPT = r"""
     if (page.decoder_image) {
       charts.push(el("div", {"class": "chart img", id: "decoder-image"}, [
         el("div", {"class": "t", text: "Decoder direction (red +, blue -)"}),
-        el("img", {src: page.decoder_image, alt: "decoder row " + i, style: "width: 150px; height: 150px"})]));
+        el("img", imageAttributes(page.decoder_image, "decoder row " + i, "decoder"))]));
     }
     app.replaceChildren(back, el("h2", {id: "latent-title", text: "Latent " + i + (L.label && L.label[i] ? ": " + L.label[i] : "")}),
       el("div", {"class": "cards"}, [card("frequency", fmt(page.frequency)), card("firing rows", String(page.count)),

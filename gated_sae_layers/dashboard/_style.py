@@ -38,8 +38,7 @@ td.num { font-variant-numeric: tabular-nums; text-align: right; }
 .tok.center { outline: 1.5px solid #c0392b; font-weight: 700; }
 .images { display: flex; flex-wrap: wrap; gap: 8px; }
 .img { text-align: center; font-size: 11px; color: #5b6676; }
-.img img { width: 84px; height: 84px; image-rendering: pixelated; border: 1px solid #dde1e7;
-           display: block; }
+.img img { image-rendering: pixelated; border: 1px solid #dde1e7; display: block; }
 .neighbors a, .neighbors span { margin-right: 10px; }
 .muted { color: #7a8595; }
 """

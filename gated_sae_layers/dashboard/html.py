@@ -11,14 +11,11 @@ import json
 
 from gated_sae_layers.dashboard._script import SCRIPT
 from gated_sae_layers.dashboard._style import STYLE
-from gated_sae_layers.dashboard.output import MARKER
+from gated_sae_layers.dashboard.output import PAGE_HEAD, new_report_id, report_id_of
 
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="generator" content="{marker}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+# `PAGE_HEAD` (the first lines, with the report id) is what `output` reads
+# back to tell a dashboard's page from a user's.
+TEMPLATE = PAGE_HEAD + """<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>{title}</title>
 <style>{style}</style>
@@ -34,7 +31,8 @@ TEMPLATE = """<!DOCTYPE html>
 
 
 def render_html(data):
-    """The report page for `data` (the dict `feature_dashboard` builds).
+    """The report page for `data` (the dict `feature_dashboard` builds), with
+    the report id of `data["summary"]["report_id"]` (a new one if absent).
 
     Example:
 
@@ -47,5 +45,6 @@ def render_html(data):
     summary = data.get("summary", {})
     title = html.escape(f"{summary.get('model', 'SAE')}: {summary.get('latent_dim', '?')} "
                         f"latents on {summary.get('num_rows', '?')} rows")
-    return TEMPLATE.format(marker=MARKER, title=title, style=STYLE, data=text,
+    report_id = report_id_of(summary.get("report_id") or new_report_id())
+    return TEMPLATE.format(report_id=report_id, title=title, style=STYLE, data=text,
                            script=SCRIPT)

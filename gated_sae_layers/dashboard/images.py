@@ -100,6 +100,22 @@ class ImageContext:
             images = images.reshape(len(images), self.pixels)
         self.images = images
 
+    def check_input_dim(self, input_dim):
+        """Raises unless the rows of `x` (`input_dim` values each) can be the
+        images: with `images=None`, `prod(image_shape)` must be `input_dim`."""
+        if self.images is None and self.pixels != input_dim:
+            raise ValueError(
+                f"`image_shape` must hold one pixel per value of a row of `x` "
+                f"({input_dim}), since `images` is None (the rows are the pixels). "
+                f"Received: image_shape={self.image_shape}, {self.pixels} pixels")
+
+    def display_size(self, box):
+        """`[width, height]` of an image drawn `box` CSS pixels on its long
+        side, in the image's aspect ratio (each at least 1)."""
+        height, width = self.image_shape[:2]
+        scale = box / max(height, width)
+        return [max(1, round(width * scale)), max(1, round(height * scale))]
+
     @property
     def num_rows(self):
         """Rows of `images`, or `None` (any number) when the rows are the pixels."""

@@ -2,28 +2,95 @@
 
 A dashboard writes exactly `FILES` into its folder. Before any work, each
 of them must be absent, or, with `overwrite=True`, a regular file (not a
-link) that an earlier dashboard wrote (its first bytes hold `MARKER`); any
-other file of that name stops the call with `FileExistsError`, with
-`overwrite` or without. Every other file in the folder is left alone. A
-file is written to a temporary name in the folder and renamed into place,
-so a reader never sees half a report. (`gated_sae_layers_cli._outputs`
-repeats `FILES` and `MARKER` for the command line's early check.)
+link) that an earlier dashboard wrote; any other file of that name stops
+the call with `FileExistsError`, with `overwrite` or without. Every other
+file in the folder is left alone. A file is written to a temporary name in
+the folder and renamed into place, so a reader never sees half a report.
+
+"An earlier dashboard wrote it" is not a guess from the text: each report
+gets a random 128-bit id (`new_report_id`), written in `index.html` as the
+`<meta name="gated-sae-layers-report">` line right after the generator line
+at the top of the page, and as `report_id` in `summary.json` beside
+`"generator": MARKER`. A file is taken as a dashboard's only where both files
+are there and carry the same id (`written_by_a_dashboard`): a page that
+merely mentions `gated_sae_layers.dashboard`, a hand-made `summary.json`, or
+a page beside another report's summary is kept. (`gated_sae_layers_cli._outputs`
+repeats `FILES`, `MARKER` and this check for the command line's early check.)
 """
 
+import json
 import os
 import pathlib
+import re
+import secrets
 import tempfile
 
 INDEX, SUMMARY = "index.html", "summary.json"
 FILES = (INDEX, SUMMARY)
 MARKER = "gated_sae_layers.dashboard"
+# The first lines of every report page, the id in the last (`html.TEMPLATE`).
+PAGE_HEAD = ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+             f'<meta name="generator" content="{MARKER}">\n'
+             '<meta name="gated-sae-layers-report" content="{report_id}">\n')
+_PAGE_ID = re.compile(re.escape(PAGE_HEAD).replace(
+    re.escape("{report_id}"), "([0-9a-f]{32})").encode())
+_ID = re.compile("[0-9a-f]{32}")
+# A summary is a few kB per thousand latents; a larger file is no summary.
+_SUMMARY_LIMIT = 64 << 20
 
 
-def _written_by_a_dashboard(path):
+def new_report_id():
+    """A fresh random report id: 32 lowercase hex digits."""
+    return secrets.token_hex(16)
+
+
+def report_id_of(value):
+    """`value` if it is a report id (32 lowercase hex digits), else raises."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValueError("A report id must be 32 lowercase hex digits (see "
+                         f"`new_report_id`). Received: {value!r:.100}")
+    return value
+
+
+def report_id(path):
+    """The report id that `path` (a report's `index.html` or `summary.json`)
+    carries where a dashboard writes it, or `None`.
+
+    Example:
+
+    >>> import tempfile
+    >>> page = pathlib.Path(tempfile.mkdtemp()) / "index.html"
+    >>> _ = page.write_text("<p>made with gated_sae_layers.dashboard</p>")
+    >>> report_id(page) is None
+    True
+    """
+    path = pathlib.Path(path)
     if path.is_symlink() or not path.is_file():
+        return None
+    if path.name == INDEX:
+        with open(path, "rb") as handle:
+            match = _PAGE_ID.match(handle.read(len(PAGE_HEAD) + 64))
+        return match.group(1).decode() if match else None
+    if path.name == SUMMARY and path.stat().st_size <= _SUMMARY_LIMIT:
+        try:
+            summary = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if isinstance(summary, dict) and summary.get("generator") == MARKER:
+            found = summary.get("report_id")
+            if isinstance(found, str) and _ID.fullmatch(found):
+                return found
+    return None
+
+
+def written_by_a_dashboard(path):
+    """True if `path` is a report file (`FILES`) that a dashboard wrote: it
+    and the other report file beside it carry the same report id."""
+    path = pathlib.Path(path)
+    if path.name not in FILES:
         return False
-    with open(path, "rb") as handle:
-        return MARKER.encode() in handle.read(4096)
+    ids = [report_id(path.parent / name) for name in FILES]
+    return ids[0] is not None and ids[0] == ids[1]
 
 
 def check_output_dir(output_dir, overwrite=False):
@@ -48,6 +115,10 @@ def check_output_dir(output_dir, overwrite=False):
         raise TypeError(
             "`output_dir` must be a folder path (str or pathlib.Path). "
             f"Received: output_dir={output_dir!r:.100}")
+    if not str(os.fspath(output_dir)).strip():
+        raise ValueError(
+            "`output_dir` must be a folder path, not an empty one (pass '.' for the "
+            f"current folder). Received: output_dir={output_dir!r}")
     if not isinstance(overwrite, bool):
         raise TypeError(
             f"`overwrite` must be True or False. Received: overwrite={overwrite!r}")
@@ -58,7 +129,7 @@ def check_output_dir(output_dir, overwrite=False):
     present = [folder / name for name in FILES
                if (folder / name).exists() or (folder / name).is_symlink()]
     for path in present:
-        if not _written_by_a_dashboard(path):
+        if not written_by_a_dashboard(path):
             raise FileExistsError(
                 f"`output_dir` already holds {path}, which no feature dashboard "
                 "wrote; it is left untouched. Choose another `output_dir`, or move "

@@ -19,6 +19,8 @@ QUANTILE_GROUPS, PER_GROUP = 4, 3  # examples from each quartile of the range
 SAMPLE_SIZE = 128                 # the per-latent uniform sample of the pass
 NEIGHBORS = 6                     # nearest latents by decoder cosine
 DENSE_THRESHOLD = 0.1             # a latent firing on more rows is dense
+EXAMPLE_IMAGE_BOX = 84            # the long side of an example's image, in CSS px
+DECODER_IMAGE_BOX = 150           # the long side of a decoder row's image
 
 
 class RowContext:
@@ -46,7 +48,7 @@ def _round(values):
     return [float(f"{v:.4g}") for v in np.asarray(values, "float64").tolist()]
 
 
-def _check_context(context, num_rows):
+def _check_context(context, num_rows, input_dim):
     if context is None:
         return RowContext()
     if not all(hasattr(context, name) for name in ("window_rows", "example", "label")):
@@ -58,6 +60,9 @@ def _check_context(context, num_rows):
             f"`context` describes {context.num_rows} rows but `x` has {num_rows}: "
             "they must be the same rows, in the same order (build the context from "
             "the very inputs that were harvested).")
+    check_input_dim = getattr(context, "check_input_dim", None)
+    if check_input_dim is not None:
+        check_input_dim(input_dim)  # an `ImageContext` whose rows are the pixels
     return context
 
 
@@ -209,7 +214,9 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     if not isinstance(progress, bool):
         raise TypeError(f"`progress` must be True or False. Received: progress={progress!r}")
     x, num_rows = _rows.check_rows(model, x)
-    context = _check_context(context, num_rows)
+    context = _check_context(context, num_rows, model.input_dim)
+    _rows.check_finite_weights(
+        model, "its report would hold NaN (which JSON cannot) instead of activations")
 
     stats, fidelity = collect_statistics(model, x, batch_size, top_k=TOP_EXAMPLES,
                                          sample_size=SAMPLE_SIZE, progress=progress)
@@ -218,7 +225,8 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     density_counts, density_edges = density_histogram(stats.frequency)
     l0_counts = stats.l0_histogram[:np.flatnonzero(stats.l0_histogram)[-1] + 1]
     summary = {
-        "generator": output.MARKER, "model": model.name, "num_rows": num_rows,
+        "generator": output.MARKER, "report_id": output.new_report_id(),
+        "model": model.name, "num_rows": num_rows,
         "latent_dim": model.latent_dim, "input_dim": model.input_dim,
         "l0": fidelity["l0"],
         "fvu": fidelity["fvu"] if np.isfinite(fidelity["fvu"]) else None,
@@ -241,6 +249,10 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
                     "max": _round(stats.max_activation), "label": labels},
         "pages": pages,
     }
+    if context.kind == "image":
+        # `[width, height]` in CSS pixels, the image's aspect ratio kept.
+        data["image_size"] = {"example": context.display_size(EXAMPLE_IMAGE_BOX),
+                              "decoder": context.display_size(DECODER_IMAGE_BOX)}
     index = output.write_file(folder, output.INDEX, render_html(data))
     output.write_file(folder, output.SUMMARY, json.dumps(summary, indent=1))
     return index

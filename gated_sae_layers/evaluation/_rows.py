@@ -19,6 +19,21 @@ def check_rows(model, x, name="x"):
     return x, int(x.shape[0])
 
 
+def check_finite_weights(model, purpose):
+    """Raises a `ValueError` naming the first weight of `model` that holds NaN
+    or Inf (every latent and reconstruction would be NaN: `purpose` says what
+    that breaks)."""
+    for variable in model.weights:
+        values = np.asarray(ops.convert_to_numpy(variable))
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ValueError(
+                f"The SAE's weight `{variable.path}` holds NaN or Inf ({bad} of "
+                f"{values.size} values): {purpose}. Check how it was trained or "
+                "loaded (`fit` stops at the first non-finite step and keeps the "
+                f"weights from before it). Received: model '{model.name}'")
+
+
 def row_batches(x, batch_size):
     """Yields float32 `(batch, input_dim)` numpy batches of `x` in order."""
     batch_size = check_positive_int(batch_size, "batch_size")

@@ -4,7 +4,8 @@ import keras
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.evaluation.spliced import OUTPUTS, spliced_metrics
-from gated_sae_layers.evaluation.tensorboard import create_writer, write_metrics
+from gated_sae_layers.evaluation.tensorboard import (
+    check_log_dir, create_writer, write_metrics)
 
 
 class SplicedEvaluation(keras.callbacks.Callback):
@@ -76,6 +77,8 @@ class SplicedEvaluation(keras.callbacks.Callback):
         self.host_model, self.layer, self.inputs = model, layer, inputs
         self.loss_fn, self.targets, self.outputs = loss_fn, targets, outputs
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        if log_dir is not None:
+            check_log_dir(log_dir)
         self.log_dir = log_dir
         self.history = []
         self.step = 0

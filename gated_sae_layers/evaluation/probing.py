@@ -1,5 +1,8 @@
 """k-sparse probing (SAEBench): can a few latents tell the classes apart?"""
 
+import numbers
+import typing
+
 import numpy as np
 
 from gated_sae_layers._validation import check_k, check_positive_int
@@ -18,13 +21,65 @@ def _sklearn():
     return linear_model, metrics, model_selection
 
 
+# sklearn's `random_state` takes ints in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            "`seed` must be an integer from 0 to 2**32 - 1. "
+            f"Received: seed={seed!r} of type {type(seed).__name__}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(
+            f"`seed` must be an integer from 0 to 2**32 - 1. Received: seed={seed!r}")
+    return int(seed)
+
+
+def _shown(value):
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _check_label_values(labels, name):
+    """Raises unless `labels` (1-D) are classes that `np.unique` can sort:
+    no NaN, Inf or None, and one kind of value (ints, or strings)."""
+    if labels.dtype.kind in "fc":
+        bad = np.flatnonzero(~np.isfinite(labels))
+        what = "NaN or Inf"
+    elif labels.dtype.kind == "O":
+        missing = np.array([v is None for v in labels.tolist()], bool)
+        not_finite = np.array([isinstance(v, (float, complex, np.floating))
+                               and not np.isfinite(v) for v in labels.tolist()], bool)
+        bad = np.flatnonzero(missing | not_finite)
+        what = "None" if len(bad) and missing[bad[0]] else "NaN or Inf"
+    elif labels.dtype.kind in "biuUS":
+        return labels
+    else:
+        raise TypeError(
+            f"`{name}` must hold class labels (ints or strings). "
+            f"Received: {name}.dtype={labels.dtype}")
+    if len(bad):
+        raise ValueError(
+            f"`{name}` must be class labels, and {what} is no class. Received: "
+            f"{len(bad)} such entries, the first {name}[{bad[0]}]={_shown(labels[bad[0]])}")
+    if labels.dtype.kind == "O":
+        try:
+            np.unique(labels)
+        except TypeError:
+            kinds = sorted({type(v).__name__ for v in labels.tolist()})
+            raise TypeError(
+                f"`{name}` must all be of one kind that sorts (ints, or strings), "
+                f"to tell the classes apart. Received: {' and '.join(kinds)}") from None
+    return labels
+
+
 def _check_labels(labels, num_rows, name="labels"):
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != num_rows:
         raise ValueError(
             f"`{name}` must be 1-D with one entry per row of `x` ({num_rows}). "
             f"Received: {name}.shape={labels.shape}")
-    return labels
+    return _check_label_values(labels, name)
 
 
 def stratified_split(labels, test_fraction=0.2, seed=0, groups=None):
@@ -53,6 +108,11 @@ def stratified_split(labels, test_fraction=0.2, seed=0, groups=None):
     """
     _, _, model_selection = _sklearn()
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError("`labels` must be 1-D, one class label per row. "
+                         f"Received: labels.shape={labels.shape}")
+    _check_label_values(labels, "labels")
+    seed = _check_seed(seed)
     if not (isinstance(test_fraction, float) and 0.0 < test_fraction < 1.0):
         raise ValueError("`test_fraction` must be a float in (0, 1). "
                          f"Received: test_fraction={test_fraction!r}")
@@ -159,14 +219,45 @@ def k_sparse_probe(model, x, labels, ks=(1, 2, 5, 20), test_fraction=0.2, seed=0
     >>> result["probe_balanced_accuracy_raw"] > 0.9, result["probe_top_latents"].shape
     (True, (1, 2))
     """
-    modules = _sklearn()
+    return run_probe(model, plan_probe(model, x, labels, ks, test_fraction, seed, groups,
+                                       batch_size))
+
+
+class ProbePlan(typing.NamedTuple):
+    """`k_sparse_probe`'s arguments, checked, and its split (`plan_probe`)."""
+
+    x: object
+    num_rows: int
+    labels: np.ndarray
+    ks: list
+    seed: int
+    batch_size: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def plan_probe(model, x, labels, ks=(1, 2, 5, 20), test_fraction=0.2, seed=0,
+               groups=None, batch_size=1024):
+    """Checks every argument of `k_sparse_probe` and splits the rows, with no
+    pass over `x`: `evaluate_sae` calls it before its first pass."""
+    _sklearn()
     x, num_rows = _rows.check_rows(model, x)
     labels = _check_labels(labels, num_rows)
     batch_size = check_positive_int(batch_size, "batch_size")
     if isinstance(ks, (int, np.integer)) or not len(ks):
         raise ValueError(f"`ks` must be a non-empty sequence of ints. Received: ks={ks!r}")
     ks = sorted({check_k(k, model.latent_dim, "ks") for k in ks})
+    seed = _check_seed(seed)
+    _rows.check_finite_weights(
+        model, "its latents would be NaN, and no probe can be fitted on them")
     train, test = stratified_split(labels, test_fraction, seed, groups)
+    return ProbePlan(x, num_rows, labels, ks, seed, batch_size, train, test)
+
+
+def run_probe(model, plan):
+    """`k_sparse_probe` for a `ProbePlan`: the passes over the rows and the fits."""
+    modules = _sklearn()
+    x, num_rows, labels, ks, seed, batch_size, train, test = plan
     classes = np.unique(labels)
     tasks = classes[1:] if len(classes) == 2 else classes
     is_train = np.zeros(num_rows, bool)

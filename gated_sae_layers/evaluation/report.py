@@ -2,9 +2,9 @@
 
 from gated_sae_layers.evaluation import _rows
 from gated_sae_layers.evaluation.core import core_metrics
-from gated_sae_layers.evaluation.probing import _check_labels, k_sparse_probe
-from gated_sae_layers.evaluation.spliced import spliced_metrics
-from gated_sae_layers.evaluation.tensorboard import write_metrics
+from gated_sae_layers.evaluation.probing import plan_probe, run_probe
+from gated_sae_layers.evaluation.spliced import check_spliced_arguments, spliced_metrics
+from gated_sae_layers.evaluation.tensorboard import check_log_dir, write_metrics
 
 DEFAULT_KS = (1, 2, 5, 20)
 SPLICE_REQUIRED = ("model", "layer", "inputs", "loss_fn")
@@ -21,7 +21,13 @@ def _check_splice(splice):
         raise ValueError(
             f"`splice` needs the keys {list(SPLICE_REQUIRED)} and may have "
             f"{list(SPLICE_OPTIONAL)}. Received: missing {missing}, unknown {unknown}")
+    check_spliced_arguments(splice["model"], splice["layer"], splice["inputs"],
+                            splice["loss_fn"], **_splice_options(splice))
     return splice
+
+
+def _splice_options(splice):
+    return {k: splice[k] for k in SPLICE_OPTIONAL if k in splice}
 
 
 def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
@@ -62,19 +68,23 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     >>> result["l0"], sorted(k for k in result if k.startswith("probe_balanced"))[:2]
     (2.0, ['probe_balanced_accuracy_k1', 'probe_balanced_accuracy_k2'])
     """
+    # Every argument is checked before the first pass over the rows.
+    if log_dir is not None:
+        log_dir = check_log_dir(log_dir)
     if splice is not None:
         splice = _check_splice(splice)
-    x, num_rows = _rows.check_rows(model, x)
-    if labels is not None:
-        labels = _check_labels(labels, num_rows)
-    result = core_metrics(model, x)
+    x, _ = _rows.check_rows(model, x)
+    probe = None
     if labels is not None:
         ks = tuple(k for k in DEFAULT_KS if k <= model.latent_dim)
-        result.update(k_sparse_probe(model, x, labels, ks=ks))
+        probe = plan_probe(model, x, labels, ks=ks)
+    result = core_metrics(model, x)
+    if probe is not None:
+        result.update(run_probe(model, probe))
     if splice is not None:
-        options = {k: splice[k] for k in SPLICE_OPTIONAL if k in splice}
         result.update(spliced_metrics(splice["model"], splice["layer"], model,
-                                      splice["inputs"], splice["loss_fn"], **options))
+                                      splice["inputs"], splice["loss_fn"],
+                                      **_splice_options(splice)))
     if log_dir is not None:
         write_metrics(result, log_dir, step)
     return result

@@ -119,6 +119,32 @@ def _ratio(ablated, sae, clean):
     return (ablated - sae) / gap if gap else float("nan")
 
 
+def check_spliced_arguments(model, layer, inputs, loss_fn, targets=None, batch_size=64,
+                            outputs="logits"):
+    """Checks `spliced_metrics`'s arguments (but the SAE) with no forward
+    pass; returns `(batch_size, count)`. `evaluate_sae` calls it before its
+    first pass over the rows."""
+    if not isinstance(model, keras.Model):
+        raise TypeError("`model` must be a keras.Model (the host model the SAE reads "
+                        f"from). Received: model={model!r:.100}")
+    if not callable(loss_fn):
+        raise TypeError(
+            "`loss_fn` must be callable: loss_fn(outputs, clean_outputs, targets) -> "
+            f"(batch,) losses. Received: loss_fn={loss_fn!r:.100} of type "
+            f"{type(loss_fn).__name__}")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"`outputs` must be one of {OUTPUTS}. Received: outputs={outputs!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    count = _num_examples(inputs, "inputs")
+    if targets is not None and _num_examples(targets, "targets") != count:
+        raise ValueError(
+            f"`targets` must have one entry per example of `inputs` ({count}). "
+            f"Received: {_num_examples(targets, 'targets')} targets")
+    with spliced(model, layer, mode="clean"):  # finds `layer`, or says it is missing
+        pass
+    return batch_size, count
+
+
 def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size=64,
                     outputs="logits"):
     """The downstream cost of replacing `layer`'s output in `model` by the SAE's.
@@ -175,14 +201,8 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
     >>> metrics["loss_clean"], metrics["kl_divergence"] >= 0
     (0.0, True)
     """
-    if outputs not in OUTPUTS:
-        raise ValueError(f"`outputs` must be one of {OUTPUTS}. Received: outputs={outputs!r}")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    count = _num_examples(inputs, "inputs")
-    if targets is not None and _num_examples(targets, "targets") != count:
-        raise ValueError(
-            f"`targets` must have one entry per example of `inputs` ({count}). "
-            f"Received: {_num_examples(targets, 'targets')} targets")
+    batch_size, count = check_spliced_arguments(model, layer, inputs, loss_fn, targets,
+                                                batch_size, outputs)
     mean = _RowMean(sae.input_dim, layer)
     for batch in _batches(inputs, batch_size):
         with spliced(model, layer, mean, "sae"):

@@ -7,6 +7,8 @@ them (`tf.summary.scalar` itself needs it installed).
 """
 
 import numbers
+import os
+import pathlib
 
 import numpy as np
 
@@ -30,9 +32,41 @@ def _metadata(tf, plugin):
     return metadata
 
 
+def check_log_dir(log_dir):
+    """`log_dir` as a `Path`: a folder, or a path where one can be created.
+
+    Refuses, before any work, an empty path (it would mean the current
+    folder), a path that is an existing file, and a path under one (where
+    TensorFlow would fail with `FailedPreconditionError` only when writing).
+
+    Example:
+
+    >>> check_log_dir("")
+    Traceback (most recent call last):
+    ...
+    ValueError: `log_dir` must be a folder (TensorBoard writes event files into it), not an empty path. Received: log_dir=''
+    """
+    expected = "`log_dir` must be a folder (TensorBoard writes event files into it)"
+    if not isinstance(log_dir, (str, os.PathLike)):
+        raise TypeError(f"{expected}: a str or pathlib.Path. "
+                        f"Received: log_dir={log_dir!r:.100} of type {type(log_dir).__name__}")
+    if not os.fspath(log_dir).strip():
+        raise ValueError(f"{expected}, not an empty path. Received: log_dir={log_dir!r}")
+    folder = pathlib.Path(log_dir)
+    existing = folder
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f", under {existing}"
+        raise NotADirectoryError(
+            f"{expected}. Received: log_dir={str(folder)!r}{where}, a file")
+    return folder
+
+
 def create_writer(log_dir):
-    """A `tf.summary` file writer for `log_dir` (created if needed)."""
-    return _tensorflow().summary.create_file_writer(str(log_dir))
+    """A `tf.summary` file writer for `log_dir` (created if needed; checked
+    by `check_log_dir`)."""
+    return _tensorflow().summary.create_file_writer(str(check_log_dir(log_dir)))
 
 
 def _histogram(tf, tag, counts, edges, step):

@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from gated_sae_layers._keras_compat import sublayers
+from gated_sae_layers.interop._checks import numpy_dtype
 from gated_sae_layers.layers.batch_topk_encoder import BatchTopKEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
 from gated_sae_layers.layers.gated_encoder import GatedEncoder
@@ -227,28 +228,55 @@ def choose_architecture(saelens, tensors, info):
     return ours, {"sparsity_coefficient": 0.0}
 
 
-def build_model(ours, hyper, tensors, d_in, d_sae, source):
-    """Builds our SAE with `build_sae` and writes the float64 `tensors` into it."""
+def _cast(tensors, variables, path):
+    """`tensors` (float64) cast to the dtypes of their `variables`; raises a
+    `ValueError` naming the tensor if a value does not fit there (1e300 is
+    finite in float64, infinite in float32)."""
+    cast = {}
+    for name, value in tensors.items():
+        dtype = str(variables[name].dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast[name] = value.astype(numpy_dtype(dtype))
+        if not np.all(np.isfinite(cast[name])):
+            raise ValueError(
+                f"{path}: tensor {name!r} holds values beyond {dtype}'s range (largest "
+                f"magnitude {np.max(np.abs(value)):.3g}); the model holds its weights "
+                f"in {dtype}.")
+    return cast
+
+
+def build_model(ours, hyper, tensors, d_in, d_sae, source, weights_path):
+    """Builds our SAE with `build_sae` and writes the float64 `tensors` into it.
+
+    Each tensor is cast to its variable's dtype first, and must stay finite
+    there (a `ValueError` names `weights_path` and the tensor); `source`, the
+    config file, is named in the other errors and warnings.
+    """
     try:
         model = build_sae(ours, d_in, d_sae, **hyper)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: the saved hyperparameters do not build a {ours} "
                          f"SAE: {error}") from None
     encoder, decoder = model.encoder, model.decoder
-    f32 = {name: value.astype("float32") for name, value in tensors.items()}
-    decoder.kernel.assign(f32["W_dec"])
-    decoder.bias.assign(f32["b_dec"])
-    encoder.input_kernel.assign(f32["W_enc"])
+    variables = {"W_dec": decoder.kernel, "b_dec": decoder.bias,
+                 "W_enc": encoder.input_kernel}
     if ours == "gated":
-        encoder.gate_bias.assign(f32["b_gate"])
-        encoder.magnitude_bias.assign(f32["b_mag"])
-        encoder.magnitude_log_scale.assign(f32["r_mag"])
+        variables.update(b_gate=encoder.gate_bias, b_mag=encoder.magnitude_bias,
+                         r_mag=encoder.magnitude_log_scale)
     else:
-        encoder.bias.assign(f32["b_enc"])
+        variables["b_enc"] = encoder.bias
     if ours == "jumprelu":
-        encoder.log_threshold.assign(log_threshold_for(f32["threshold"]))
+        variables["threshold"] = encoder.log_threshold
     elif ours in ("batch_topk", "matryoshka"):
-        encoder.inference_threshold.assign(f32["threshold"][0])
+        variables["threshold"] = encoder.inference_threshold
+    cast = _cast(tensors, variables, weights_path)
+    for name, variable in variables.items():
+        if name != "threshold":
+            variable.assign(cast[name])
+    if ours == "jumprelu":
+        encoder.log_threshold.assign(log_threshold_for(cast["threshold"]))
+    elif ours in ("batch_topk", "matryoshka"):
+        encoder.inference_threshold.assign(cast["threshold"][0])
     constrained = not (ours == "relu" and hyper.get("weight_by_decoder_norm"))
     norms = np.linalg.norm(tensors["W_dec"], axis=1)
     if constrained and np.max(np.abs(norms - 1.0)) > UNIT_NORM_TOLERANCE:

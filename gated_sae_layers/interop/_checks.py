@@ -1,26 +1,21 @@
-"""Strict readers for SAE folders: `cfg.json` and `.safetensors` files, no pickle.
+"""SAE folders: strict `cfg.json` readers, tensor checks, the all-or-nothing writer.
 
 Every reader checks before it returns, and names the file and the problem in
-a `ValueError`. The safetensors files are parsed here (an 8-byte header
-length, a JSON header, then the raw little-endian data), so a truncated or
-tampered file is caught by its header, and `bfloat16` tensors read without
-torch (through `ml_dtypes`, which Keras installs). Only fixed file names
-inside the given folder are opened.
+a `ValueError` (JSON nested too deeply to parse too); the safetensors files
+are read in `_safetensors`. Only fixed file names inside the given folder
+are opened. `write_folder` replaces an SAE's files all or nothing.
 """
 
 import json
-import math
 import numbers
+import os
 import pathlib
-import struct
+import secrets
+import shutil
 
 import numpy as np
 
 MAX_CFG_BYTES = 1 << 20
-MAX_HEADER_BYTES = 100 << 20
-
-_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
-                       "F64": "float64"}
 EXPORT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -54,7 +49,8 @@ def check_folder(folder):
     return folder
 
 
-def _file(folder, name):
+def file_in(folder, name):
+    """`folder / name`, a regular file and not a symbolic link, or a `ValueError`."""
     path = folder / name
     if path.is_symlink():
         raise ValueError(f"{path}: a symbolic link; only the folder's own {name} is read.")
@@ -67,16 +63,25 @@ def _reject_constant(text):
     raise ValueError(f"non-standard JSON number {text}")
 
 
+def parse_json(text):
+    """`json.loads` that refuses non-standard numbers, and nesting too deep for
+    the parser (a `RecursionError` there) as a `ValueError`."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+
+
 def read_json_object(folder, name):
     """The JSON object in `folder / name`; raises `ValueError` naming the file."""
-    path = _file(folder, name)
-    size = path.stat().st_size
-    if size > MAX_CFG_BYTES:
-        raise ValueError(f"{path}: {size} bytes, more than a config file holds "
-                         f"(at most {MAX_CFG_BYTES}).")
+    path = file_in(folder, name)
+    with open(path, "rb") as handle:   # never more than MAX_CFG_BYTES + 1 read
+        data = handle.read(MAX_CFG_BYTES + 1)
+    if len(data) > MAX_CFG_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than a config "
+                         f"file holds (at most {MAX_CFG_BYTES}).")
     try:
-        cfg = json.loads(path.read_bytes().decode("utf-8"),
-                         parse_constant=_reject_constant)
+        cfg = parse_json(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         raise ValueError(f"{path}: not valid JSON ({error}).") from None
     if not isinstance(cfg, dict):
@@ -115,71 +120,20 @@ def cfg_choice(cfg, key, path, choices, default=None):
     return value
 
 
-def _parse_header(path, data):
-    if len(data) < 8:
-        raise ValueError(f"{path}: truncated safetensors file ({len(data)} bytes, no "
-                         "header length).")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > min(MAX_HEADER_BYTES, len(data) - 8):
-        raise ValueError(f"{path}: truncated or corrupt safetensors file (header of "
-                         f"{length} bytes, file of {len(data)} bytes).")
-    try:
-        header = json.loads(data[8:8 + length].decode("utf-8"),
-                            parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"{path}: corrupt safetensors header ({error}).") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: corrupt safetensors header (not a JSON object).")
-    header.pop("__metadata__", None)
-    return header, 8 + length
-
-
-def read_safetensors(folder, name):
-    """Every tensor of the safetensors file `folder / name`, as numpy arrays.
-
-    Raises `ValueError` naming the file on a truncated or tampered file: a
-    header that does not parse, a dtype other than float16/bfloat16/float32/
-    float64, a shape whose size disagrees with its byte range, byte ranges
-    that overlap, leave gaps or run past the end of the file.
-    """
-    path = _file(folder, name)
-    data = path.read_bytes()
-    header, start = _parse_header(path, data)
-    body = len(data) - start
-    tensors, ranges = {}, []
-    for key, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise ValueError(f"{path}: corrupt header entry for tensor {key!r}.")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _SAFETENSORS_DTYPES:
-            raise ValueError(
-                f"{path}: tensor {key!r} has dtype {dtype}; expected a floating "
-                f"dtype, one of {sorted(_SAFETENSORS_DTYPES)}.")
-        if (not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2 or not all(
-                    isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            raise ValueError(f"{path}: corrupt shape or offsets for tensor {key!r}.")
-        numpy_type = numpy_dtype(_SAFETENSORS_DTYPES[dtype])
-        begin, end = offsets
-        if not 0 <= begin <= end <= body:
-            raise ValueError(f"{path}: tensor {key!r} runs past the end of the file "
-                             "(truncated file?).")
-        if end - begin != math.prod(shape) * numpy_type.itemsize:
-            raise ValueError(f"{path}: tensor {key!r} has {end - begin} bytes for shape "
-                             f"{tuple(shape)} of {dtype}.")
-        ranges.append((begin, end))
-        tensors[key] = np.frombuffer(
-            data, dtype=numpy_type.newbyteorder("<"), count=math.prod(shape),
-            offset=start + begin).reshape(shape)
-    position = 0
-    for begin, end in sorted(ranges):
-        if begin != position:
-            raise ValueError(f"{path}: tensor byte ranges overlap or leave gaps.")
-        position = end
-    if position != body:
-        raise ValueError(f"{path}: {body - position} bytes after the last tensor.")
-    return tensors
+def check_names_and_shapes(shapes, expected, path):
+    """Raises unless `shapes` (`{name: shape}`) are exactly `expected`'s."""
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise ValueError(f"{path}: missing tensor(s) {missing}; expected "
+                         f"{sorted(expected)}.")
+    extra = sorted(set(shapes) - set(expected))
+    if extra:
+        raise ValueError(f"{path}: unexpected tensor(s) {extra}; expected exactly "
+                         f"{sorted(expected)}.")
+    for name, shape in expected.items():
+        if tuple(shapes[name]) != tuple(shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(shapes[name])}; "
+                             f"expected {tuple(shape)} (from the config).")
 
 
 def check_tensors(tensors, expected, path):
@@ -194,61 +148,88 @@ def check_tensors(tensors, expected, path):
         `{name: float64 array}`; raises `ValueError` on a missing or
         unexpected tensor, a wrong shape, or a NaN or infinite value.
     """
-    missing = sorted(set(expected) - set(tensors))
-    if missing:
-        raise ValueError(f"{path}: missing tensor(s) {missing}; expected "
-                         f"{sorted(expected)}.")
-    extra = sorted(set(tensors) - set(expected))
-    if extra:
-        raise ValueError(f"{path}: unexpected tensor(s) {extra}; expected exactly "
-                         f"{sorted(expected)}.")
+    check_names_and_shapes({key: value.shape for key, value in tensors.items()},
+                           expected, path)
     checked = {}
-    for name, shape in expected.items():
-        value = tensors[name]
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(value.shape)}; "
-                             f"expected {tuple(shape)} (from the config).")
-        value = value.astype("float64")
+    for name in expected:
+        value = tensors[name].astype("float64")
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values.")
         checked[name] = value
     return checked
 
 
+def _write_new_file(path, content):
+    """Writes `content` to the new file `path` and flushes it to the disk."""
+    with open(path, "xb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_folder(folder, files, stale=()):
-    """Writes `files` (`{name: bytes}`) into `folder`, then deletes the files
-    named in `stale` (of the SAE being replaced) that `files` does not hold.
+    """Writes `files` (`{name: bytes}`) into `folder`, all or nothing, and
+    removes the files named in `stale` (of the SAE being replaced) that
+    `files` does not hold.
 
-    Every file is first written whole under a temporary name, and only then
-    renamed into place (`os.replace`), so a failed write (a full disk)
-    leaves the folder as it was. Other files in the folder are left alone.
+    Every file is first written whole into a hidden temporary folder: beside
+    `folder` when it does not exist yet (then renamed into place, whole), else
+    inside it (so on the same file system as the files it replaces). Only when
+    all are written are the old files (`files` and `stale`) moved out, into
+    that temporary folder, and the new ones moved in, the last of `files`
+    (`cfg.json`) first out and last in: a reader sees the old SAE, no SAE
+    (no config), or the new one, never new weights beside an old config or
+    sparsity file. A failure at any step (a full disk, a failed rename,
+    Ctrl-C) moves everything back: the folder is left as it was and the
+    temporary folder is deleted. Other files in the folder are left alone.
+    (A process killed while moving leaves the old files in the hidden
+    `.sae.*.partial/replaced/` inside the folder.)
     """
-    import os
-    import secrets
-
     folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = f".{os.getpid()}.{secrets.token_hex(4)}.partial"
-    written = []
+    tag = f"{os.getpid()}.{secrets.token_hex(4)}.partial"
+    if not (folder.exists() or folder.is_symlink()):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.{tag}")
+        staging.mkdir()
+        try:
+            for name, content in files.items():
+                _write_new_file(staging / name, content)
+            os.rename(staging, folder)   # fails if `folder` appeared, not empty
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    staging = folder / f".sae.{tag}"
+    staging.mkdir()
     try:
         for name, content in files.items():
-            temporary = folder / f".{name}{suffix}"
-            written.append(temporary)
-            temporary.write_bytes(content)
-    except BaseException:
-        for temporary in written:
-            temporary.unlink(missing_ok=True)
-        raise
-    for name in files:
-        os.replace(folder / f".{name}{suffix}", folder / name)
-    for name in stale:
-        if name not in files:
-            (folder / name).unlink(missing_ok=True)
+            _write_new_file(staging / name, content)
+        backup = staging / "replaced"
+        backup.mkdir()
+        leaving = [name for name in list(files)[::-1] + [n for n in stale if n not in files]
+                   if (folder / name).exists() or (folder / name).is_symlink()]
+        moved_out, moved_in = [], []
+        try:
+            for name in leaving:
+                os.rename(folder / name, backup / name)
+                moved_out.append(name)
+            for name in files:
+                os.rename(staging / name, folder / name)
+                moved_in.append(name)
+        except BaseException:
+            for name in reversed(moved_in):
+                os.rename(folder / name, staging / name)
+            for name in reversed(moved_out):
+                os.rename(backup / name, folder / name)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_folder_for_writing(folder, names, overwrite):
     """`folder` as a `pathlib.Path`; raises if it names an existing file, or,
-    unless `overwrite`, if it already holds any of the files `names`."""
+    unless `overwrite`, if it already holds any of the files `names`; or if
+    one of `names` there is a folder (never replaced)."""
     folder = pathlib.Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(
@@ -256,6 +237,12 @@ def check_folder_for_writing(folder, names, overwrite):
             f"folder={str(folder)!r}")
     existing = [name for name in names if (folder / name).exists()
                 or (folder / name).is_symlink()]
+    for name in existing:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise FileExistsError(
+                f"`folder` holds a folder named {name}, not a file: it is never "
+                f"replaced. Move it, or choose another folder. Received: "
+                f"folder={str(folder)!r}")
     if existing and not overwrite:
         raise FileExistsError(
             f"`folder` already holds an SAE ({', '.join(existing)}). Pass "

@@ -13,7 +13,7 @@ encodes `relu((x - bias) @ encoder.weight.T + encoder.bias)` and decodes
 default `encode`) keeps the top `k`.
 """
 
-from gated_sae_layers.interop import _architectures, _checks
+from gated_sae_layers.interop import _architectures, _checks, _safetensors
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "ae.safetensors"
@@ -36,11 +36,11 @@ def load_dictionary_learning(folder):
     folder = _checks.check_folder(folder)
     path = folder / CFG_FILENAME
     cfg = _checks.read_json_object(folder, CFG_FILENAME)
-    raw = _checks.read_safetensors(folder, WEIGHTS_FILENAME)
+    found = _safetensors.safetensors_shapes(folder, WEIGHTS_FILENAME)
     weights_path = folder / WEIGHTS_FILENAME
-    if "encoder.weight" not in raw or raw["encoder.weight"].ndim != 2:
+    if len(found.get("encoder.weight", ())) != 2:
         raise ValueError(f"{weights_path}: missing the 2-D tensor 'encoder.weight'.")
-    d_sae, d_in = raw["encoder.weight"].shape
+    d_sae, d_in = found["encoder.weight"]
     shapes = {"encoder.weight": (d_sae, d_in), "encoder.bias": (d_sae,),
               "decoder.weight": (d_in, d_sae)}
     if "k" in cfg:
@@ -52,11 +52,13 @@ def load_dictionary_learning(folder):
     else:
         shapes["bias"] = (d_in,)
         bias = "bias"
-    weights = _checks.check_tensors(raw, shapes, weights_path)
+    weights = _checks.check_tensors(
+        _safetensors.read_safetensors(folder, WEIGHTS_FILENAME, shapes), shapes, weights_path)
     tensors = {"W_enc": weights["encoder.weight"].T, "b_enc": weights["encoder.bias"],
                "W_dec": weights["decoder.weight"].T, "b_dec": weights[bias]}
     if "k" in cfg:
-        return _architectures.build_model("topk", {"k": k}, tensors, d_in, d_sae, path)
+        return _architectures.build_model("topk", {"k": k}, tensors, d_in, d_sae, path,
+                                          weights_path)
     return _architectures.build_model(
         "relu", {"sparsity_coefficient": 0.0, "weight_by_decoder_norm": True},
-        tensors, d_in, d_sae, path)
+        tensors, d_in, d_sae, path, weights_path)

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from gated_sae_layers.interop import _architectures, _checks
+from gated_sae_layers.interop import _architectures, _checks, _safetensors
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -54,13 +54,19 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
         feature_density: optional `(latent_dim,)` firing frequencies in
             [0, 1] (`gsl.feature_density`); written to `sparsity.safetensors`.
         dtype: the stored dtype: `"float32"`, `"bfloat16"`, `"float16"` or
-            `"float64"`.
+            `"float64"`. A weight it cannot hold (float16 ends at 65504)
+            raises `ValueError`, naming the tensor, before anything is
+            written.
         overwrite: bool. A folder that already holds an SAE (`cfg.json`,
             `sae_weights.safetensors` or `sparsity.safetensors`) raises
             `FileExistsError` unless `True`; then its files are replaced
-            (each new file written whole before any is renamed into place),
-            and a `sparsity.safetensors` this export does not write is
-            deleted, as it described the replaced SAE.
+            all or nothing: every new file is written whole into a hidden
+            temporary folder first, then the old ones are moved out and the
+            new ones in, and a failure at any step puts the old ones back.
+            A `sparsity.safetensors` this export does not write is deleted
+            with the others, as it described the replaced SAE: it never
+            stays beside new weights. A folder named like one of these
+            files is never replaced (`FileExistsError`).
 
     Returns:
         The folder, a `pathlib.Path`.
@@ -119,14 +125,32 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
         cfg_text = json.dumps(cfg, indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"`metadata` must hold JSON values only ({error}).") from None
-    stored = _checks.numpy_dtype(dtype)
     files[WEIGHTS_FILENAME] = safetensors_numpy.save(
-        {name: np.ascontiguousarray(value.astype(stored))
-         for name, value in tensors.items()}, metadata={"format": "pt"})
+        _stored_tensors(tensors, dtype), metadata={"format": "pt"})
     files[CFG_FILENAME] = cfg_text.encode("utf-8")
     folder = _checks.check_folder_for_writing(folder, SAE_FILES, overwrite)
     _checks.write_folder(folder, files, stale=SAE_FILES)
     return folder
+
+
+def _stored_tensors(tensors, dtype):
+    """`tensors` cast to `dtype`; raises if one does not fit (float16 ends at
+    65504), naming the tensor and its largest magnitude."""
+    import ml_dtypes
+
+    stored = _checks.numpy_dtype(dtype)
+    cast = {}
+    for name, value in tensors.items():
+        with np.errstate(over="ignore"):
+            cast[name] = np.ascontiguousarray(value.astype(stored))
+        if not np.all(np.isfinite(cast[name])):
+            wider = "float32 or bfloat16" if dtype == "float16" else "float64"
+            raise ValueError(
+                f"`dtype={dtype!r}` cannot hold tensor {name!r}: its largest magnitude "
+                f"is {np.max(np.abs(value)):.3g}, beyond {dtype}'s "
+                f"{float(ml_dtypes.finfo(stored).max):.6g}. Export as {wider}. "
+                f"Received: dtype={dtype!r}")
+    return cast
 
 
 def read_saelens_folder(folder):
@@ -163,14 +187,15 @@ def read_saelens_folder(folder):
     if not isinstance(metadata, dict):
         raise ValueError(f"{cfg_path}: `metadata` must be a JSON object.")
     weights_path = folder / WEIGHTS_FILENAME
+    shapes = _architectures.expected_shapes(architecture, d_in, d_sae)
     tensors = _checks.check_tensors(
-        _checks.read_safetensors(folder, WEIGHTS_FILENAME),
-        _architectures.expected_shapes(architecture, d_in, d_sae), weights_path)
+        _safetensors.read_safetensors(folder, WEIGHTS_FILENAME, shapes), shapes, weights_path)
     sparsity = None
-    if (folder / SPARSITY_FILENAME).exists():
+    if (folder / SPARSITY_FILENAME).exists() or (folder / SPARSITY_FILENAME).is_symlink():
+        shapes = {"sparsity": (d_sae,)}
         sparsity = _checks.check_tensors(
-            _checks.read_safetensors(folder, SPARSITY_FILENAME),
-            {"sparsity": (d_sae,)}, folder / SPARSITY_FILENAME)["sparsity"]
+            _safetensors.read_safetensors(folder, SPARSITY_FILENAME, shapes), shapes,
+            folder / SPARSITY_FILENAME)["sparsity"]
     if not apply_b_dec:   # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
         shift = tensors["b_dec"] @ tensors["W_enc"]
         if architecture == "gated":
@@ -196,9 +221,14 @@ def load_sae(folder):
     see `load_dictionary_learning`). Safetensors only: no pickle is read.
 
     Everything is checked before a model is built, and a `ValueError` names
-    the file and the problem: `cfg.json` must be a JSON object with a known
-    `architecture` and integer `d_in`/`d_sae`; the tensors must be exactly
-    the architecture's, of those shapes, floating, finite.
+    the file and the problem: `cfg.json` must be a JSON object (at most 1 MiB,
+    not nested too deeply to parse) with a known `architecture` and integer
+    `d_in`/`d_sae`; the weights file's header must list exactly the
+    architecture's tensors, of those shapes, floating, and the file must end
+    with its last tensor (checked before any tensor is read, so a padded or
+    sparse file costs no memory); the values must be finite, and stay finite
+    once cast to the model's float32 (1e300 in a float64 file is refused,
+    naming the tensor).
 
     The result is an ordinary `SparseAutoencoder` built with `build_sae`
     (train it further, save it as `.keras`, splice it) that reproduces the
@@ -239,7 +269,8 @@ def load_sae(folder):
     if ours == "topk":
         hyper["k"] = cfg["k"]
     model = _architectures.build_model(ours, hyper, tensors, cfg["d_in"],
-                                       cfg["d_sae"], folder / CFG_FILENAME)
+                                       cfg["d_sae"], folder / CFG_FILENAME,
+                                       folder / WEIGHTS_FILENAME)
     return model
 
 

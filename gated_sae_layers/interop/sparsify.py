@@ -7,7 +7,7 @@ sparsify's `SparseCoder` (`sparsify/sparse_coder.py`) stores `encoder.weight`
 `f @ W_dec + b_dec`: our TopK SAE, with `W_enc = encoder.weight.T`.
 """
 
-from gated_sae_layers.interop import _architectures, _checks
+from gated_sae_layers.interop import _architectures, _checks, _safetensors
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae.safetensors"
@@ -46,11 +46,12 @@ def load_sparsify(folder):
         if _checks.cfg_bool(cfg, flag, path, False):
             raise ValueError(f"{path}: `{flag}` is true; only plain sparsify SAEs "
                              "(no transcoder, skip connection or lookup) load here.")
+    shapes = {"encoder.weight": (num_latents, d_in), "encoder.bias": (num_latents,),
+              "W_dec": (num_latents, d_in), "b_dec": (d_in,)}
     weights = _checks.check_tensors(
-        _checks.read_safetensors(folder, WEIGHTS_FILENAME),
-        {"encoder.weight": (num_latents, d_in), "encoder.bias": (num_latents,),
-         "W_dec": (num_latents, d_in), "b_dec": (d_in,)}, folder / WEIGHTS_FILENAME)
+        _safetensors.read_safetensors(folder, WEIGHTS_FILENAME, shapes), shapes,
+        folder / WEIGHTS_FILENAME)
     tensors = {"W_enc": weights["encoder.weight"].T, "b_enc": weights["encoder.bias"],
                "W_dec": weights["W_dec"], "b_dec": weights["b_dec"]}
     return _architectures.build_model("topk", {"k": k}, tensors, d_in, num_latents,
-                                      path)
+                                      path, folder / WEIGHTS_FILENAME)

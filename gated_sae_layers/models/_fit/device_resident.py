@@ -314,7 +314,9 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
                         device_chunk_rows=None):
     """The body of `SparseAutoencoder.fit` on JAX for in-memory activations."""
     compat.assert_compiled(model, "fit")
-    batch_size = int(batch_size or 32)
+    # `run_fit` checked the arguments (`arguments.check_fit_arguments`): a
+    # positive int or None, and a split leaving rows on both sides.
+    batch_size = batch_size or 32
     if validation_split and validation_data is None:
         split_at = int(math.floor(len(x) * (1.0 - validation_split)))
         x, validation_data = x[:split_at], (x[split_at:],)

@@ -9,6 +9,7 @@ from gated_sae_layers.models._fit import data_guard, device_resident, finite_ste
 from gated_sae_layers.models._fit.arguments import (
     RESIDENT_FIT_ARGUMENTS,
     bind_fit_arguments,
+    check_fit_arguments,
 )
 from gated_sae_layers.models._fit.recovery import (
     keep_weights_on_error,
@@ -65,6 +66,8 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     arguments = bind_fit_arguments(args, kwargs)
     for weights in ("sample_weight", "class_weight"):
         data_guard.reject_sample_weight(arguments.get(weights))
+    # One check for every loop, before one is chosen (issue 20).
+    arguments = check_fit_arguments(model, x, arguments, validation_data)
     resident = _choose_loop(model, x, y, arguments, device_resident_option)
     x = data_guard.check_model_data(model, x, "x", check_finite=not resident)
     y = data_guard.check_model_data(model, y, "y")

@@ -1,4 +1,4 @@
-"""What the kit promises on bad input and interrupted training (README, Guarantees).
+"""What the kit promises on bad input and interrupted training (docs/guarantees.md).
 
 Each test is a reproducer from a hostile-input audit, or a stronger property.
 Runs on TensorFlow and, through `tests/test_jax_backend.py`, on JAX; the

@@ -1,4 +1,4 @@
-"""The package's dependencies point one way (the README's Layout, enforced).
+"""The package's dependencies point one way (the Layout of docs/api.md, enforced).
 
 Every module belongs to a layer; an import (at the top or inside a function)
 may reach its own layer or a lower one, never a higher one. The one

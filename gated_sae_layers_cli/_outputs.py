@@ -19,6 +19,7 @@ imports nothing heavy; `tests/test_cli_outputs.py` holds them equal.
 import contextlib
 import fcntl
 import os
+import importlib.util
 import pathlib
 import re
 import secrets
@@ -28,7 +29,6 @@ MANIFEST, STORE_LOCK = "manifest.json", "writer.lock"
 _STORE_FILE = re.compile(
     r"(manifest\.json|writer\.lock|shard_\d{5}\.npy)(\.\d+\.[0-9a-f]{8}\.tmp)?\Z")
 DASHBOARD_FILES = ("index.html", "summary.json")
-DASHBOARD_MARKER = "gated_sae_layers.dashboard"
 SAELENS_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors")
 
 
@@ -175,12 +175,28 @@ def check_output_folder(folder, option, names, overwrite, replaceable=None,
     check_folder(folder if folder.is_dir() else folder.parent, option)
 
 
+def _dashboard_output():
+    """`gated_sae_layers/dashboard/output.py`, loaded by path: it uses only
+    the standard library, and importing it as `gated_sae_layers.dashboard.output`
+    would run the package's `__init__` (Keras, TensorFlow)."""
+    global _DASHBOARD_OUTPUT
+    if _DASHBOARD_OUTPUT is None:
+        path = (pathlib.Path(__file__).resolve().parent.parent / "gated_sae_layers"
+                / "dashboard" / "output.py")
+        spec = importlib.util.spec_from_file_location("_gsl_dashboard_output", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _DASHBOARD_OUTPUT = module
+    return _DASHBOARD_OUTPUT
+
+
+_DASHBOARD_OUTPUT = None
+
+
 def written_by_a_dashboard(path):
-    """A regular file whose first bytes hold the dashboard's marker."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        return DASHBOARD_MARKER.encode() in handle.read(4096)
+    """The dashboard's own rule (`gated_sae_layers.dashboard.output`): a report
+    file whose partner beside it carries the same report id."""
+    return _dashboard_output().written_by_a_dashboard(path)
 
 
 def check_store_out(out, resume, overwrite):

@@ -70,3 +70,23 @@ def check_evaluate(args):
         check_output_file(args.json_out, "--json", getattr(args, "overwrite", False))
     if args.log_dir is not None:
         check_not_an_input("--log-dir", args.log_dir, inputs, names=())
+        check_log_dir_option(args.log_dir)
+
+
+def check_log_dir_option(log_dir):
+    """`--log-dir` is a folder, or a path where one can be created: not a
+    file nor under one (TensorFlow would fail only when it first writes,
+    after the whole pass). The rule of `evaluation.tensorboard.check_log_dir`."""
+    import pathlib
+
+    if not str(log_dir).strip():
+        raise ValueError("`--log-dir` must be a folder, not an empty path. "
+                         f"Received: --log-dir={log_dir!r}")
+    folder = existing = pathlib.Path(log_dir)
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f", under {existing}"
+        raise NotADirectoryError(
+            "`--log-dir` must be a folder (TensorBoard writes event files into it). "
+            f"Received: --log-dir={str(folder)!r}{where}, a file")

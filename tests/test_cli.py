@@ -104,6 +104,9 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
     message = _fails(base + ["--out", store], capsys)
     assert "already exists" in message and "--resume" in message
     message = _fails(base + ["--out", str(tmp_path / "x.npy")], capsys)
+    assert "must not be an input" in message
+    (tmp_path / "y.npy").write_text("a file")
+    message = _fails(base + ["--out", str(tmp_path / "y.npy")], capsys)
     assert "must be a folder" in message
     message = _fails(base[:-2] + ["--out", str(tmp_path / "s")], capsys)
     assert "--inputs FILE.npy" in message

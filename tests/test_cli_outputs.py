@@ -57,7 +57,8 @@ def test_the_file_names_are_the_kits():
     assert _outputs.MANIFEST == store_module.MANIFEST
     assert _outputs.STORE_LOCK == store_module.LOCK
     assert _outputs.DASHBOARD_FILES == output.FILES
-    assert _outputs.DASHBOARD_MARKER == output.MARKER
+    # The command line's early check is the dashboard's own rule.
+    assert _outputs._dashboard_output().PAGE_HEAD == output.PAGE_HEAD
     assert _outputs.SAELENS_FILES == saelens.SAE_FILES
     for name in ("manifest.json", "writer.lock", "shard_00042.npy",
                  "shard_00001.npy.123.0a1b2c3d.tmp", "manifest.json.9.deadbeef.tmp"):
@@ -251,9 +252,12 @@ def test_dashboard_replaces_its_report_only_with_overwrite(tmp_path, sae_file, c
 
 
 def test_check_output_dir_overwrites_only_when_asked(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps({"generator": output.MARKER}))
+    rid = output.new_report_id()
+    (tmp_path / "index.html").write_text(output.PAGE_HEAD.format(report_id=rid))
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"generator": output.MARKER, "report_id": rid}))
     with pytest.raises(FileExistsError, match=r"already holds a feature dashboard "
-                       r"\(summary.json\)\. Pass `overwrite=True`"):
+                       r"\(index.html, summary.json\)\. Pass `overwrite=True`"):
         output.check_output_dir(tmp_path)
     assert output.check_output_dir(tmp_path, overwrite=True) == tmp_path
     (tmp_path / "index.html").write_text("my own page")

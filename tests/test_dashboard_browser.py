@@ -182,3 +182,26 @@ def test_an_image_report_shows_images_in_chromium(browser, tmp_path):
     assert len(loaded) == len(images) + 1 and all(width == 4 for width in loaded)
     browser.save_screenshot(str(tmp_path / "dashboard_image.png"))
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_a_non_square_image_keeps_its_aspect_ratio_in_chromium(browser, tmp_path):
+    """Issue 20: a 4 x 8 image was drawn into an 84 x 84 square (pixels twice
+    as tall as wide), and its decoder row into 150 x 150."""
+    sae = gsl.build_sae("topk", 32, 12, k=3)
+    x = np.random.default_rng(1).random((200, 32)).astype("float32")
+    index = gsl.feature_dashboard(sae, x, tmp_path / "report", gsl.ImageContext((4, 8)),
+                                  num_latents=3, progress=False)
+    latent = json.loads((tmp_path / "report" / "summary.json").read_text())["pages"][0]
+    browser.get(index.resolve().as_uri() + f"#latent-{latent}")
+    _wait(browser, ".section .img img")
+    _wait(browser, "#decoder-image img")
+    sizes = browser.execute_script(
+        "return Array.from(document.images).map(function (i) { return [i.naturalWidth, "
+        "i.naturalHeight, i.clientWidth, i.clientHeight, i.complete]; });")
+    assert len(sizes) > 1
+    for natural_width, natural_height, width, height, complete in sizes:
+        assert complete and (natural_width, natural_height) == (8, 4)
+        assert width / height == pytest.approx(natural_width / natural_height, rel=0.02)
+    decoder = browser.find_element("css selector", "#decoder-image img")
+    assert (decoder.get_property("clientWidth"), decoder.get_property("clientHeight")) == (150, 75)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -168,9 +168,6 @@ def _cli_inputs(sae, tmp_path):
             str(tmp_path / "x.npy"), "--num-latents", "2", "--quiet"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs `gated_sae_layers_cli._outputs.written_by_a_dashboard` to match the report "
-    "ids as `dashboard.output.written_by_a_dashboard` does (another engineer's file)"))
 def test_cli_never_overwrites_a_users_index_html_mentioning_the_dashboard(
         sae, tmp_path, capsys):
     folder = tmp_path / "out"
@@ -207,3 +204,11 @@ def test_image_display_sizes_keep_the_ratio(shape, example, decoder):
     context = ImageContext(shape)
     assert context.display_size(84) == example
     assert context.display_size(150) == decoder
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, "\xff\xfe not json", "null",
+                                  '{"generator": "gated_sae_layers.dashboard", '
+                                  '"report_id": ["0"]}'])
+def test_a_summary_json_that_is_no_summary_is_read_as_no_id(tmp_path, text):
+    (tmp_path / "summary.json").write_text(text, encoding="latin-1")
+    assert output.report_id(tmp_path / "summary.json") is None

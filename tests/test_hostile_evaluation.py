@@ -104,9 +104,6 @@ def test_cli_evaluate_log_dir_that_is_a_file_is_one_line_not_a_traceback(
     assert "Traceback" not in error
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs `gated_sae_layers_cli.evaluate.check_evaluate` to refuse a --log-dir that "
-    "is a file (another engineer's file); `run_evaluate` refuses it after the pass"))
 def test_cli_evaluate_log_dir_that_is_a_file_fails_before_any_pass(
         sae, tmp_path, capsys, no_pass):
     store = ActivationStore.create(tmp_path / "store", INPUT_DIM, dtype="float32")

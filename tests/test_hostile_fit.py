@@ -111,10 +111,6 @@ def test_fit_still_takes_every_good_value():
     model.fit(data(), validation_split=0, epochs=0, verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs `SparseAutoencoder.compile` to call "
-    "`models._fit.arguments.check_steps_per_execution` (another engineer's file); "
-    "`fit` refuses the value meanwhile"))
 @pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError),
                                           (2.5, TypeError)])
 def test_compile_refuses_bad_steps_per_execution(value, error):

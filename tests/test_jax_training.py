@@ -12,7 +12,7 @@ from tests.test_jax_backend import run_on_jax
 
 JAX_TRAINING_TESTS = ["tests/test_variants.py", "tests/test_mixed_precision.py",
                       "tests/test_device_resident_fit.py", "tests/test_sparse_training.py",
-                      "tests/test_target_l0.py"]
+                      "tests/test_target_l0.py", "tests/test_hostile_fit.py"]
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already on JAX")

@@ -213,3 +213,26 @@ def test_a_second_fit_and_a_checkpoint_resume_from_the_controlled_coefficient(
     assert _coefficient(fresh) == 1.0
     _fit(fresh, x_train, 4, [gsl.SparsityWarmup(16), gsl.TargetL0(16), backup, first])
     assert first.value == pytest.approx(interrupted, rel=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="2,000 steps: run on JAX (tests/test_jax_training.py)")
+def test_gated_sae_train_with_its_defaults_lands_near_its_target(tmp_path, capsys):
+    # `gated-sae train` with no sparsity option steers to 2% of the latents
+    # over its default 2,000 steps: a sparse SAE, not a dense one.
+    import json
+
+    from sklearn.datasets import load_digits
+
+    from gated_sae_layers.activations import ActivationStore
+    from gated_sae_layers_cli import main
+
+    store = ActivationStore.create(tmp_path / "store", 64, "float32", 1000,
+                                   {"source": "sklearn digits"})
+    store.append(load_digits().data.astype("float32"))
+    out = tmp_path / "sae.keras"
+    assert main(["train", "--store", str(tmp_path / "store"), "--out", str(out),
+                 "--latent-dim", "256", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["target_l0"] == 5 and report["steps"] >= 2000
+    assert abs(report["l0"] / 5 - 1) < 0.15, report

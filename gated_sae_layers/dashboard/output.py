@@ -74,7 +74,7 @@ def report_id(path):
     if path.name == SUMMARY and path.stat().st_size <= _SUMMARY_LIMIT:
         try:
             summary = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or nested past the stack
             return None
         if isinstance(summary, dict) and summary.get("generator") == MARKER:
             found = summary.get("report_id")

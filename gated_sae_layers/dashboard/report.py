@@ -176,12 +176,17 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     Files in `output_dir` other than those two are never touched. A file of
     either name that no dashboard wrote stops the call (`FileExistsError`)
     before any work, and so does an earlier dashboard's report unless
-    `overwrite=True`.
+    `overwrite=True` (the two files of a report carry the same random
+    report id: see `output.py`). Every argument is checked before the pass:
+    among others, an empty `output_dir`, an `ImageContext` whose images are
+    the rows but not of their width, and an SAE with a NaN or Inf weight
+    (named in the `ValueError`) are refused.
 
     Args:
         model: a `SparseAutoencoder` (outputs `latents`, `reconstruction`).
         x: `(num_rows, input_dim)` float activations, or an `ActivationStore`.
-        output_dir: the report's folder (created if needed).
+        output_dir: the report's folder (created if needed; not empty:
+            `"."` for the current folder).
         context: `TokenContext` (text), `ImageContext` (images) or `None`
             (examples shown as row indices).
         num_latents: int, the number of latents given a page.

@@ -70,7 +70,7 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     """
     # Every argument is checked before the first pass over the rows.
     if log_dir is not None:
-        log_dir = check_log_dir(log_dir)
+        check_log_dir(log_dir)
     if splice is not None:
         splice = _check_splice(splice)
     x, _ = _rows.check_rows(model, x)

@@ -41,10 +41,10 @@ def check_log_dir(log_dir):
 
     Example:
 
-    >>> check_log_dir("")
+    >>> check_log_dir("")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: `log_dir` must be a folder (TensorBoard writes event files into it), not an empty path. Received: log_dir=''
+    ValueError: `log_dir` must be a folder (...), not an empty path. Received: log_dir=''
     """
     expected = "`log_dir` must be a folder (TensorBoard writes event files into it)"
     if not isinstance(log_dir, (str, os.PathLike)):
@@ -66,7 +66,8 @@ def check_log_dir(log_dir):
 def create_writer(log_dir):
     """A `tf.summary` file writer for `log_dir` (created if needed; checked
     by `check_log_dir`)."""
-    return _tensorflow().summary.create_file_writer(str(check_log_dir(log_dir)))
+    check_log_dir(log_dir)
+    return _tensorflow().summary.create_file_writer(os.fspath(log_dir))
 
 
 def _histogram(tf, tag, counts, edges, step):

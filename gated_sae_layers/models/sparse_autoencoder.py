@@ -10,6 +10,7 @@ from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import inference
 from gated_sae_layers.models._fit import data_guard, finite_step
+from gated_sae_layers.models._fit.arguments import check_steps_per_execution
 from gated_sae_layers.models._fit.run import run_fit
 from gated_sae_layers.models.sparse_path import plan as sparse_plan
 from gated_sae_layers.models.terms import resolve_terms, serialize_terms
@@ -244,6 +245,9 @@ class SparseAutoencoder(keras.Model):
                 )
         sparse, sparse_cap = sparse_plan.check_option(sparse, sparse_cap)
         self._device_resident_runners = None
+        if "steps_per_execution" in kwargs:
+            kwargs["steps_per_execution"] = check_steps_per_execution(
+                kwargs["steps_per_execution"])
         super().compile(*args, **kwargs)
         plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile)
         object.__setattr__(self, "_sparse_plan", plan)

@@ -1,4 +1,4 @@
-"""The arguments of `SparseAutoencoder.fit`, bound by name."""
+"""`SparseAutoencoder.fit`'s arguments: bound by name, checked alike for every loop."""
 
 import inspect
 import math

@@ -37,7 +37,7 @@ TARGETS = (8, 16, 32, 64, 128)
 SIZES = {"mnist": dict(latent_dim=1024, batch_size=128, epochs=20, lr=3e-3),
          "minilm": dict(latent_dim=3072, batch_size=256, epochs=8, lr=1e-3)}
 FIXED = {"mnist": (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0),
-         "minilm": (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)}
+         "minilm": (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)}
 
 
 def run_one(dataset, target, coefficient, seed):

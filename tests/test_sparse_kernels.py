@@ -10,6 +10,7 @@ import hypothesis
 import hypothesis.strategies as st
 import keras
 import numpy as np
+import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.sparse import (
@@ -95,20 +96,88 @@ def test_frozen_decode_passes_no_gradient_to_the_kernel():
     np.testing.assert_allclose(values_grad, np.full((2, 2), 3.0))
 
 
-@hypothesis.given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 9),
-                  st.integers(0, 2**16))
-def test_support_indices_hold_every_positive_score(rows, latents, cap, seed):
+@hypothesis.given(st.integers(1, 6), st.integers(1, 70), st.integers(0, 70),
+                  st.floats(0.0, 1.0), st.integers(0, 2**16))
+def test_support_indices_hold_every_positive_score(rows, latents, cap, dropped, seed):
+    """The support first, in latent order, then distinct latents outside it
+    (widths across several 16-latent words, not multiples of 16); a support
+    larger than `cap` keeps its first `cap` latents and reports the overflow."""
     cap = min(cap, latents)
     rng = np.random.default_rng(seed)
     scores = rng.normal(size=(rows, latents)).astype("float32")
-    scores[rng.random(scores.shape) < 0.5] = 0.0   # ties at zero
+    scores[rng.random(scores.shape) < dropped] = 0.0   # ties at zero
     indices, counts, overflow = (np.asarray(t) for t in support_indices(scores, cap))
     np.testing.assert_array_equal(counts, (scores > 0).sum(axis=1))
     assert bool(overflow) == bool((counts > cap).any())
     assert indices.shape == (rows, cap)
     for row in range(rows):
+        support = np.flatnonzero(scores[row] > 0)
         if counts[row] <= cap:
-            assert set(np.flatnonzero(scores[row] > 0)) <= set(indices[row])
+            np.testing.assert_array_equal(indices[row, :counts[row]], support)
+            rest = indices[row, counts[row]:]
+            assert len(set(indices[row])) == cap and np.all(scores[row, rest] <= 0)
+            np.testing.assert_array_equal(rest, np.sort(rest))
+        else:
+            np.testing.assert_array_equal(indices[row], support[:cap])
+        assert np.all((indices[row] >= 0) & (indices[row] < latents))
+
+
+@pytest.mark.parametrize("latents, cap", [(300, 40), (1000, 200), (4096, 112)])
+def test_support_indices_over_many_groups_of_words(latents, cap):
+    """Rows of many 16-word groups (the last one partial): the same layout."""
+    rng = np.random.default_rng(latents)
+    scores = rng.normal(size=(16, latents)).astype("float32") - rng.uniform(
+        1.0, 3.0, size=(16, 1)).astype("float32")
+    scores[0] = -1.0                              # an empty support
+    scores[1, -cap // 2:] = 1.0                   # the support at the very end
+    indices, counts, _ = (np.asarray(t) for t in support_indices(scores, cap))
+    for row in range(len(scores)):
+        support = np.flatnonzero(scores[row] > 0)
+        if len(support) > cap:
+            np.testing.assert_array_equal(indices[row], support[:cap])
+            continue
+        outside = np.flatnonzero(scores[row] <= 0)[:cap - len(support)]
+        np.testing.assert_array_equal(indices[row], np.concatenate([support, outside]))
+
+
+@hypothesis.settings(max_examples=SOME)
+@hypothesis.given(slot_problems(), st.integers(0, 3), st.integers(0, 2**16))
+def test_loops_stop_at_the_active_slots(problem, blocks, seed):
+    """Slots past `active_slots` (one end for all rows, or one per block of
+    rows) whose values and upstream gradients are 0 (entries outside every
+    row's support) change nothing when skipped; nonzero ones there are not
+    decoded."""
+    x, w_enc, w_dec, bias, indices, upstream = problem
+    rows, slots = indices.shape
+    rng = np.random.default_rng(seed)
+    if blocks == 0:
+        ends = np.array(rng.integers(0, slots + 1), "int32")
+        row_ends = np.full(rows, ends)
+    else:
+        ends = rng.integers(0, slots + 1, size=blocks).astype("int32")
+        size = -(-rows // blocks)
+        row_ends = np.array([ends[row // size] for row in range(rows)])
+    keep = (np.arange(slots)[None, :] < row_ends[:, None]).astype("float32")
+    variables = [keras.Variable(v) for v in (x, w_enc, w_dec)]
+
+    def loss(active_slots):
+        x_, w_enc_, w_dec_ = (v.value for v in variables)
+        z = gathered_product(x_, w_enc_, indices, keras.ops.matmul(x_, w_enc_),
+                             active_slots=active_slots)
+        values = keras.ops.relu(z) * keep
+        decoded = sparse_decode(values, indices, w_dec_, "float32",
+                                active_slots=active_slots)
+        return keras.ops.sum(decoded * upstream)
+
+    bound = keras.ops.convert_to_tensor(ends, "int32")
+    weights = np.ones(indices.shape, "float32")
+    np.testing.assert_allclose(
+        np.asarray(sparse_decode(weights, indices, w_dec, "float32", active_slots=bound)),
+        ((weights * keep)[:, :, None] * w_dec[indices]).sum(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(loss(bound)), float(loss(None)), rtol=1e-5, atol=1e-5)
+    for got, want in zip(gradients(lambda: loss(bound), variables),
+                         gradients(lambda: loss(None), variables)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @hypothesis.settings(max_examples=SOME)

@@ -5,6 +5,14 @@ Written in `keras.ops` for every backend. Each gather and scatter is a
 XLA on a CPU runs that in place, where one gather of all slots at once
 materializes a `(rows, slots, width)` tensor and runs 10-20x slower
 (`../shared/KERAS_NOTES.md`, "How XLA on a CPU takes sparse ops").
+A data-dependent encoder (gated, ReLU, JumpReLU) passes `active_slots`,
+the largest support of a row in the batch: the slots from there on hold, in
+every row, entries outside the support, whose value is 0 and whose gradient
+is 0 (the invariant the whole sparse path rests on), so each loop stops
+there; its trip count follows the batch's support, not the static cap. When
+the step has ordered the rows by support size (`Selection.by_support_size`)
+`active_slots` holds one end per block of rows (`row_blocks`), so the loops
+pay about for the mean support rather than for the busiest row.
 Sums run in float32 whatever the compute dtype, and a result is rounded to
 the dtype the dense matmul would have given (bfloat16 under
 `mixed_bfloat16`), so the sparse path keeps the dense path's numerics.
@@ -30,12 +38,40 @@ def _rounded(tensor, dtype):
     return ops.cast(tensor, dtype)
 
 
+def row_blocks(rows, active_slots, slots):
+    """`[(start, stop, end)]`: the blocks of rows a loop runs over, and each one's end.
+
+    `active_slots` `None`: one block, all `slots`. A scalar: one block, the
+    first `active_slots` slots. A `(blocks,)` vector (rows ordered by
+    support size, `Selection.by_support_size`): block `b` is rows
+    `[b * size, (b + 1) * size)` with `size = ceil(rows / blocks)`, its loop
+    ending at `active_slots[b]`; with no static row count, one block to
+    the largest of them. `start`/`stop` are `None` for the whole batch.
+    """
+    if active_slots is None:
+        return [(None, None, slots)]
+    active_slots = ops.cast(active_slots, "int32")
+    if len(active_slots.shape) == 0 or rows is None or active_slots.shape[0] == 1:
+        return [(None, None, ops.minimum(ops.max(active_slots), slots))]
+    size = -(-rows // active_slots.shape[0])
+    return [(start, min(start + size, rows), ops.minimum(active_slots[block], slots))
+            for block, start in enumerate(range(0, rows, size))]
+
+
+def _rows_of(tensor, start, stop):
+    return tensor if start is None else tensor[start:stop]
+
+
+def _concatenated(parts):
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+
 def _slot_major(tensor):
     """`(rows, slots)` -> `(slots, rows)`: slot `s` is row `s`, read in place."""
     return ops.transpose(tensor)
 
 
-def weighted_row_sum(table, indices, weights, table_dtype=None):
+def weighted_row_sum(table, indices, weights, table_dtype=None, active_slots=None):
     """`out[r] = sum_s weights[r, s] * table[indices[r, s]]`, in float32.
 
     Args:
@@ -44,6 +80,8 @@ def weighted_row_sum(table, indices, weights, table_dtype=None):
         weights: `(rows, slots)`.
         table_dtype: `None` or the dtype each gathered row is rounded to
             first (the dtype the dense matmul reads the table in).
+        active_slots: `None` or an int32 scalar: only the first
+            `active_slots` slots are summed (the rest have weight 0).
 
     Returns:
         `(rows, width)` float32.
@@ -51,26 +89,33 @@ def weighted_row_sum(table, indices, weights, table_dtype=None):
     rows, width, slots = ops.shape(indices)[0], table.shape[-1], indices.shape[1]
     if slots == 0:
         return ops.zeros((rows, width), "float32")
-    slot_indices, slot_weights = _slot_major(indices), _slot_major(_float32(weights))
+    parts = []
+    for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
+        slot_indices = _slot_major(_rows_of(indices, start, stop))
+        slot_weights = _slot_major(_float32(_rows_of(weights, start, stop)))
 
-    def add_slot(slot, total):
-        gathered = ops.take(table, ops.take(slot_indices, slot, axis=0), axis=0)
-        if table_dtype is not None:
-            gathered = ops.cast(gathered, table_dtype)
-        weight = ops.take(slot_weights, slot, axis=0)
-        return total + weight[:, None] * _float32(gathered)
+        def add_slot(slot, total, slot_indices=slot_indices, slot_weights=slot_weights):
+            gathered = ops.take(table, ops.take(slot_indices, slot, axis=0), axis=0)
+            if table_dtype is not None:
+                gathered = ops.cast(gathered, table_dtype)
+            weight = ops.take(slot_weights, slot, axis=0)
+            return total + weight[:, None] * _float32(gathered)
 
-    return ops.fori_loop(0, slots, add_slot, ops.zeros((rows, width), "float32"))
+        block_rows = rows if start is None else stop - start
+        parts.append(ops.fori_loop(0, end, add_slot,
+                                   ops.zeros((block_rows, width), "float32")))
+    return _concatenated(parts)
 
 
-def row_dots(table, indices, vectors, table_dtype=None):
+def row_dots(table, indices, vectors, table_dtype=None, active_slots=None):
     """`out[r, s] = table[indices[r, s]] . vectors[r]`, in float32.
 
     Args:
         table: `(num_rows, width)`.
         indices: `(rows, slots)`.
         vectors: `(rows, width)`.
-        table_dtype: as `weighted_row_sum`.
+        table_dtype, active_slots: as `weighted_row_sum` (the slots from
+            `active_slots` on get 0).
 
     Returns:
         `(rows, slots)` float32.
@@ -79,23 +124,29 @@ def row_dots(table, indices, vectors, table_dtype=None):
     rows, slots = ops.shape(indices)[0], indices.shape[1]
     if slots == 0:
         return ops.zeros((rows, 0), "float32")
-    slot_major = _slot_major(indices)
+    parts = []
+    for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
+        slot_major = _slot_major(_rows_of(indices, start, stop))
+        block_vectors = _rows_of(vectors, start, stop)
 
-    # Each slot's column is written in place into the carried result: every
-    # loop here is a `fori_loop` (TensorFlow's `scan` keeps TensorLists, which
-    # its XLA fails to compile inside a `cond`: "TensorList is not initialized").
-    def dot_slot(slot, dots):
-        gathered = ops.take(table, ops.take(slot_major, slot, axis=0), axis=0)
-        if table_dtype is not None:
-            gathered = ops.cast(gathered, table_dtype)
-        column = ops.sum(_float32(gathered) * vectors, axis=-1)
-        return ops.slice_update(dots, (slot, 0), ops.expand_dims(column, 0))
+        # Each slot's column is written in place into the carried result:
+        # every loop here is a `fori_loop` (TensorFlow's `scan` keeps
+        # TensorLists, which its XLA fails to compile inside a `cond`:
+        # "TensorList is not initialized").
+        def dot_slot(slot, dots, slot_major=slot_major, block_vectors=block_vectors):
+            gathered = ops.take(table, ops.take(slot_major, slot, axis=0), axis=0)
+            if table_dtype is not None:
+                gathered = ops.cast(gathered, table_dtype)
+            column = ops.sum(_float32(gathered) * block_vectors, axis=-1)
+            return ops.slice_update(dots, (slot, 0), ops.expand_dims(column, 0))
 
-    dots = ops.fori_loop(0, slots, dot_slot, ops.zeros((slots, rows), "float32"))
-    return ops.transpose(dots)
+        block_rows = rows if start is None else stop - start
+        dots = ops.fori_loop(0, end, dot_slot, ops.zeros((slots, block_rows), "float32"))
+        parts.append(ops.transpose(dots))
+    return _concatenated(parts)
 
 
-def scatter_rows(indices, weights, vectors, num_rows):
+def scatter_rows(indices, weights, vectors, num_rows, active_slots=None):
     """`out[j] = sum over (r, s) with indices[r, s] == j of weights[r, s] * vectors[r]`.
 
     The transpose of `weighted_row_sum`: a `(num_rows, width)` float32
@@ -106,22 +157,29 @@ def scatter_rows(indices, weights, vectors, num_rows):
         weights: `(rows, slots)`.
         vectors: `(rows, width)`.
         num_rows: int, the rows of the result.
+        active_slots: as `weighted_row_sum`.
 
     Returns:
         `(num_rows, width)` float32.
     """
     vectors = _float32(vectors)
     width, slots = vectors.shape[-1], indices.shape[1]
+    total = ops.zeros((num_rows, width), "float32")
     if slots == 0:
-        return ops.zeros((num_rows, width), "float32")
-    slot_indices, slot_weights = _slot_major(indices), _slot_major(_float32(weights))
+        return total
+    for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
+        slot_indices = _slot_major(_rows_of(indices, start, stop))
+        slot_weights = _slot_major(_float32(_rows_of(weights, start, stop)))
+        block_vectors = _rows_of(vectors, start, stop)
 
-    def add_slot(slot, total):
-        update = ops.take(slot_weights, slot, axis=0)[:, None] * vectors
-        rows_of_slot = ops.expand_dims(ops.take(slot_indices, slot, axis=0), -1)
-        return total + ops.scatter(rows_of_slot, update, (num_rows, width))
+        def add_slot(slot, total, slot_indices=slot_indices, slot_weights=slot_weights,
+                     block_vectors=block_vectors):
+            update = ops.take(slot_weights, slot, axis=0)[:, None] * block_vectors
+            rows_of_slot = ops.expand_dims(ops.take(slot_indices, slot, axis=0), -1)
+            return total + ops.scatter(rows_of_slot, update, (num_rows, width))
 
-    return ops.fori_loop(0, slots, add_slot, ops.zeros((num_rows, width), "float32"))
+        total = ops.fori_loop(0, end, add_slot, total)
+    return total
 
 
 def _upstream(args, upstream):
@@ -130,7 +188,8 @@ def _upstream(args, upstream):
     return upstream
 
 
-def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True):
+def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True,
+                  active_slots=None):
     """The decoder on slots: `out[r] = sum_s values[r, s] * kernel[indices[r, s]]`.
 
     Equal to `dense(values) @ kernel` with `kernel` read in `compute_dtype`,
@@ -146,6 +205,8 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True)
         compute_dtype: the dtype of the matmul the dense decoder runs.
         kernel_trainable: `False` passes no gradient to `kernel` (the frozen
             decoder of the gated SAE's auxiliary term).
+        active_slots: `None` or an int32 scalar, the slots that can hold a
+            nonzero entry in some row (see the module docstring).
 
     Returns:
         `(rows, width)` in `compute_dtype`.
@@ -164,36 +225,39 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True)
     # Every tensor goes in as an argument (the integer and frozen ones with no
     # gradient): a custom gradient that closes over outer tensors fails inside
     # a JAX `cond`.
-    def forward(values, kernel, indices):
-        return ops.cast(weighted_row_sum(kernel, indices, values, compute_dtype),
+    end = _slot_count(indices, active_slots)
+
+    def forward(values, kernel, indices, end):
+        return ops.cast(weighted_row_sum(kernel, indices, values, compute_dtype, end),
                         compute_dtype)
 
-    def values_gradient(upstream, kernel, indices):
-        return ops.cast(row_dots(kernel, indices, upstream, compute_dtype), values.dtype)
+    def values_gradient(upstream, kernel, indices, end):
+        return ops.cast(row_dots(kernel, indices, upstream, compute_dtype, end),
+                        values.dtype)
 
     if not kernel_trainable:
         @ops.custom_gradient
-        def decode_frozen(values, kernel, indices):
+        def decode_frozen(values, kernel, indices, end):
             def grad(*args, upstream=None):
-                return (values_gradient(_upstream(args, upstream), kernel, indices),
-                        None, None)
+                return (values_gradient(_upstream(args, upstream), kernel, indices, end),
+                        None, None, None)
 
-            return forward(values, kernel, indices), grad
+            return forward(values, kernel, indices, end), grad
 
-        return decode_frozen(values, ops.stop_gradient(kernel), indices)
+        return decode_frozen(values, ops.stop_gradient(kernel), indices, end)
 
     @ops.custom_gradient
-    def decode(values, kernel, indices):
+    def decode(values, kernel, indices, end):
         def grad(*args, upstream=None):
             upstream = _upstream(args, upstream)
-            kernel_gradient = scatter_rows(indices, values, upstream, num_latents)
-            return (values_gradient(upstream, kernel, indices),
+            kernel_gradient = scatter_rows(indices, values, upstream, num_latents, end)
+            return (values_gradient(upstream, kernel, indices, end),
                     ops.cast(_rounded(kernel_gradient, compute_dtype), kernel.dtype),
-                    None)
+                    None, None)
 
-        return forward(values, kernel, indices), grad
+        return forward(values, kernel, indices, end), grad
 
-    return decode(values, kernel, indices)
+    return decode(values, kernel, indices, end)
 
 
 class Centered:
@@ -229,13 +293,22 @@ class Centered:
         return self.inputs - self.bias
 
 
-def _kernel_gradient(indices, upstream, centered, kernel):
+def _slot_count(indices, active_slots):
+    """The int32 tensor of the slots the loops visit (a custom gradient's argument):
+    a scalar, or one per block of rows (`row_blocks`)."""
+    slots = indices.shape[1]
+    if active_slots is None:
+        return ops.convert_to_tensor(slots, "int32")
+    return ops.minimum(ops.cast(active_slots, "int32"), slots)
+
+
+def _kernel_gradient(indices, upstream, centered, kernel, end):
     """`d kernel` of the slots: one scatter-add over rows of the transposed kernel."""
-    rows_gradient = scatter_rows(indices, upstream, centered, kernel.shape[-1])
+    rows_gradient = scatter_rows(indices, upstream, centered, kernel.shape[-1], end)
     return ops.cast(ops.transpose(rows_gradient), kernel.dtype)
 
 
-def gathered_product(inputs, kernel, indices, product):
+def gathered_product(inputs, kernel, indices, product, active_slots=None, at_slots=None):
     """The slots of `inputs @ kernel`, differentiable through those slots only.
 
     `product` is `inputs @ kernel`, computed once, densely and without
@@ -260,6 +333,12 @@ def gathered_product(inputs, kernel, indices, product):
             encoder reads it (compute dtype).
         indices: `(rows, slots)` int32.
         product: `(rows, num_latents)`, `inputs @ kernel` (no gradient).
+        active_slots: `None` or an int32 scalar: the gradient loops visit
+            only the first `active_slots` slots (the upstream gradient is 0
+            past them; see the module docstring).
+        at_slots: `None`, or `product[r, indices[r, s]]` already gathered
+            (`(rows, slots)`, no gradient; `Selection.product_at_slots`):
+            then `product` is not read and may be `None`.
 
     Returns:
         `(rows, slots)`, in the dtype of `product`.
@@ -275,41 +354,51 @@ def gathered_product(inputs, kernel, indices, product):
     """
     num_latents = kernel.shape[-1]
 
-    def inputs_gradient(upstream, kernel, indices, dtype):
-        return ops.cast(weighted_row_sum(ops.transpose(kernel), indices, upstream), dtype)
+    end = _slot_count(indices, active_slots)
 
-    def forward(product, indices):
-        return ops.take_along_axis(product, indices, axis=1)
+    def inputs_gradient(upstream, kernel, indices, dtype, end):
+        return ops.cast(weighted_row_sum(ops.transpose(kernel), indices, upstream,
+                                         active_slots=end), dtype)
+
+    if at_slots is not None:
+        product = at_slots
+
+        def forward(product, indices):
+            return ops.copy(product)
+    else:
+        def forward(product, indices):
+            return ops.take_along_axis(product, indices, axis=1)
 
     if isinstance(inputs, Centered):
         @ops.custom_gradient
-        def slots_of_centered_product(x, bias, kernel, indices, product):
+        def slots_of_centered_product(x, bias, kernel, indices, product, end):
             def grad(*args, upstream=None):
                 upstream = _upstream(args, upstream)
                 column_sums = ops.scatter(ops.reshape(indices, (-1, 1)),
                                           ops.reshape(_float32(upstream), (-1,)),
                                           (num_latents,))
                 bias_gradient = -ops.matmul(_float32(kernel), column_sums)
-                return (inputs_gradient(upstream, kernel, indices, x.dtype),
+                return (inputs_gradient(upstream, kernel, indices, x.dtype, end),
                         ops.cast(bias_gradient, bias.dtype),
-                        _kernel_gradient(indices, upstream, x - bias, kernel),
-                        None, None)
+                        _kernel_gradient(indices, upstream, x - bias, kernel, end),
+                        None, None, None)
 
             return forward(product, indices), grad
 
         return slots_of_centered_product(inputs.inputs, inputs.bias, kernel, indices,
-                                         ops.stop_gradient(product))
+                                         ops.stop_gradient(product), end)
 
     @ops.custom_gradient
-    def slots_of_product(inputs, kernel, indices, product):
+    def slots_of_product(inputs, kernel, indices, product, end):
         def grad(*args, upstream=None):
             upstream = _upstream(args, upstream)
-            return (inputs_gradient(upstream, kernel, indices, inputs.dtype),
-                    _kernel_gradient(indices, upstream, inputs, kernel), None, None)
+            return (inputs_gradient(upstream, kernel, indices, inputs.dtype, end),
+                    _kernel_gradient(indices, upstream, inputs, kernel, end),
+                    None, None, None)
 
         return forward(product, indices), grad
 
-    return slots_of_product(inputs, kernel, indices, ops.stop_gradient(product))
+    return slots_of_product(inputs, kernel, indices, ops.stop_gradient(product), end)
 
 
 def gather_vector(vector, indices):

@@ -28,6 +28,10 @@ class SparseLatents:
         values: `(rows, slots)` float tensor, the entries at the slots.
         indices: `(rows, slots)` int32 tensor, the latent of each slot.
         latent_dim: int, the width of the dense tensor.
+        active_slots: `None` or an int32 scalar tensor: in every row, the
+            slots from `active_slots` on hold entries outside the support
+            (value 0, or <= 0 for a pre-activation, and no gradient), so the
+            decoder's loops stop there (`sparse_decode`).
 
     Example:
 
@@ -40,12 +44,13 @@ class SparseLatents:
     ([1.0, 2.0], [0.0, 1.0, 1.0, 1.0])
     """
 
-    __slots__ = ("values", "indices", "latent_dim")
+    __slots__ = ("values", "indices", "latent_dim", "active_slots")
 
-    def __init__(self, values, indices, latent_dim):
+    def __init__(self, values, indices, latent_dim, active_slots=None):
         self.values = values
         self.indices = indices
         self.latent_dim = int(latent_dim)
+        self.active_slots = active_slots
 
     @property
     def shape(self):
@@ -63,7 +68,7 @@ class SparseLatents:
 
     def with_values(self, values):
         """The same slots holding `values` (`(rows, slots)`)."""
-        return SparseLatents(values, self.indices, self.latent_dim)
+        return SparseLatents(values, self.indices, self.latent_dim, self.active_slots)
 
     def active(self):
         """`(rows, slots)` bool: which slots hold a positive value."""

@@ -32,10 +32,11 @@ FALLBACK_SHARE = 0.02
 def suggested_cap(largest_support, latent_dim):
     """The multiple of `CAP_STEP` at least `HEADROOM` above `largest_support`.
 
-    At most `latent_dim`, at least `MIN_CAP`. Every slot costs its gathers
-    and scatters whether it holds a latent or not, so the cap stays close
-    to what the data needs; the tuner's hysteresis (raise on fallbacks,
-    lower at half) keeps recompiles rare.
+    At most `latent_dim`, at least `MIN_CAP`. The step's loops stop at the
+    largest support of each batch, so unused slots cost little (their
+    share of the support extraction and of the slot-shaped tensors); the
+    headroom keeps fallbacks rare and the tuner's hysteresis (raise on
+    fallbacks, lower at half) keeps recompiles rare.
 
     Example:
 

@@ -31,6 +31,11 @@ DENSE_PHASE_FRACTION = 1 / 32
 """An adaptive cap above this fraction of the latents means a dense phase
 (`SparsePlan.set_cap`): a gated SAE at 4,096 latents broke even near 256
 slots per row on a CPU and was 1.9x faster than dense at L0 41 (cap 96)."""
+ROW_BLOCKS = 4
+"""Blocks of rows of a data-dependent encoder's sparse step: the batch is
+ordered by support size and each block's loops end at its own largest
+support (`Selection.by_support_size`), so they pay about for the mean row
+rather than the busiest one (`benchmarks/RESULTS.md`)."""
 DEFAULT_CAP = 64
 """Slots per row of a data-dependent encoder before `fit` measures its support."""
 
@@ -89,6 +94,7 @@ class SparsePlan:
         # A TopK encoder's slots do not depend on the cap.
         self.fixed = (self.encoder.sparse_slots(1) == self.encoder.sparse_slots(
             self.encoder.latent_dim))
+        self.row_blocks = 1 if self.fixed else ROW_BLOCKS
 
     @property
     def slots(self):

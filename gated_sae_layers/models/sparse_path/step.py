@@ -41,6 +41,28 @@ def _sparse_variants(model, selection, run, cond):
                 lambda: run(selection))
 
 
+def _ordered(plan, selection, x, y):
+    """The batch and its selection with the rows ordered by support size, largest first.
+
+    For a data-dependent encoder with `plan.row_blocks > 1`: the kernels'
+    loops then run per block of rows, each to its own largest support. The
+    loss and every metric are means or sums over rows, so the order changes
+    nothing but the summation order.
+    """
+    # (BatchTopK's selection carries row-shaped `extra` entries: it keeps its order.)
+    if (plan.row_blocks == 1 or selection.support_sizes is None or not selection.slots
+            or selection.extra):
+        return selection, x, y
+    order, selection = selection.by_support_size(plan.row_blocks)
+
+    def take(structure):
+        if structure is None:
+            return None
+        return keras.tree.map_structure(lambda t: ops.take(t, order, axis=0), structure)
+
+    return selection, take(x), take(y)
+
+
 def _record(model, plan, selection, fallback, x, y, y_pred):
     """Updates the metric terms and the sparse-path statistics (stateful)."""
     model.update_metric_terms(x, y, y_pred)
@@ -63,6 +85,7 @@ def jax_loss_and_updates(model, plan, trainable, non_trainable, metric_state, x,
         zip(model.non_trainable_variables, non_trainable))
     with keras.StatelessScope(state_mapping=variables):
         selection = graph.select(model, x, plan.slots)
+    selection, x, y = _ordered(plan, selection, x, y)
 
     def scaled(loss):
         mapping = list(zip(model.optimizer.variables, optimizer_state))
@@ -113,7 +136,7 @@ def tensorflow_loss_and_gradients(model, plan, x, y):
     """`(loss, gradients)` of one step; the state is updated as the step runs."""
     import tensorflow as tf
 
-    selection = graph.select(model, x, plan.slots)
+    selection, x, y = _ordered(plan, graph.select(model, x, plan.slots), x, y)
     variables = model.trainable_weights
 
     def step(forward, fallback):

@@ -5,8 +5,9 @@
 # dictionary_learning peer (SAELens where importable), at every GPU size;
 # then the TopK SAE on the dense step and on the sparse path
 # (compile(sparse=True)), to say whether "auto" should take the sparse path
-# on a GPU. In at most 8 minutes. Writes to $OUT (at most 8 files, none in
-# subfolders):
+# on a GPU. In at most 8 minutes. Runs `python -m benchmarks.throughput`
+# twice from the repository root (the script cds there itself). Writes to
+# $OUT (at most 8 files, none in subfolders):
 #   throughput_gpu.json  all gated results (rewritten after every worker)
 #   throughput_gpu.log   the printed tables
 #   throughput_topk_gpu.json / .log   the TopK dense vs sparse run
@@ -110,7 +111,7 @@ fi
 
 LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))   # 20 s for the archive
 GATED_LEFT=$(( LEFT * 60 / 100 ))                  # the rest for the TopK run
-$PYTHON benchmarks/throughput.py --configs "$CONFIGS" --size "$SIZES" \
+$PYTHON -m benchmarks.throughput --configs "$CONFIGS" --size "$SIZES" \
     "${TIMING[@]}" "${PROFILE[@]}" --time-budget "$GATED_LEFT" --timeout 300 \
     --json "$OUT/throughput_gpu.json" --log-dir "$OUT" 2>&1 \
     | tee "$OUT/throughput_gpu.log"
@@ -118,7 +119,7 @@ STATUS=${PIPESTATUS[0]}
 
 # The sparse path on a GPU: TopK (k=64), dense step vs sparse path, no profile.
 LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))
-$PYTHON benchmarks/throughput.py --architecture topk --k 64 \
+$PYTHON -m benchmarks.throughput --architecture topk --k 64 \
     --configs "${GPU_CHECK_TOPK_CONFIGS:-jax,jax-sparse,jax-bf16,jax-sparse-bf16}" \
     --size "$TOPK_SIZES" "${TIMING[@]}" --time-budget "$LEFT" --timeout 240 \
     --json "$OUT/throughput_topk_gpu.json" --log-dir "$OUT" 2>&1 \

@@ -5,13 +5,8 @@ schedule and model class with Keras, so `.keras` files saved with them load
 with `keras.saving.load_model(path)` (safe mode included).
 """
 
-from gated_sae_layers.analysis import (
-    decoder_sharpness,
-    feature_density,
-    relative_reconstruction_bias,
-    sparsity_report,
-)
 from gated_sae_layers.callbacks import DecoderNormalizer, SparsityWarmup
+from gated_sae_layers.compat.gated_sae_tf import GatedSAE
 from gated_sae_layers.constraints import UnitNormRows
 from gated_sae_layers.dashboard import ImageContext, TokenContext, feature_dashboard
 from gated_sae_layers.distribution import latent_layout_map, latent_parallel
@@ -41,10 +36,17 @@ from gated_sae_layers.losses import (
 )
 from gated_sae_layers.evaluation import (
     SplicedEvaluation,
+    analysis,
     core_metrics,
     evaluate_sae,
     k_sparse_probe,
     spliced_metrics,
+)
+from gated_sae_layers.evaluation.analysis import (
+    decoder_sharpness,
+    feature_density,
+    relative_reconstruction_bias,
+    sparsity_report,
 )
 from gated_sae_layers.interop import (
     load_dictionary_learning,
@@ -61,6 +63,8 @@ from gated_sae_layers.metrics import (
 from gated_sae_layers.models.folding import fold_normalization
 from gated_sae_layers.models.memory import shapes_only_model, train_step_memory
 from gated_sae_layers.models.builders import (
+    ARCHITECTURES,
+    Architecture,
     build_batch_topk_sae,
     build_gated_sae,
     build_jumprelu_sae,
@@ -68,8 +72,9 @@ from gated_sae_layers.models.builders import (
     build_relu_sae,
     build_sae,
     build_topk_sae,
+    get_architecture,
+    register_architecture,
 )
-from gated_sae_layers.models.seed_compat import GatedSAE
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 from gated_sae_layers.plots import (
     plot_decoder_gallery,
@@ -84,7 +89,9 @@ from gated_sae_layers.sparsity_control import TargetL0
 from gated_sae_layers._version import __version__  # noqa: E402, F401
 
 __all__ = [
+    "ARCHITECTURES",
     "AffineEncoder",
+    "Architecture",
     "AuxKEncoder",
     "AuxKLoss",
     "AuxKResidual",
@@ -134,6 +141,7 @@ __all__ = [
     "feature_dashboard",
     "feature_density",
     "fold_normalization",
+    "get_architecture",
     "k_sparse_probe",
     "latent_layout_map",
     "latent_parallel",
@@ -143,6 +151,7 @@ __all__ = [
     "plot_decoder_gallery",
     "plot_feature_density",
     "plot_feature_gallery",
+    "register_architecture",
     "relative_reconstruction_bias",
     "save_sae",
     "shapes_only_model",

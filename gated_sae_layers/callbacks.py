@@ -10,9 +10,6 @@ from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.constraints import normalize_rows
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 
-# Kept for code written against earlier versions.
-find_decoders = unit_norm_decoders
-
 
 # The smallest and largest positive normal float32: an `epsilon` outside is
 # 0 or Inf in the float32 division of `normalize_rows`.

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 import gated_sae_layers as gsl
-from gated_sae_layers import analysis
+from gated_sae_layers.evaluation import analysis
 from gated_sae_layers.datasets import load_mnist
 
 HELD_OUT = 500

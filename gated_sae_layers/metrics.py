@@ -27,14 +27,6 @@ def _row_weights(sample_weight, num_rows, dtype):
     return ops.reshape(ops.cast(sample_weight, dtype), (-1,))
 
 
-def _safe_divide(numerator, denominator):
-    numerator = ops.convert_to_tensor(numerator)
-    denominator = ops.convert_to_tensor(denominator)
-    nonzero = denominator != 0
-    return ops.where(
-        nonzero, numerator / ops.where(nonzero, denominator, 1.0), 0.0)
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class L0(keras.metrics.Metric):
     """Mean number of active latents per example, `E_x[ ||f(x)||_0 ]`.
@@ -80,7 +72,7 @@ class L0(keras.metrics.Metric):
         self.example_count.assign_add(ops.sum(weights))
 
     def result(self):
-        return _safe_divide(self.active_total, self.example_count)
+        return ops.divide_no_nan(self.active_total, self.example_count)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -139,7 +131,7 @@ class FractionOfVarianceUnexplained(keras.metrics.Metric):
         totals = distribution.sum_over_replicas(ops.concatenate([
             ops.sum(x * weights[:, None], axis=0),
             ops.stack([weight_sum, ops.cast(self.example_count.value, self.dtype)])]))
-        batch_mean = _safe_divide(totals[:-2], totals[-2])
+        batch_mean = ops.divide_no_nan(totals[:-2], totals[-2])
         shift = ops.where(totals[-1] > 0, self.shift.value, batch_mean)
         self.shift.assign(shift)
         deviation = x - shift
@@ -151,10 +143,10 @@ class FractionOfVarianceUnexplained(keras.metrics.Metric):
         self.example_count.assign_add(weight_sum)
 
     def result(self):
-        mean_deviation = _safe_divide(self.shifted_sum, self.example_count)
+        mean_deviation = ops.divide_no_nan(self.shifted_sum, self.example_count)
         total_variance = ops.sum(
             self.shifted_square_sum - self.shifted_sum * mean_deviation)
-        return _safe_divide(self.residual_square_sum, total_variance)
+        return ops.divide_no_nan(self.residual_square_sum, total_variance)
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim}
@@ -259,4 +251,4 @@ class RelativeReconstructionBias(keras.metrics.Metric):
         self.cross_sum.assign_add(ops.sum(ops.sum(x_hat * x, axis=-1) * weights))
 
     def result(self):
-        return _safe_divide(self.reconstruction_square_sum, self.cross_sum)
+        return ops.divide_no_nan(self.reconstruction_square_sum, self.cross_sum)

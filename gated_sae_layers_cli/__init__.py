@@ -21,7 +21,7 @@ The rules every command follows: a user error (a missing file, a bad value,
 an existing output, a corrupt or locked store) prints one line,
 `gated-sae: error: ...`, and exits with status 2 (130 on Ctrl-C). An output
 that exists is refused unless `--overwrite` is given, and is then replaced
-safely (written beside it, renamed into place; see `_outputs`). TensorFlow's
+safely (written beside it, renamed into place; see `outputs`). TensorFlow's
 start-up log lines are not shown (`TF_CPP_MIN_LOG_LEVEL=3`, unless set
 already). `--debug` shows tracebacks and those log lines instead.
 `--import MODULE` (repeatable) imports a module first, so that the custom
@@ -33,7 +33,7 @@ import re
 import sys
 
 from gated_sae_layers_cli._native_logs import native_logs_filtered, quiet_native_logs
-from gated_sae_layers_cli._options import ArgumentParser, HelpFormatter, common_options
+from gated_sae_layers_cli.options import ArgumentParser, HelpFormatter, common_options
 from gated_sae_layers_cli.dashboard import add_dashboard_command
 from gated_sae_layers_cli.evaluate import add_evaluate_command
 from gated_sae_layers_cli.harvest import add_harvest_command

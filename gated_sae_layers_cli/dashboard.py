@@ -3,8 +3,8 @@
 The command itself is `gated_sae_layers.cli.dashboard.run_dashboard`.
 """
 
-from gated_sae_layers_cli._options import Command, add_command, add_overwrite_option
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.options import Command, add_command, add_overwrite_option
+from gated_sae_layers_cli.outputs import (
     DASHBOARD_FILES, check_input_file, check_keras_file, check_not_an_input,
     check_output_folder, check_store_folder, written_by_a_dashboard)
 

@@ -3,9 +3,9 @@
 The command itself is `gated_sae_layers.cli.evaluate.run_evaluate`.
 """
 
-from gated_sae_layers_cli._options import (
+from gated_sae_layers_cli.options import (
     Command, add_command, add_overwrite_option, positive_int)
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.outputs import (
     check_input_file, check_keras_file, check_not_an_input, check_output_file,
     check_store_folder)
 

@@ -3,9 +3,9 @@
 The command itself is `gated_sae_layers.cli.harvest.run_harvest`.
 """
 
-from gated_sae_layers_cli._options import (
+from gated_sae_layers_cli.options import (
     Command, add_command, non_negative_int, positive_int)
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.outputs import (
     check_input_file, check_not_an_input, check_store_out)
 
 DEFAULT_MAX_TEXTS = 2000

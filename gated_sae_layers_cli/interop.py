@@ -7,9 +7,9 @@ The commands themselves are `gated_sae_layers.cli.interop.run_export` and
 
 import pathlib
 
-from gated_sae_layers_cli._options import (
+from gated_sae_layers_cli.options import (
     Command, add_command, add_overwrite_option, positive_int)
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.outputs import (
     SAELENS_FILES, check_keras_file, check_not_an_input, check_output_file,
     check_output_folder)
 

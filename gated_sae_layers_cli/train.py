@@ -3,10 +3,10 @@
 The command itself is `gated_sae_layers.cli.train.run_train`.
 """
 
-from gated_sae_layers_cli._options import (
+from gated_sae_layers_cli.options import (
     Command, add_command, add_overwrite_option, non_negative_float, positive_float,
     positive_int)
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.outputs import (
     check_not_an_input, check_output_file, check_store_folder)
 
 DEFAULT_L0_FRACTION = 0.02

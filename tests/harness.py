@@ -1,7 +1,10 @@
 """A shared layer test harness (keras.testing is not public).
 
 `run_layer_test` checks what every layer of the kit promises: the config
-round-trips to an equal layer, JSON included; the layer builds; a symbolic
+round-trips to an equal layer, JSON included; the layer builds, with the
+number of trainable and non-trainable weights the test expects (a weight
+added or dropped by a refactor changes checkpoints and optimizer state, so it
+must be deliberate, as in keras-hub's `run_layer_test`); a symbolic
 call on `keras.KerasTensor` gives the shapes and dtypes of the eager call;
 the eager call on real numbers matches a rebuilt copy with the same weights;
 and a one-step `fit` runs, stays finite and changes the weights.
@@ -10,6 +13,9 @@ With `dtype_policy="mixed_bfloat16"` the whole test runs under that global
 policy and also checks the mixed-precision contract: every float variable
 of the layer and of the optimizer is float32, and every output has the
 policy's compute dtype (bfloat16).
+
+Also the tests' one table of every SAE architecture (`ARCHITECTURES`) and
+their factory of small models (`build_model`).
 """
 
 import contextlib
@@ -18,6 +24,8 @@ import json
 import keras
 import numpy as np
 from keras import ops
+
+import gated_sae_layers as gsl
 
 # The policies every layer's harness test runs under.
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
@@ -56,19 +64,33 @@ def _is_float(variable):
 
 def run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs=None,
                    expected_output_shape=None, expect_weight_updates=True,
-                   dtype_policy=None):
+                   dtype_policy=None, *, expected_num_trainable_weights,
+                   expected_num_non_trainable_weights):
     """Runs the harness; `input_data` is an array or a list of arrays.
 
+    `expected_num_trainable_weights` and `expected_num_non_trainable_weights`
+    (required) are the counts of `layer.trainable_weights` and
+    `layer.non_trainable_weights` once built, symbolically or eagerly.
     `dtype_policy` (e.g. `"mixed_bfloat16"`) sets the global dtype policy
     for the test; `None` keeps the current one.
     """
+    expected_counts = (expected_num_trainable_weights, expected_num_non_trainable_weights)
     with dtype_policy_scope(dtype_policy):
         return _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs or {},
-                               expected_output_shape, expect_weight_updates)
+                               expected_output_shape, expect_weight_updates,
+                               expected_counts)
+
+
+def _check_weight_counts(layer, expected_counts):
+    counts = (len(layer.trainable_weights), len(layer.non_trainable_weights))
+    assert counts == expected_counts, (
+        f"{type(layer).__name__} has {counts[0]} trainable and {counts[1]} "
+        f"non-trainable weights; expected {expected_counts[0]} and {expected_counts[1]}: "
+        f"{[v.path for v in layer.weights]}")
 
 
 def _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs,
-                    expected_output_shape, expect_weight_updates):
+                    expected_output_shape, expect_weight_updates, expected_counts):
     policy = keras.config.dtype_policy()
     layer = layer_cls(**init_kwargs)
     assert layer.compute_dtype == policy.compute_dtype
@@ -84,9 +106,12 @@ def _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs,
     # Symbolic call.
     symbolic_input = keras.tree.map_structure(
         lambda x: keras.KerasTensor(x.shape, dtype="float32"), input_data)
-    symbolic_output = layer_cls(**init_kwargs)(symbolic_input, **call_kwargs)
+    symbolic_layer = layer_cls(**init_kwargs)
+    symbolic_output = symbolic_layer(symbolic_input, **call_kwargs)
+    _check_weight_counts(symbolic_layer, expected_counts)
     # Eager call, and the same weights in a layer built from the config.
     output = layer(input_data, **call_kwargs)
+    _check_weight_counts(layer, expected_counts)
     assert _shapes(symbolic_output) == _shapes(output)
     assert _dtypes(symbolic_output) == _dtypes(output)
     assert set(keras.tree.flatten(_dtypes(output))) == {policy.compute_dtype}
@@ -121,3 +146,35 @@ def _run_layer_test(layer_cls, init_kwargs, input_data, call_kwargs,
         if _is_float(variable):
             assert variable.dtype == policy.variable_dtype, variable.path
     return layer
+
+
+# ------------------------------------------------------- every architecture
+# Every architecture `gsl.build_sae` knows (`test_builders.py` checks the
+# table against its registry); the last three choose their latents by k.
+K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")
+ARCHITECTURES = ("gated", "relu", "jumprelu") + K_ARCHITECTURES
+
+
+def architecture_kwargs(architecture, latent_dim, **overrides):
+    """Small arguments under which every part of `architecture` runs within a
+    few steps: a sparsity term, or k = 3 with a live AuxK term (latents are
+    dead after 2 steps) and, for Matryoshka, prefixes of 1/6 and 1/2 of the
+    latents; `overrides` replace or add arguments."""
+    if architecture in K_ARCHITECTURES:
+        kwargs = {"k": 3, "k_aux": 6, "dead_steps_threshold": 2}
+        if architecture == "matryoshka":
+            kwargs["prefix_sizes"] = [latent_dim // 6, latent_dim // 2]
+    elif architecture == "jumprelu":
+        kwargs = {"sparsity_coefficient": 1e-2, "initial_threshold": 0.05,
+                  "bandwidth": 0.5}
+    elif architecture in ARCHITECTURES:
+        kwargs = {"sparsity_coefficient": 3e-2}
+    else:
+        raise ValueError(f"no architecture {architecture!r} in tests/harness.py")
+    return {**kwargs, **overrides}
+
+
+def build_model(architecture, input_dim, latent_dim, **overrides):
+    """`gsl.build_sae(architecture, ...)` with `architecture_kwargs`."""
+    return gsl.build_sae(architecture, input_dim, latent_dim,
+                         **architecture_kwargs(architecture, latent_dim, **overrides))

@@ -14,6 +14,7 @@ import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.models import builders
+from tests.harness import ARCHITECTURES, architecture_kwargs
 
 BUILDERS_DIR = pathlib.Path(builders.__file__).parent
 BUILDER_MODULES = sorted(
@@ -33,10 +34,6 @@ CALLS = {
     "registry": [("build_sae", dict(architecture="relu", sparsity_coefficient=1e-3)),
                  ("build_sae", dict(architecture="matryoshka", k=4))],
 }
-ARCHITECTURES = {"gated": dict(sparsity_coefficient=1e-3),
-                 "relu": dict(sparsity_coefficient=1e-3),
-                 "jumprelu": dict(sparsity_coefficient=1e-2),
-                 "topk": dict(k=4), "batch_topk": dict(k=4), "matryoshka": dict(k=4)}
 
 
 def imported_modules(path):
@@ -118,24 +115,22 @@ def test_a_copied_builder_builds_the_same_model(module, copied_module):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_the_tests_table_lists_every_architecture():
+    """`tests/harness.py`'s table, which the tests run every architecture
+    from, is the registry's: a new architecture joins those tests."""
+    assert sorted(ARCHITECTURES) == sorted(builders.BUILDERS)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_build_sae_dispatches_to_each_architecture(architecture):
-    model = gsl.build_sae(architecture, 8, 32, **ARCHITECTURES[architecture])
-    direct = builders.BUILDERS[architecture](8, 32, **ARCHITECTURES[architecture])
+    kwargs = architecture_kwargs(architecture, 32)
+    model = gsl.build_sae(architecture, 8, 32, **kwargs)
+    direct = builders.BUILDERS[architecture](8, 32, **kwargs)
     assert describe(model) == describe(direct)
     assert model.name == f"{architecture}_sae"
 
 
-def test_old_import_paths_are_the_new_objects():
-    from gated_sae_layers.models import gated_sae, topk_variants, variants
-
-    assert variants.build_sae is builders.build_sae
-    assert variants.BUILDERS is builders.BUILDERS
-    assert topk_variants.build_topk_sae is builders.build_topk_sae
-    assert topk_variants.build_batch_topk_sae is builders.build_batch_topk_sae
-    assert topk_variants.build_matryoshka_sae is builders.build_matryoshka_sae
-    assert gated_sae.build_gated_sae is builders.build_gated_sae
+def test_the_package_exports_every_builder():
     for name in builders.__all__:
-        assert getattr(variants, name) is getattr(builders, name)
         if name != "BUILDERS":
             assert getattr(gsl, name) is getattr(builders, name)

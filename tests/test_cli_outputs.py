@@ -18,7 +18,7 @@ from gated_sae_layers.activations import ActivationStore, store as store_module
 from gated_sae_layers.activations import _store_files
 from gated_sae_layers.dashboard import output
 from gated_sae_layers.interop import _checks, saelens
-from gated_sae_layers_cli import _outputs
+from gated_sae_layers_cli import outputs as cli_outputs
 
 
 def _run(argv, capsys):
@@ -54,17 +54,17 @@ def sae_file(tmp_path):
 
 
 def test_the_file_names_are_the_kits():
-    assert _outputs.MANIFEST == store_module.MANIFEST
-    assert _outputs.STORE_LOCK == store_module.LOCK
-    assert _outputs.DASHBOARD_FILES == output.FILES
+    assert cli_outputs.MANIFEST == store_module.MANIFEST
+    assert cli_outputs.STORE_LOCK == store_module.LOCK
+    assert cli_outputs.DASHBOARD_FILES == output.FILES
     # The command line's early check is the dashboard's own rule.
-    assert _outputs._dashboard_output().PAGE_HEAD == output.PAGE_HEAD
-    assert _outputs.SAELENS_FILES == saelens.SAE_FILES
+    assert cli_outputs._dashboard_output().PAGE_HEAD == output.PAGE_HEAD
+    assert cli_outputs.SAELENS_FILES == saelens.SAE_FILES
     for name in ("manifest.json", "writer.lock", "shard_00042.npy",
                  "shard_00001.npy.123.0a1b2c3d.tmp", "manifest.json.9.deadbeef.tmp"):
-        assert _outputs._STORE_FILE.match(name)
+        assert cli_outputs._STORE_FILE.match(name)
     assert _store_files._TEMPORARY.match("shard_00001.npy.123.0a1b2c3d.tmp")
-    assert not _outputs._STORE_FILE.match("notes.txt")
+    assert not cli_outputs._STORE_FILE.match("notes.txt")
 
 
 # ------------------------------------------------------------ train and import
@@ -96,7 +96,7 @@ def test_import_replaces_its_model_only_with_overwrite(tmp_path, sae_file, capsy
 def test_a_failed_write_leaves_the_old_file(tmp_path):
     (tmp_path / "report.json").write_text("old")
     with pytest.raises(RuntimeError):
-        with _outputs.replacing_file(tmp_path / "report.json", overwrite=True) as temporary:
+        with cli_outputs.replacing_file(tmp_path / "report.json", overwrite=True) as temporary:
             temporary.write_text("half")
             raise RuntimeError("disk full")
     assert (tmp_path / "report.json").read_text() == "old" and _leftovers(tmp_path) == []

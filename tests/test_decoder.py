@@ -1,6 +1,5 @@
 """`UnitNormDecoder`: harness in each mode, numpy references, shapes, errors."""
 
-import keras
 import numpy as np
 import pytest
 from hypothesis import given
@@ -21,7 +20,9 @@ def test_unit_norm_decoder_harness(mode, use_bias, dtype_policy):
         {"latent_dim": 9, "output_dim": 4, "remove_parallel_gradient": True,
          "kernel_initializer": "he_normal", "bias_initializer": "ones"},
         x, call_kwargs={"mode": mode, "use_bias": use_bias}, expected_output_shape=(5, 4),
-        expect_weight_updates=mode != "frozen", dtype_policy=dtype_policy)
+        expect_weight_updates=mode != "frozen", dtype_policy=dtype_policy,
+        # The kernel and the bias, in every mode (`frozen` only stops gradients).
+        expected_num_trainable_weights=2, expected_num_non_trainable_weights=0)
     assert isinstance(layer.kernel_constraint, gsl.UnitNormRows)
 
 
@@ -47,15 +48,6 @@ def test_decoding_and_row_norms_match_numpy():
                                    rtol=1e-5, atol=1e-6)
     x = rng.normal(size=(4, 3)).astype("float32")
     np.testing.assert_allclose(decoder(x, mode="center"), x - bias, rtol=1e-6, atol=1e-6)
-
-
-def test_deprecated_scale_by_row_norm_mode_still_works_for_saved_models():
-    # `.keras` files saved before `DecoderNormWeighting` call the decoder so.
-    decoder = _decoder_with([[3.0, 4.0], [0.0, 0.5]], [1.0, 1.0])
-    f = np.array([[1.0, 2.0]], "float32")
-    np.testing.assert_allclose(decoder(f, mode="scale_by_row_norm"), [[5.0, 1.0]])
-    symbolic = decoder(keras.KerasTensor((None, 2)), mode="scale_by_row_norm")
-    assert tuple(symbolic.shape) == (None, 2)
 
 
 def test_decoder_modes_share_one_bias():
@@ -104,6 +96,8 @@ def test_decoder_bad_inputs():
     with pytest.raises(ValueError, match=r"`mode` must be one of \('decode', 'frozen', "
                                          r"'center'\). Received: mode='encode'"):
         decoder(np.ones((2, 4), "float32"), mode="encode")
+    with pytest.raises(ValueError, match="Received: mode='scale_by_row_norm'"):
+        decoder(np.ones((2, 4), "float32"), mode="scale_by_row_norm")  # removed
     with pytest.raises(TypeError, match="floating-point"):
         decoder(np.ones((2, 4), "int64"))
     with pytest.raises(TypeError, match="`use_bias` must be a bool. Received: use_bias=0"):

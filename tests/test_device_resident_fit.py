@@ -1,7 +1,7 @@
 """The device-resident `fit` path on JAX equals the stock Keras loop.
 
-Runs on the JAX backend only (`tests/test_jax_backend.py` reruns this file
-with `KERAS_BACKEND=jax`).
+Runs on the JAX backend only: the JAX leg, `KERAS_BACKEND=jax python -m pytest -m
+both_backends` (the file list is in `tests/conftest.py`).
 """
 
 import hypothesis

@@ -35,15 +35,24 @@ ENCODERS = [
      ("latents", "active_latents"), "kernel", ("bias", "log_threshold")),
 ]
 IDS = [case[0].__name__ for case in ENCODERS]
+# (trainable, non-trainable) weights of each encoder: the kernel and bias
+# (the gated encoder: the gate's kernel and bias, the magnitude's scale and
+# bias), plus the non-trainable dead-latent counter and BatchTopK threshold.
+WEIGHT_COUNTS = {gsl.GatedEncoder: (4, 0), gsl.ReLUEncoder: (2, 0),
+                 gsl.TopKEncoder: (2, 1), gsl.BatchTopKEncoder: (2, 2),
+                 gsl.JumpReLUEncoder: (3, 0)}
 
 
 @pytest.mark.parametrize("dtype_policy", DTYPE_POLICIES)
 @pytest.mark.parametrize("layer_cls, kwargs, names, kernel, per_latent", ENCODERS, ids=IDS)
 def test_encoder_harness(layer_cls, kwargs, names, kernel, per_latent, dtype_policy):
     x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+    trainable, non_trainable = WEIGHT_COUNTS[layer_cls]
     layer = run_layer_test(layer_cls, kwargs, x,
                            expected_output_shape={name: (6, 7) for name in names},
-                           dtype_policy=dtype_policy)
+                           dtype_policy=dtype_policy,
+                           expected_num_trainable_weights=trainable,
+                           expected_num_non_trainable_weights=non_trainable)
     if hasattr(layer, "steps_since_fired"):  # the dead-latent counter stays int32
         assert layer.steps_since_fired.dtype == "int32"
 
@@ -206,14 +215,13 @@ def test_jumprelu_zero_below_threshold_identity_above(case):
     np.testing.assert_array_equal(active[clear], (z > theta)[clear])
 
 
-def test_the_two_thresholds_have_distinct_names_and_keep_the_old_one():
+def test_the_two_thresholds_have_distinct_names():
     jumprelu, batch_topk = gsl.JumpReLUEncoder(3, initial_threshold=0.5), \
         gsl.BatchTopKEncoder(3, k=1)
     x = np.ones((2, 4), "float32")
     jumprelu(x), batch_topk(x)
     np.testing.assert_allclose(jumprelu.learned_threshold, [0.5] * 3, rtol=1e-6)
-    np.testing.assert_array_equal(jumprelu.threshold, jumprelu.learned_threshold)
-    assert batch_topk.threshold is batch_topk.inference_threshold
+    assert not hasattr(jumprelu, "threshold") and not hasattr(batch_topk, "threshold")
     # The variables keep their saved names (files, layout maps).
     assert batch_topk.inference_threshold.path.endswith("/threshold")
     assert jumprelu.log_threshold.path.endswith("/log_threshold")

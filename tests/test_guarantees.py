@@ -1,7 +1,7 @@
 """What the kit promises on bad input and interrupted training (docs/guarantees.md).
 
 Each test is a reproducer from a hostile-input audit, or a stronger property.
-Runs on TensorFlow and, through `tests/test_jax_backend.py`, on JAX; the
+Runs on TensorFlow and, on the JAX leg (`-m both_backends`), on JAX; the
 stock Keras loop and (on JAX) the device-resident one.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import gated_sae_layers as gsl
-from gated_sae_layers.analysis import encode_all
+from gated_sae_layers.evaluation.analysis import encode_all
 
 WIDTH, LATENT = 6, 12
 IS_JAX = keras.backend.backend() == "jax"

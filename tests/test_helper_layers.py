@@ -19,7 +19,8 @@ def test_prefix_mask_harness(dtype_policy):
     x = np.random.default_rng(1).normal(size=(5, 7)).astype("float32")
     layer = run_layer_test(gsl.PrefixMask, {"size": 3, "name": "prefix"}, x,
                            expected_output_shape=(5, 7), expect_weight_updates=False,
-                           dtype_policy=dtype_policy)
+                           dtype_policy=dtype_policy, expected_num_trainable_weights=0,
+                           expected_num_non_trainable_weights=0)
     out = np.asarray(layer(x))
     np.testing.assert_array_equal(out[:, :3], x[:, :3].astype(out.dtype))
     assert np.all(out[:, 3:] == 0)
@@ -33,7 +34,8 @@ def test_auxk_residual_harness(dtype_policy):
     z_aux[0] = 0.0  # a row without AuxK latents gives 0
     layer = run_layer_test(gsl.AuxKResidual, {"name": "aux"}, [x, x_hat, e_hat, z_aux],
                            expected_output_shape=(6, 4), expect_weight_updates=False,
-                           dtype_policy=dtype_policy)
+                           dtype_policy=dtype_policy, expected_num_trainable_weights=0,
+                           expected_num_non_trainable_weights=0)
     assert np.all(np.asarray(layer([x, x_hat, e_hat, z_aux]))[0] == 0)
 
 

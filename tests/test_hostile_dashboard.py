@@ -37,7 +37,7 @@ def no_pass(monkeypatch):
     def refuse(*args, **kwargs):
         raise PassOverData("a pass over the data began before the arguments were checked")
 
-    monkeypatch.setattr("gated_sae_layers.evaluation._rows.row_batches", refuse)
+    monkeypatch.setattr("gated_sae_layers.activations.rows.row_batches", refuse)
 
 
 @pytest.fixture(scope="module")

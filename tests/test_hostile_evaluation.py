@@ -3,8 +3,8 @@
 Each case below used to fail late (after a full pass over the data) or in
 another library's words (TensorFlow's `FailedPreconditionError`, sklearn's
 or numpy's messages, `'str' object is not callable`). A pass over the data
-here fails the test: `no_pass` replaces the row streaming of `_rows` and the
-batching of `spliced` by a function that raises.
+here fails the test: `no_pass` replaces the row and example batching of
+`activations.rows` by a function that raises.
 """
 
 import keras
@@ -34,8 +34,8 @@ def no_pass(monkeypatch):
     def refuse(*args, **kwargs):
         raise PassOverData("a pass over the data began before the arguments were checked")
 
-    monkeypatch.setattr("gated_sae_layers.evaluation._rows.row_batches", refuse)
-    monkeypatch.setattr("gated_sae_layers.evaluation.spliced._batches", refuse)
+    monkeypatch.setattr("gated_sae_layers.activations.rows.row_batches", refuse)
+    monkeypatch.setattr("gated_sae_layers.activations.rows.example_batches", refuse)
 
 
 @pytest.fixture(scope="module")

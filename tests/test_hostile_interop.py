@@ -22,7 +22,7 @@ import gated_sae_layers_cli as cli
 from gated_sae_layers.activations import ActivationStore
 from gated_sae_layers.interop import load_feature_density, load_sae, save_sae
 from gated_sae_layers.interop._safetensors import read_safetensors
-from gated_sae_layers_cli import _outputs
+from gated_sae_layers_cli import outputs as cli_outputs
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -123,22 +123,22 @@ def test_export_and_import_refuse_an_output_that_is_an_input(tmp_path, sae_file,
 def test_the_rule_for_train_dashboard_and_harvest(tmp_path, sae_file, store):
     """The shared check, as `train`, `dashboard` and `harvest` call it."""
     with pytest.raises(ValueError, match=r"`--out` must not be inside --store"):
-        _outputs.check_not_an_input("--out", store / "sae.keras", {"--store": store})
+        cli_outputs.check_not_an_input("--out", store / "sae.keras", {"--store": store})
     with pytest.raises(ValueError, match=r"`--out` must not be inside --store"):
-        _outputs.check_not_an_input("--out", store, {"--store": store},
+        cli_outputs.check_not_an_input("--out", store, {"--store": store},
                                     names=("index.html", "summary.json"))
     with pytest.raises(ValueError, match=r"is MODEL.keras, which it reads"):
-        _outputs.check_not_an_input("--out", tmp_path, {"MODEL.keras": sae_file},
+        cli_outputs.check_not_an_input("--out", tmp_path, {"MODEL.keras": sae_file},
                                     names=("sae.keras",))
     # A report folder beside the model, or holding it, is fine: only its two
     # files are written.
-    _outputs.check_not_an_input("--out", tmp_path, {"MODEL.keras": sae_file},
+    cli_outputs.check_not_an_input("--out", tmp_path, {"MODEL.keras": sae_file},
                                 names=("index.html", "summary.json"))
     # A store replaced whole (names=None) must not hold an input.
     with pytest.raises(ValueError, match=r"`--out` would replace the folder that holds "
                        r"--inputs"):
-        _outputs.check_not_an_input("--out", store, {"--inputs": store / "x.npy"})
-    _outputs.check_not_an_input("--out", tmp_path / "new", {"--inputs": sae_file})
+        cli_outputs.check_not_an_input("--out", store, {"--inputs": store / "x.npy"})
+    cli_outputs.check_not_an_input("--out", tmp_path / "new", {"--inputs": sae_file})
 
 
 def _cli_argv(tmp_path, sae_file, store):

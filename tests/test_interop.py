@@ -1,8 +1,9 @@
 """SAELens / sparsify / dictionary_learning folders: round trips, fixtures, tampering.
 
 The fixtures in `tests/fixtures/saelens/<name>/` were written by the real
-sae-lens 6.x (`benchmarks/saelens_interop.py --write-fixtures`), with the
-inputs and SAELens' own `encode`/`decode` outputs; no torch is needed here.
+sae-lens 6.x (`SAELENS_WRITE_FIXTURES=1 python -m pytest
+tests/test_saelens_proof.py -n 0`), with the inputs and SAELens' own
+`encode`/`decode` outputs; no torch is needed here.
 """
 
 import json

@@ -2,7 +2,7 @@
 
 Each private access has one home, `gated_sae_layers/_keras_compat.py`; each
 function there is exercised here on the backend it serves (this file also
-runs under JAX, `tests/test_jax_backend.py`).
+runs on the JAX leg, `-m both_backends`).
 """
 
 import pathlib

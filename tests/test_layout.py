@@ -1,9 +1,8 @@
 """The package's dependencies point one way (the Layout of docs/api.md, enforced).
 
 Every module belongs to a layer; an import (at the top or inside a function)
-may reach its own layer or a lower one, never a higher one. The one
-exception is listed with its reason: an old import path kept alive by a
-lazy re-export.
+may reach its own layer or a lower one, never a higher one. There are no
+exceptions.
 """
 
 import ast
@@ -22,18 +21,10 @@ LAYERS = [
     {"activations"},
     {"models"},
     {"callbacks", "resampling", "sparsity_control"},
-    {"analysis", "evaluation", "interop", "plots", "datasets", "variant_losses",
-     "dashboard"},
+    {"evaluation", "interop", "plots", "datasets", "dashboard"},
+    {"compat"},
     {"demo", "cli", "__init__"},
 ]
-
-# (importing module, imported package): why the upward import is allowed.
-EXCEPTIONS = {
-    ("activations/__init__.py", "models"):
-        "lazy `fold_normalization` at its old path (moved to models.folding)",
-    ("activations/normalization.py", "models"):
-        "lazy `fold_normalization` at its old path (moved to models.folding)",
-}
 
 
 def _layer(component):
@@ -84,14 +75,6 @@ def test_no_module_imports_a_higher_layer():
             if target == "__init__" and module != "gated_sae_layers":
                 # `from gated_sae_layers import distribution` names a module.
                 target = module.split(".")[1]
-            if _layer(target) > _layer(source) and (
-                    relative, target) not in EXCEPTIONS:
+            if _layer(target) > _layer(source):
                 upward.append(f"{relative}:{line} imports {module}")
     assert upward == []
-
-
-def test_the_exceptions_are_still_needed():
-    """An exception whose import is gone must leave the list."""
-    for (relative, target), _ in EXCEPTIONS.items():
-        imported = {_component(module) for _, module in _imports(PACKAGE / relative)}
-        assert target in imported, (relative, target)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import gated_sae_layers as gsl
-from gated_sae_layers import losses, variant_losses
 from tests import reference as ref
 from tests.reference import gated_forward, gated_losses, randomize, weights_of
 
@@ -126,13 +125,3 @@ def test_bad_coefficients(cls, bad, error):
 def test_shape_mismatch_is_an_error(loss):
     with pytest.raises(ValueError, match=r"same shape.*\(2, 3\).*\(2, 4\)"):
         loss(np.ones((2, 3), "float32"), np.ones((2, 4), "float32"))
-
-
-@pytest.mark.parametrize("module, names", [
-    (losses, ["ReconstructionLoss", "SparsityPenalty", "AuxReconstruction",
-              "squared_error", "l1_of_relu", "at_least_float32", "PACKAGE"]),
-    (variant_losses, ["L1Penalty", "L0Penalty", "AuxKLoss", "l1_norm",
-                      "active_count", "squared_norm"])])
-def test_old_module_paths_still_import(module, names):
-    for name in names:
-        assert getattr(module, name) is getattr(losses, name)

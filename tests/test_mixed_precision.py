@@ -29,7 +29,7 @@ import pytest
 from keras import ops
 from sklearn.datasets import load_digits
 
-from gated_sae_layers import losses, variant_losses
+from gated_sae_layers import losses
 from gated_sae_layers.layers import BatchTopKEncoder, JumpReLUEncoder, UnitNormDecoder
 from gated_sae_layers.models.builders import build_sae
 from tests.backend_grad import gradients
@@ -96,13 +96,13 @@ def test_global_policy_reaches_every_layer():
 
 def test_mixed_model_saves_and_reloads_with_its_policy(digits, tmp_path):
     model = build_sae("batch_topk", 64, 32, dtype=MIXED, **ARCHITECTURES["batch_topk"])
-    model.encoder.threshold.assign(0.123456789)  # not a bfloat16 value
+    model.encoder.inference_threshold.assign(0.123456789)  # not a bfloat16 value
     path = str(tmp_path / "mixed.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.encoder.dtype_policy.name == MIXED
-    assert loaded.encoder.threshold.dtype == "float32"
-    assert float(loaded.encoder.threshold) == float(np.float32(0.123456789))
+    assert loaded.encoder.inference_threshold.dtype == "float32"
+    assert float(loaded.encoder.inference_threshold) == float(np.float32(0.123456789))
     expected = model.predict_on_batch(digits[:64])
     actual = loaded.predict_on_batch(digits[:64])
     for name in expected:
@@ -112,8 +112,8 @@ def test_mixed_model_saves_and_reloads_with_its_policy(digits, tmp_path):
 
 # ---------------------------------------- the pieces that must stay float32
 @pytest.mark.parametrize("function, arguments", [
-    (losses.squared_error, 2), (losses.l1_of_relu, 1), (variant_losses.l1_norm, 1),
-    (variant_losses.active_count, 1), (variant_losses.squared_norm, 1)])
+    (losses.squared_error, 2), (losses.l1_of_relu, 1), (losses.l1_norm, 1),
+    (losses.active_count, 1), (losses.squared_norm, 1)])
 def test_pure_loss_functions_reduce_in_float32(function, arguments):
     rng = np.random.default_rng(0)
     values = [_bf16_values(rng.uniform(-1, 1, (3, 32768)).astype("float32"))
@@ -129,8 +129,8 @@ def test_loss_classes_stay_float32_under_the_policy():
     latents = ops.cast(np.full((2, 32768), 0.1, "float32"), "bfloat16")
     with dtype_policy_scope(MIXED):
         for loss in (losses.ReconstructionLoss(), losses.SparsityPenalty(1.0),
-                     losses.AuxReconstruction(1.0), variant_losses.L1Penalty(1.0),
-                     variant_losses.L0Penalty(1.0), variant_losses.AuxKLoss(1.0)):
+                     losses.AuxReconstruction(1.0), losses.L1Penalty(1.0),
+                     losses.L0Penalty(1.0), losses.AuxKLoss(1.0)):
             assert loss.dtype == "float32"
             value = loss(ops.zeros_like(latents), latents)
             assert _dtype(value) == "float32"
@@ -143,16 +143,16 @@ def test_batch_topk_running_threshold_is_averaged_in_float32():
     encoder = BatchTopKEncoder(2, k=1, threshold_momentum=0.99, dtype=MIXED)
     encoder.build((None, 2))
     encoder.kernel.assign(np.eye(2, dtype="float32"))
-    encoder.threshold.assign(1.0)
+    encoder.inference_threshold.assign(1.0)
     x = np.array([[1.1, 0.0], [0.0, 2.0]], "float32")  # smallest kept: bf16(1.1)
     for _ in range(20):
         encoder(x, training=True)
     smallest = float(_bf16_values(np.float32(1.1)))
     expected = smallest - (smallest - 1.0) * 0.99 ** 20
-    assert encoder.threshold.dtype == "float32"
-    np.testing.assert_allclose(float(encoder.threshold), expected, rtol=1e-5)
+    assert encoder.inference_threshold.dtype == "float32"
+    np.testing.assert_allclose(float(encoder.inference_threshold), expected, rtol=1e-5)
     # Inference compares the bfloat16 activations with the float32 threshold.
-    encoder.threshold.assign(1.0390625 + 1e-4)  # a bfloat16 value plus a bit
+    encoder.inference_threshold.assign(1.0390625 + 1e-4)  # a bfloat16 value plus a bit
     latents = encoder(np.array([[1.0390625, 1.046875]], "float32"))["latents"]
     np.testing.assert_array_equal(np.asarray(latents, "float32"), [[0.0, 1.046875]])
 

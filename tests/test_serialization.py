@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 import gated_sae_layers as gsl
-from gated_sae_layers.activations import fold_normalization
+from gated_sae_layers.models.folding import fold_normalization
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import keras
     import gated_sae_layers  # registers the classes
-    from gated_sae_layers.activations import fold_normalization
+    from gated_sae_layers.models.folding import fold_normalization
     model = keras.saving.load_model(sys.argv[1], safe_mode=True)
     x = np.load(sys.argv[2])
     out = model.predict_on_batch(x)
@@ -59,7 +59,10 @@ def test_keras_file_round_trip_in_a_fresh_process(seed_api, tmp_path):
                                     name="custom_sae")
     model.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.0))
     model.fit(x, epochs=2, batch_size=8, verbose=0)
-    model.set_lambda(0.125)
+    if seed_api:
+        model.set_lambda(0.125)
+    else:
+        model.set_sparsity_coefficient(0.125)
     path = tmp_path / "model.keras"
     model.save(path)
     info, outputs = _load_in_fresh_process(path, x, tmp_path)
@@ -96,7 +99,9 @@ def _perturbed_gated_sae(**kwargs):
 
 def test_gated_sae_saved_without_the_newer_config_keys_still_loads(tmp_path):
     # Files written before `normalization_scale`, `dtype` and `trainable` were
-    # in `GatedSAE.get_config` have only the seed arguments and the name.
+    # in `GatedSAE.get_config` have only the seed arguments and the name, and
+    # files written before the move to `compat/gated_sae_tf.py` name the
+    # class's old module: Keras finds it by its registered name.
     x = np.random.default_rng(5).normal(size=(8, 8)).astype("float32")
     model = _perturbed_gated_sae(lambda_sparse=0.25)
     model.save(tmp_path / "new.keras")
@@ -108,6 +113,9 @@ def test_gated_sae_saved_without_the_newer_config_keys_still_loads(tmp_path):
                 config = json.loads(data)
                 for key in ("normalization_scale", "dtype", "trainable"):
                     del config["config"][key]
+                assert config["module"] == "gated_sae_layers.compat.gated_sae_tf"
+                assert config["registered_name"] == "gated_sae_layers>GatedSAE"
+                config["module"] = "gated_sae_layers.models.seed_compat"
                 data = json.dumps(config)
             old.writestr(item, data)
     reloaded = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)

@@ -4,8 +4,8 @@ For every architecture, an epoch on the sparse path against the same epoch
 on the dense path (weights, optimizer state, every logged term and metric),
 in float32 and under `mixed_bfloat16`, with caps that force the dense
 fallback; the switch's choices and errors; the adaptive cap; the memory of
-the compiled step. Runs on TensorFlow here and on JAX in
-`tests/test_jax_training.py`. The kernels: `tests/test_sparse_kernels.py`.
+the compiled step. Runs on TensorFlow and on the JAX leg
+(`-m both_backends`). The kernels: `tests/test_sparse_kernels.py`.
 """
 
 import hypothesis
@@ -18,14 +18,13 @@ import gated_sae_layers as gsl
 from gated_sae_layers.models.builders import assembly
 from gated_sae_layers.models.sparse_path import cap as sparse_cap
 from gated_sae_layers.models.sparse_path import plan as sparse_plan
-from tests.harness import dtype_policy_scope
+from tests.harness import (ARCHITECTURES, K_ARCHITECTURES, build_model,
+                           dtype_policy_scope)
 
 INPUT_DIM, LATENT_DIM = 12, 48
 # Each example of the training properties compiles two models: a few suffice
 # (the profile's count still lowers it on the JAX leg).
 FEW = min(2, hypothesis.settings.default.max_examples)
-K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")
-ARCHITECTURES = ("gated", "relu", "jumprelu") + K_ARCHITECTURES
 
 
 # -------------------------------------------------------- sparse == dense fit
@@ -36,16 +35,8 @@ def _data(rows=192, seed=0):
 
 
 def _build(architecture):
-    if architecture in K_ARCHITECTURES:
-        kwargs = {"k": 3, "k_aux": 6, "dead_steps_threshold": 2}
-        if architecture == "matryoshka":
-            kwargs["prefix_sizes"] = [8, 24]
-    elif architecture == "jumprelu":
-        kwargs = {"sparsity_coefficient": 1e-2, "initial_threshold": 0.05,
-                  "bandwidth": 0.5}
-    else:
-        kwargs = {"sparsity_coefficient": 3e-2}
-    return gsl.build_sae(architecture, INPUT_DIM, LATENT_DIM, **kwargs)
+    # Matryoshka's prefixes: 8 and 24 of the 48 latents.
+    return build_model(architecture, INPUT_DIM, LATENT_DIM)
 
 
 _DENSE_RUNS = {}

@@ -3,7 +3,7 @@
 The controller's rules on a scripted L0 (hypothesis), its contract with
 `SparsityWarmup`, a resumed `fit` and `BackupAndRestore`, the device-resident
 loop's dispatch cap, and real fits on MNIST digits whose held-out L0 lands
-within 10% of the target (also run on JAX by `tests/test_jax_training.py`).
+within 10% of the target (also run on the JAX leg, `-m both_backends`).
 """
 
 import math
@@ -216,7 +216,7 @@ def test_a_second_fit_and_a_checkpoint_resume_from_the_controlled_coefficient(
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax",
-                    reason="2,000 steps: run on JAX (tests/test_jax_training.py)")
+                    reason="2,000 steps: run on the JAX leg (-m both_backends)")
 def test_gated_sae_train_with_its_defaults_lands_near_its_target(tmp_path, capsys):
     # `gated-sae train` with no sparsity option steers to 2% of the latents
     # over its default 2,000 steps: a sparse SAE, not a dense one.

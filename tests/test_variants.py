@@ -37,8 +37,8 @@ def _build(variant, input_dim=6, latent_dim=12, seed=7):
     encoder = model.encoder
     if hasattr(encoder, "steps_since_fired"):
         encoder.steps_since_fired.assign(DEAD_STEPS[:latent_dim])
-    if hasattr(encoder, "threshold") and isinstance(encoder.threshold, keras.Variable):
-        encoder.threshold.assign(0.4)
+    if hasattr(encoder, "inference_threshold"):
+        encoder.inference_threshold.assign(0.4)
     return model
 
 
@@ -65,7 +65,7 @@ def _expected(variant, model, x):
                                        out["active_latents"])
     else:
         latents = ref.topk_latents(z, kwargs["k"]) if variant == "topk" else \
-            np.where(np.maximum(z, 0) > float(enc.threshold), np.maximum(z, 0), 0.0)
+            np.where(np.maximum(z, 0) > float(enc.inference_threshold), np.maximum(z, 0), 0.0)
         out["aux_latents"] = ref.auxk(z, DEAD_STEPS, kwargs["dead_steps_threshold"],
                                       kwargs["k_aux"])
     out["latents"] = latents
@@ -111,7 +111,7 @@ def test_training_call_updates_dead_counter_and_threshold(variant):
     enc = model.encoder
     _, kwargs = VARIANTS[variant]
     z = ref.pre_activation(x, enc.kernel, enc.bias, model.decoder.bias)
-    threshold = float(enc.threshold) if variant == "batch_topk" else None
+    threshold = float(enc.inference_threshold) if variant == "batch_topk" else None
     out = model(x, training=True)
     latents = ref.topk_latents(z, 3) if variant == "topk" else ref.batch_topk_latents(z, 3)
     np.testing.assert_allclose(out["latents"], latents, rtol=1e-4, atol=1e-5)
@@ -122,8 +122,8 @@ def test_training_call_updates_dead_counter_and_threshold(variant):
         rtol=1e-4, atol=1e-5)
     if variant == "batch_topk":
         smallest = latents[latents > 0].min()
-        np.testing.assert_allclose(float(enc.threshold), 0.9 * threshold + 0.1 * smallest,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(float(enc.inference_threshold),
+                                   0.9 * threshold + 0.1 * smallest, rtol=1e-5)
     model.predict_on_batch(x)  # inference leaves the state alone
     np.testing.assert_array_equal(enc.steps_since_fired, steps)
 
@@ -177,10 +177,10 @@ def test_jumprelu_thresholds_learn_and_l0_falls(digits):
     model = build_sae("jumprelu", 64, 128, sparsity_coefficient=0.03,
                       initial_threshold=0.05, bandwidth=0.05)
     model.decoder.bias.assign(digits.mean(axis=0))
-    before = np.asarray(model.encoder.threshold)
+    before = np.asarray(model.encoder.learned_threshold)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = model.fit(digits, epochs=10, batch_size=64, verbose=0).history
-    after = np.asarray(model.encoder.threshold)
+    after = np.asarray(model.encoder.learned_threshold)
     print(f"theta mean {before.mean():.4f} -> {after.mean():.4f}, "
           f"l0 {history['l0'][0]:.1f} -> {history['l0'][-1]:.1f}, fvu {history['fvu'][-1]:.3f}")
     assert np.all(after != before)
@@ -205,7 +205,7 @@ def test_auxk_term_is_zero_without_dead_latents_and_positive_with_them(digits):
 def test_sparsity_coefficient_is_settable(variant):
     model = _build(variant)
     assert model.sparsity_coefficient == pytest.approx(0.02)
-    model.set_lambda(0.5)
+    model.set_sparsity_coefficient(0.5)
     assert model.sparsity_coefficient == pytest.approx(0.5)
 
 

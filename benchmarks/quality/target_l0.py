@@ -1,6 +1,6 @@
 """`gsl.TargetL0`: does the L0 you ask for come out, and is it as good as a hand-tuned one?
 
-    python benchmarks/target_l0.py [--datasets mnist minilm] [--backends jax tensorflow]
+    python -m benchmarks.quality.target_l0 [--datasets mnist minilm] [--backends jax tensorflow]
 
 For each dataset, backend and target L0 in 8, 16, 32, 64, 128 this trains a
 gated SAE with the README recipe (Adam(beta_1=0) with WarmupStableDecay,
@@ -12,9 +12,9 @@ each controlled run's held-out L0 (linear in log L0 between sweep points):
 `fvu / fvu_fixed` near 1 means the controller lands on the hand-tuned
 frontier.
 
-Datasets (`benchmarks/pareto.py`'s `load_dataset`): `mnist` (4,500 / 500
+Datasets (`benchmarks.quality.pareto.load_dataset`): `mnist` (4,500 / 500
 digits, 1,024 latents, 20 epochs of batch 128: 720 steps) and `minilm` (the
-rows of `benchmarks/minilm_activations.py`, scaled to mean squared norm 384;
+rows of `benchmarks.quality.minilm_activations`, scaled to mean squared norm 384;
 3,072 latents, batch 256). Each run is a subprocess (the backend is chosen
 before Keras is imported). Writes `benchmarks/figures/target_l0.json`.
 """
@@ -29,9 +29,11 @@ import time
 
 import numpy as np
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _bench_common import figures_dir, machine_info, machine_summary, write_json  # noqa: E402
+from benchmarks.common import figures_dir, machine_info, machine_summary, write_json
+
+# Each run is this module again, `python -m benchmarks.quality.target_l0 --child`,
+# started from the repository root.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 TARGETS = (8, 16, 32, 64, 128)
 SIZES = {"mnist": dict(latent_dim=1024, batch_size=128, epochs=20, lr=3e-3),
@@ -46,7 +48,7 @@ def run_one(dataset, target, coefficient, seed):
 
     import gated_sae_layers as gsl
     from gated_sae_layers import analysis
-    from pareto import load_dataset
+    from benchmarks.quality.pareto import load_dataset
 
     size = SIZES[dataset]
     keras.utils.set_random_seed(seed)
@@ -83,9 +85,10 @@ def run_one(dataset, target, coefficient, seed):
 
 def spawn(dataset, backend, target, coefficient, seed):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, __file__, "--child", json.dumps(
-        [dataset, target, coefficient, seed])]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", "benchmarks.quality.target_l0", "--child",
+               json.dumps([dataset, target, coefficient, seed])]
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{command} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ gated step, side by side in one run, then prints our ratio to each:
       jax-bf16          jax under keras.config.set_dtype_policy("mixed_bfloat16")
     and on the sparse path (`compile(sparse=True)`, `docs/sparse_training.md`):
       tf-xla-sparse, jax-sparse, jax-sparse-bf16
-    references (`reference_steps.py`: the same math, init and Adam, by hand,
+    references (`reference_steps`: the same math, init and Adam, by hand,
     batches already on the device)
       hand-jax          one `jax.jit` step, Adam by hand, float32
       hand-jax-bf16     the same with bfloat16 matmul inputs (float32
@@ -22,7 +22,7 @@ gated step, side by side in one run, then prints our ratio to each:
       torch-bf16        PyTorch eager under torch.autocast(bfloat16)
       torch-compile     the loss `torch.compile`d (inductor; needs a C
       torch-compile-bf16  compiler on a CPU), fused Adam
-    peers (`peers.py`, each optional: skipped, with the reason, if missing)
+    peers (`peers`, each optional: skipped, with the reason, if missing)
       saelens, saelens-bf16                  SAELens 6.x SAETrainer.step
       sparsify, saelens-topk                 the TopK peers (--architecture topk):
                                              EleutherAI's sparsify, SAELens TopK
@@ -47,8 +47,9 @@ pyproject.toml):
     pip install --no-deps gated-sae-tf
 
 The Keras backend is fixed when `keras` is imported, so the configurations
-run in subprocesses: this script re-invokes itself with the hidden
-`--worker NAMES` flag and `KERAS_BACKEND` set; the worker prints one JSON line
+run in subprocesses: this entry point re-invokes itself (`python -m
+benchmarks.throughput --worker NAMES`, from the repository root) with the
+hidden `--worker` flag and `KERAS_BACKEND` set; the worker prints one JSON line
 per configuration (prefixed by a marker) and the parent gathers them into
 Markdown tables. Each kit configuration has a process of its own; the
 variants of one reference or peer share one (`--no-share` gives each its
@@ -104,17 +105,17 @@ Perfetto). `--verify` instead trains 3 steps of a tiny SAE from the same
 weights in our fit, the hand-written JAX step and the PyTorch step, and
 prints the largest weight differences (the "same math" check).
 
-Usage:
+Usage (from the repository root):
 
-    python benchmarks/throughput.py                     # CPU, everything, ~15 min
-    python benchmarks/throughput.py --configs kit,refs  # without the peers
-    python benchmarks/throughput.py --configs tf,jax --repeats 2
-    python benchmarks/throughput.py --verify            # same-math check, ~1 min
-    python benchmarks/throughput.py --architecture topk --configs topk \
+    python -m benchmarks.throughput                     # CPU, everything, ~15 min
+    python -m benchmarks.throughput --configs kit,refs  # without the peers
+    python -m benchmarks.throughput --configs tf,jax --repeats 2
+    python -m benchmarks.throughput --verify            # same-math check, ~1 min
+    python -m benchmarks.throughput --architecture topk --configs topk \
         --size 512x4096@1024,768x16384@1024     # the sparse path vs sparsify
-    python benchmarks/throughput.py --configs sparse,saelens,dictionary-learning \
+    python -m benchmarks.throughput --configs sparse,saelens,dictionary-learning \
         --gated-l0 41                           # gated at L0 1% of 4096
-    python benchmarks/throughput.py --device-info       # CPU/GPU summary only
+    python -m benchmarks.throughput --device-info       # CPU/GPU summary only
     bash benchmarks/gpu_check.sh                        # H200: all GPU sizes
 
 No thread environment variables are set: TensorFlow, XLA:CPU, PyTorch and
@@ -126,24 +127,21 @@ import os
 import sys
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH_DIR)
-
-import reference_steps as ref  # noqa: E402
-from _bench_common import machine_info, machine_lines, write_json  # noqa: E402
-from _throughput_configs import (  # noqa: E402
+from benchmarks.common import machine_info, machine_lines, write_json
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.configs import (
     CONFIGS, PRESETS, parse_configs, parse_sizes, process_groups, size_tag)
-from _throughput_parent import public_args, run_group, spawn  # noqa: E402
-from _throughput_peaks import both_cpu_peaks, numpy_gemm_peak  # noqa: E402
-from _throughput_report import (  # noqa: E402
+from benchmarks.throughput.parent import public_args, run_group, spawn
+from benchmarks.throughput.peaks import both_cpu_peaks, numpy_gemm_peak
+from benchmarks.throughput.report import (
     add_ratios, print_closing, print_size, versions_of)
-from _throughput_verify import verify_config, verify_main  # noqa: E402
-from _throughput_workers import run_config, run_worker  # noqa: E402
+from benchmarks.throughput.verify import verify_config, verify_main
+from benchmarks.throughput.workers import run_config, run_worker
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="all",
                         help="comma-separated config names and presets "

@@ -1,4 +1,4 @@
-"""The configurations `throughput.py` times, its presets, and its `--size` list.
+"""What `python -m benchmarks.throughput` times: configurations, presets, `--size`.
 
 A configuration says what runs (the kit's `fit`, a reference step by hand,
 or a peer project), under which Keras backend its process starts, and at
@@ -17,7 +17,7 @@ Example:
 import collections
 import re
 
-import reference_steps as ref
+from benchmarks.throughput import reference_steps as ref
 
 FLOAT32, BFLOAT16 = ref.PRECISIONS
 

@@ -1,7 +1,7 @@
 """Which device each framework trains on, and how much of its memory a step used.
 
-The timed steps (`reference_steps.py`, `peers.py`, the kit's workers in
-`_throughput_workers.py`) report the same fields, from here:
+The timed steps (`reference_steps`, `peers`, the kit's workers in
+`workers`) report the same fields, from here:
 
 * `device`: `"cpu"`, `"gpu"` or `"cuda"`; `device_detail`: its name;
 * `peak_device_bytes`: the device's peak allocation during the step

@@ -1,11 +1,11 @@
-"""The parent side of `throughput.py`: one worker process per group of configs.
+"""The parent side of `python -m benchmarks.throughput`: a worker per group of configs.
 
 The Keras backend is fixed when `keras` is imported, so every group of
-configurations runs in a subprocess: `throughput.py --worker NAMES` with
-`KERAS_BACKEND` set. The worker prints one JSON line per configuration,
-prefixed by `MARKER`; `spawn` gathers them, and turns a crash, a timeout or
-a missing line into an `error` row so that the other configurations still
-run. `run_group` runs one group at one size within the `--time-budget`.
+configurations runs in a subprocess, `python -m benchmarks.throughput
+--worker NAMES` from the repository root with `KERAS_BACKEND` set. The
+worker prints one JSON line per configuration, prefixed by `MARKER`;
+`spawn` gathers them, and turns a crash, a timeout or a missing line into an
+`error` row so that the other configurations still run. `run_group` runs one group at one size within the `--time-budget`.
 """
 
 import json
@@ -14,11 +14,15 @@ import subprocess
 import sys
 import time
 
-import reference_steps as ref
-from _throughput_configs import CONFIGS, size_tag
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.configs import CONFIGS, size_tag
 
 MARKER = "GSAE_THROUGHPUT_JSON "
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throughput.py")
+# The worker is this benchmark's own entry point, started from the repository
+# root (`python -m benchmarks.throughput --worker NAMES`), wherever the parent
+# was started from.
+MODULE = "benchmarks.throughput"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def public_args(args):
@@ -28,7 +32,7 @@ def public_args(args):
 
 
 def _worker_command(names, args, size):
-    cmd = [sys.executable, SCRIPT, "--worker", ",".join(names),
+    cmd = [sys.executable, "-m", MODULE, "--worker", ",".join(names),
            "--steps", str(args.steps), "--epochs", str(args.epochs),
            "--repeats", str(args.repeats), "--min-time", str(args.min_time),
            "--batch-size", str(size["batch_size"]),
@@ -56,8 +60,8 @@ def spawn(names, args, size, timeout=None):
     timeout = timeout or args.timeout
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=timeout)
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as expired:
         stdout = expired.stdout or ""
@@ -68,7 +72,7 @@ def spawn(names, args, size, timeout=None):
     wall = time.perf_counter() - t0
     if args.log_dir:
         with open(os.path.join(args.log_dir, "workers.log"), "a") as log:
-            log.write(f"\n===== {' '.join(cmd[2:])} (exit {code}, {wall:.0f} s)\n")
+            log.write(f"\n===== {' '.join(cmd[3:])} (exit {code}, {wall:.0f} s)\n")
             log.write(stdout[-20000:] + "\n----- stderr\n" + (stderr or "")[-20000:])
     found = {}
     for line in stdout.splitlines():

@@ -1,4 +1,4 @@
-"""The GEMM peaks `throughput.py` compares each row with.
+"""The GEMM peaks `python -m benchmarks.throughput` compares each row with.
 
 * CPU: numpy float32 matmul of `--gemm-n` square matrices (its BLAS, all
   threads), best of `--gemm-reps`, before and after the configurations;
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from _throughput_configs import BFLOAT16, FLOAT32
+from benchmarks.throughput.configs import BFLOAT16, FLOAT32
 
 
 def numpy_gemm_peak(n, reps):

@@ -13,7 +13,7 @@ table then says "skipped" and how to install it). Install on CPU:
     pip install --no-deps gated-sae-tf   # needs tensorflow, as the kit has
 
 What each one runs, and how it differs from the paper-exact step of
-`reference_steps.py` (so the ratios compare implementations, not exactly
+`reference_steps` (so the ratios compare implementations, not exactly
 the same arithmetic):
 
 * `saelens`: `sae_lens.GatedTrainingSAE` and the public seam
@@ -57,9 +57,9 @@ import sys
 import time
 import types
 
-import reference_steps as ref
-from _devices import (tensorflow_device, torch_device, torch_device_report,
-                      torch_prepare, torch_sync)
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.devices import (
+    tensorflow_device, torch_device, torch_device_report, torch_prepare, torch_sync)
 
 
 class PeerUnavailable(Exception):

@@ -1,6 +1,6 @@
 """Hand-written reference training steps of the paper-exact gated SAE.
 
-`throughput.py` times the kit's stock `model.fit` against these: the same
+`python -m benchmarks.throughput` times the kit's stock `model.fit` against these: the same
 math, the same initialization and the same optimizer, written directly in
 JAX (`jax.jit`, Adam by hand) and in PyTorch (eager, or `torch.compile`), so
 that the ratio "ours / reference" says how much the kit's generality costs.
@@ -40,7 +40,7 @@ Precision:
   ops that meet a float32 bias promote to float32, as autocast does).
 
 The timing helpers at the end (`time_repeats`, `timing_summary`,
-`memory_estimate`) are shared with `peers.py` and `throughput.py`.
+`memory_estimate`) are shared with `peers` and `python -m benchmarks.throughput`.
 """
 
 import math
@@ -49,8 +49,9 @@ import time
 
 import numpy as np
 
-from _devices import (jax_memory, jax_peak_since, torch_device,
-                      torch_device_report, torch_prepare, torch_sync)
+from benchmarks.throughput.devices import (
+    jax_memory, jax_peak_since, torch_device, torch_device_report, torch_prepare,
+    torch_sync)
 
 ADAM = {"learning_rate": 1e-4, "beta_1": 0.0, "beta_2": 0.999, "epsilon": 1e-7}
 SPARSITY_COEFFICIENT = 1e-3

@@ -1,4 +1,4 @@
-"""The tables `throughput.py` prints, and the ratios in them.
+"""The tables `python -m benchmarks.throughput` prints, and the ratios in them.
 
 Per size: `results_table` (one row per configuration: samples/s, ms/step,
 GFLOP/s counting 7 matmuls, % of the GEMM peak, device memory, our ratio
@@ -9,10 +9,10 @@ fills the ratios first; `print_size` prints the three tables of a size,
 `print_closing` the notes, versions and wall time.
 """
 
-import reference_steps as ref
-from _bench_common import fmt, fmt_bytes, markdown_table
-from _throughput_configs import CONFIGS, FLOAT32
-from _throughput_peaks import peak_for
+from benchmarks.common import fmt, fmt_bytes, markdown_table
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.configs import CONFIGS, FLOAT32
+from benchmarks.throughput.peaks import peak_for
 
 RESULTS_HEADER = [
     "config", "implementation", "precision", "device", "samples/s (best)",

@@ -2,14 +2,14 @@
 
 Four measurements, each a subcommand (JAX backend; each prints Markdown):
 
-    python benchmarks/sparse_scale.py scaling   # samples/s, latent_dim 4k -> 64k, fixed k
-    python benchmarks/sparse_scale.py gated     # the gated SAE at L0 1% of its latents
-    python benchmarks/sparse_scale.py memory    # XLA's buffers, dense vs sparse, 131k and 1M
-    python benchmarks/sparse_scale.py store     # 2304 -> 131072 TopK from an ActivationStore
+    python -m benchmarks.throughput.sparse_scale scaling   # samples/s, latent_dim 4k -> 64k, fixed k
+    python -m benchmarks.throughput.sparse_scale gated     # the gated SAE at L0 1% of its latents
+    python -m benchmarks.throughput.sparse_scale memory    # XLA's buffers, dense vs sparse, 131k and 1M
+    python -m benchmarks.throughput.sparse_scale store     # 2304 -> 131072 TopK from an ActivationStore
 
 `scaling`: TopK k=32, 512 -> M, batch 1024, random rows, Adam(1e-4,
 beta_1=0): the kit's `fit` on the sparse path, on the dense step (up to
-`--dense-max`; it grows with M) and sparsify's step (`peers.py`), side by
+`--dense-max`; it grows with M) and sparsify's step (`peers`), side by
 side in one process, best of `--repeats` timings of `--steps` steps each.
 The sparse step's cost should grow with `batch x k x input_dim` (the
 decode and its gradients) plus the one dense encoder matmul, not with
@@ -40,23 +40,19 @@ read and checksummed shard by shard), then trains a 2304 -> 131072 TopK SAE
 ratio of the read rate to the rate the step consumes rows.
 """
 
+from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
+
 import argparse
-import os
 import pathlib
 import resource
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-BENCH_DIR = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from _bench_common import GIB, machine_info, machine_lines, markdown_table  # noqa: E402
-from _throughput_peaks import numpy_gemm_peak  # noqa: E402
+from benchmarks.common import GIB, machine_info, machine_lines, markdown_table
+from benchmarks.throughput.peaks import numpy_gemm_peak
 
 ADAM = dict(learning_rate=1e-4, beta_1=0.0)
 
@@ -87,7 +83,7 @@ def _time_fit(model, x, batch, repeats):
 
 def scaling(args):
     keras, gsl = _keras()
-    import peers
+    from benchmarks.throughput import peers
 
     rows = []
     x = np.random.default_rng(0).standard_normal(
@@ -131,9 +127,9 @@ def scaling(args):
 
 def gated(args):
     keras, gsl = _keras()
-    import peers
-    import reference_steps as ref
-    from _throughput_workers import gate_bias_for_l0
+    from benchmarks.throughput import peers
+    from benchmarks.throughput import reference_steps as ref
+    from benchmarks.throughput.workers import gate_bias_for_l0
 
     x = ref.random_batches(args.steps, args.batch, args.input_dim)
     rows = []

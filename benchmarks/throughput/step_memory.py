@@ -10,24 +10,20 @@ memory next to the analytic floor:
 `--policy mixed_bfloat16` compiles the mixed-precision step (float32
 weights and optimizer, bfloat16 activations). On a machine without a GPU
 this is XLA:CPU's buffer assignment: the GPU compiler fuses differently,
-so read it as an estimate of the GPU's peak, which `benchmarks/throughput.py`
-measures on the device itself.
+so read it as an estimate of the GPU's peak, which `python -m
+benchmarks.throughput` measures on the device itself.
 
 Usage:
 
-    KERAS_BACKEND=jax python benchmarks/step_memory.py 2304 131072 --batch 4096 \
+    KERAS_BACKEND=jax python -m benchmarks.throughput.step_memory 2304 131072 --batch 4096 \
         --policy mixed_bfloat16
 """
 
+from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
+
 import argparse
-import os
-import sys
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [BENCH_DIR, os.path.dirname(BENCH_DIR)]
-
-from _bench_common import GIB  # noqa: E402
+from benchmarks.common import GIB
 
 
 def main():

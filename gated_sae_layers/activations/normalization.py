@@ -125,16 +125,5 @@ def _store_sample(store, sample_rows, seed):
     return sample
 
 
-def __getattr__(name):
-    # `fold_normalization` transforms a model, so it lives with the models
-    # (`models/folding.py`); this name, where it was first, still works,
-    # imported lazily so that this package stays below the models.
-    if name == "fold_normalization":
-        from gated_sae_layers.models.folding import fold_normalization
-
-        return fold_normalization
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["estimate_center", "estimate_norm_scale", "geometric_median",
            "sample_activations"]

@@ -6,14 +6,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from gated_sae_layers.activations.harvest import _find_layer
+from gated_sae_layers.activations.harvest import find_layer
+from gated_sae_layers.activations.rows import example_batches, flatten_rows
 
 MODES = ("clean", "sae", "zero")
 
 
 def _reconstruct(sae, activations, add_error):
     shape = ops.shape(activations)
-    rows = ops.reshape(activations, (-1, shape[-1]))
+    rows = flatten_rows(activations)
     reconstruction = sae(rows, training=False)["reconstruction"]
     if add_error:
         # The SAE's error term added back: the output is the clean value,
@@ -39,7 +40,7 @@ def spliced(model, layer, sae=None, mode="sae", add_error=False):
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     if mode == "sae" and sae is None:
         raise ValueError("`mode='sae'` needs an `sae`.")
-    layer = _find_layer(model, layer)
+    layer = find_layer(model, layer)
     if mode == "clean":
         yield model
         return
@@ -74,18 +75,12 @@ class SplicedModel(keras.Model):
 
     def __init__(self, model, layer, sae, add_error=False, **kwargs):
         super().__init__(**kwargs)
-        self.model, self.layer_name = model, _find_layer(model, layer).name
+        self.model, self.layer_name = model, find_layer(model, layer).name
         self.sae, self.add_error = sae, add_error
 
     def call(self, inputs, training=False):
         with spliced(self.model, self.layer_name, self.sae, "sae", self.add_error):
             return self.model(inputs, training=False)
-
-
-def _batched(inputs, batch_size):
-    total = len(keras.tree.flatten(inputs)[0])
-    for start in range(0, total, batch_size):
-        yield keras.tree.map_structure(lambda a: a[start:start + batch_size], inputs)
 
 
 def loss_recovered(model, layer, sae, inputs, loss_fn, targets=None, batch_size=64):
@@ -108,8 +103,9 @@ def loss_recovered(model, layer, sae, inputs, loss_fn, targets=None, batch_size=
     """
     sums = {mode: 0.0 for mode in MODES}
     count = 0
-    target_batches = _batched(targets, batch_size) if targets is not None else None
-    for batch in _batched(inputs, batch_size):
+    target_batches = (example_batches(targets, batch_size, "targets")
+                      if targets is not None else None)
+    for batch in example_batches(inputs, batch_size):
         batch_targets = next(target_batches) if target_batches is not None else None
         clean = model(batch, training=False)
         for mode in MODES:

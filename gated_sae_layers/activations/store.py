@@ -235,18 +235,6 @@ class ActivationStore:
         self.manifest["metadata"].update(items)
         self._write_manifest()
 
-    def check_rows_for(self, input_dim, name="x"):
-        """Raises a `ValueError` unless the store holds rows of width `input_dim`.
-
-        An empty store fails too: there is nothing to train on or evaluate.
-        """
-        if self.input_dim != input_dim or self.num_rows == 0:
-            raise ValueError(
-                f"`{name}` must be an ActivationStore of rows of width {input_dim} "
-                f"(the model's input_dim) with at least one row. Received: a store "
-                f"of {self.num_rows} rows of width {self.input_dim}")
-        return self
-
     @property
     def buffered_rows(self):
         """Rows appended but not yet written (they are lost in a crash)."""

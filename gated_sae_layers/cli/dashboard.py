@@ -28,8 +28,8 @@ import gated_sae_layers as gsl  # registers the kit's classes
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.cli.harvest import harvest_texts
 from gated_sae_layers.dashboard import ImageContext, TokenContext, feature_dashboard
-from gated_sae_layers_cli._options import import_modules
-from gated_sae_layers_cli._outputs import (
+from gated_sae_layers_cli.options import import_modules
+from gated_sae_layers_cli.outputs import (
     DASHBOARD_FILES, replace_files, written_by_a_dashboard)
 from gated_sae_layers_cli.dashboard import add_dashboard_command, check_dashboard
 

@@ -23,8 +23,8 @@ from gated_sae_layers.evaluation.core import core_metrics
 from gated_sae_layers.evaluation.probing import k_sparse_probe
 from gated_sae_layers.evaluation.report import DEFAULT_KS
 from gated_sae_layers.evaluation.tensorboard import write_metrics
-from gated_sae_layers_cli._options import import_modules
-from gated_sae_layers_cli._outputs import write_text
+from gated_sae_layers_cli.options import import_modules
+from gated_sae_layers_cli.outputs import write_text
 from gated_sae_layers_cli.evaluate import add_evaluate_command, check_evaluate
 
 PRINTED_ARRAYS = ("density_histogram", "density_bin_edges")

@@ -16,8 +16,8 @@ import numpy as np
 
 from gated_sae_layers.activations import ActivationStore
 from gated_sae_layers.activations.harvest import harvest
-from gated_sae_layers_cli._options import import_modules
-from gated_sae_layers_cli._outputs import MANIFEST, replacing_store
+from gated_sae_layers_cli.options import import_modules
+from gated_sae_layers_cli.outputs import MANIFEST, replacing_store
 from gated_sae_layers_cli.harvest import DEFAULT_MAX_TEXTS, check_harvest
 
 

@@ -17,8 +17,8 @@ import keras
 
 # Importing `gated_sae_layers` registers the kit's classes for `load_model`.
 from gated_sae_layers.interop import load_sae, save_sae
-from gated_sae_layers_cli._options import import_modules
-from gated_sae_layers_cli._outputs import replacing_file
+from gated_sae_layers_cli.options import import_modules
+from gated_sae_layers_cli.outputs import replacing_file
 from gated_sae_layers_cli.interop import add_interop_commands, check_export, check_import
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import gated_sae_layers as gsl
 from gated_sae_layers.activations import ActivationStore, store_dataset
 from gated_sae_layers.activations.normalization import estimate_center, estimate_norm_scale
-from gated_sae_layers_cli._options import import_modules
-from gated_sae_layers_cli._outputs import replacing_file
+from gated_sae_layers_cli.options import import_modules
+from gated_sae_layers_cli.outputs import replacing_file
 from gated_sae_layers_cli.train import check_train, default_epochs, default_target_l0
 
 

@@ -12,10 +12,9 @@ import keras
 import numpy as np
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.dashboard.statistics import LatentStatistics
-from gated_sae_layers.evaluation import _rows
-from gated_sae_layers.evaluation.core import _Sums
 
 
 def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
@@ -33,7 +32,7 @@ def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
     Args:
         model: a `SparseAutoencoder`.
         x: `(num_rows, input_dim)` float activations, or an `ActivationStore`
-            (already checked by `evaluation._rows.check_rows`).
+            (already checked by `activations.rows.check_rows`).
         batch_size: int, rows through the model at a time.
         top_k: int, top rows kept per latent.
         sample_size: int, rows of the uniform sample kept per latent.
@@ -55,19 +54,19 @@ def collect_statistics(model, x, batch_size=1024, top_k=20, sample_size=128,
     batch_size = check_positive_int(batch_size, "batch_size")
     num_rows = x.num_rows if isinstance(x, ActivationStore) else int(x.shape[0])
     stats = LatentStatistics(model.latent_dim, top_k, sample_size)
-    sums = _Sums(model.input_dim, model.latent_dim)
+    sums = activation_rows.FidelitySums(model.input_dim, model.latent_dim)
     bar = keras.utils.Progbar(num_rows, unit_name="row") if progress else None
-    for batch in _rows.row_batches(x, batch_size):
-        latents, reconstruction = _rows.sae_outputs(model, batch, latents_dtype="float32")
+    for batch in activation_rows.row_batches(x, batch_size):
+        latents, reconstruction = activation_rows.sae_outputs(
+            model, batch, latents_dtype="float32")
         stats.update(latents, first_row=stats.num_rows)
         sums.update(batch, latents, reconstruction)
         if bar is not None:
             bar.add(len(batch))
-    variance = sums.total_variance()
     return stats, {
-        "l0": sums.active / sums.rows,
-        "fvu": sums.residual / variance if variance > 0 else float("nan"),
-        "shrinkage": sums.reconstruction_square / sums.cross if sums.cross else 0.0,
+        "l0": sums.l0(),
+        "fvu": sums.fvu(),
+        "shrinkage": sums.shrinkage(),
         "num_rows": sums.rows,
     }
 
@@ -106,7 +105,7 @@ def pair_activations(model, x, rows, latents, batch_size=1024):
     result = np.zeros(len(rows), "float32")
     for start in range(0, len(unique), batch_size):
         batch = read_rows(x, unique[start:start + batch_size])
-        latent_batch, _ = _rows.sae_outputs(model, batch, latents_dtype="float32")
+        latent_batch, _ = activation_rows.sae_outputs(model, batch, latents_dtype="float32")
         inside = (position >= start) & (position < start + len(batch))
         result[inside] = latent_batch[position[inside] - start, latents[inside]]
     return result

@@ -14,7 +14,7 @@ at the top of the page, and as `report_id` in `summary.json` beside
 `"generator": MARKER`. A file is taken as a dashboard's only where both files
 are there and carry the same id (`written_by_a_dashboard`): a page that
 merely mentions `gated_sae_layers.dashboard`, a hand-made `summary.json`, or
-a page beside another report's summary is kept. (`gated_sae_layers_cli._outputs`
+a page beside another report's summary is kept. (`gated_sae_layers_cli.outputs`
 repeats `FILES`, `MARKER` and this check for the command line's early check.)
 """
 

@@ -11,7 +11,7 @@ from gated_sae_layers.dashboard import output
 from gated_sae_layers.dashboard.collect import collect_statistics, pair_activations, read_rows
 from gated_sae_layers.dashboard.html import render_html
 from gated_sae_layers.dashboard.statistics import BINS_PER_DECADE, LOG10_LOW
-from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.evaluation.core import density_histogram
 
 TOP_EXAMPLES = 12                 # top-activating examples on a page
@@ -218,9 +218,9 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     batch_size = check_positive_int(batch_size, "batch_size")
     if not isinstance(progress, bool):
         raise TypeError(f"`progress` must be True or False. Received: progress={progress!r}")
-    x, num_rows = _rows.check_rows(model, x)
+    x, num_rows = activation_rows.check_rows(x, model.input_dim)
     context = _check_context(context, num_rows, model.input_dim)
-    _rows.check_finite_weights(
+    activation_rows.check_finite_weights(
         model, "its report would hold NaN (which JSON cannot) instead of activations")
 
     stats, fidelity = collect_statistics(model, x, batch_size, top_k=TOP_EXAMPLES,

@@ -10,11 +10,18 @@
 * `evaluate_sae`: all that applies, in one flat dict, optionally to
   TensorBoard (`report.py`, `tensorboard.py`);
 * `SplicedEvaluation`: a callback running `spliced_metrics` while the SAE
-  trains (`callback.py`).
+  trains (`callback.py`);
+* `analysis`: the `gated-sae-tf` style analysis of a trained SAE
+  (`sparsity_report`, `feature_density`, `relative_reconstruction_bias`,
+  `decoder_sharpness`, `fraction_of_variance_unexplained`, `encode_all`;
+  also `gsl.analysis`).
+
+Rows are checked, batched and summed by `gated_sae_layers.activations.rows`.
 
 `gated-sae evaluate` (`gated_sae_layers/cli/evaluate.py`) runs it on a store.
 """
 
+from gated_sae_layers.evaluation import analysis
 from gated_sae_layers.evaluation.callback import SplicedEvaluation
 from gated_sae_layers.evaluation.core import (
     DENSITY_BIN_EDGES, core_metrics, density_histogram)

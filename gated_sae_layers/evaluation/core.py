@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 from keras import ops
 
-from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.evaluation.geometry import (
     encoder_decoder_cosine, max_decoder_cosine)
 
@@ -58,40 +58,6 @@ def _check_threshold(value):
     return float(value)
 
 
-class _Sums:
-    """Running float64 sums over batches; `result()` is exact for all rows."""
-
-    def __init__(self, input_dim, latent_dim):
-        self.rows = 0
-        self.active = 0.0
-        self.fire_counts = np.zeros(latent_dim, "int64")
-        self.shift = None  # the first batch's mean: keeps the variance sums small
-        self.deviation = np.zeros(input_dim)
-        self.square_deviation = np.zeros(input_dim)
-        self.residual = self.reconstruction_square = self.cross = self.cosine = 0.0
-
-    def update(self, x, latents, x_hat):
-        x = x.astype("float64")
-        if self.shift is None:
-            self.shift = x.mean(axis=0)
-        active = latents > 0
-        self.rows += len(x)
-        self.active += float(active.sum())
-        self.fire_counts += active.sum(axis=0)
-        deviation = x - self.shift
-        self.deviation += deviation.sum(axis=0)
-        self.square_deviation += (deviation ** 2).sum(axis=0)
-        self.residual += float(((x - x_hat) ** 2).sum())
-        self.reconstruction_square += float((x_hat ** 2).sum())
-        self.cross += float((x_hat * x).sum())
-        norms = np.maximum(np.linalg.norm(x, axis=1), 1e-8) * np.maximum(
-            np.linalg.norm(x_hat, axis=1), 1e-8)
-        self.cosine += float(((x * x_hat).sum(axis=1) / norms).sum())
-
-    def total_variance(self):
-        return float((self.square_deviation - self.deviation ** 2 / self.rows).sum())
-
-
 def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
     """SAEBench's core metrics of `model` on the rows of `x`, streamed in batches.
 
@@ -110,7 +76,7 @@ def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
     ```
 
     `shrinkage` is the relative reconstruction bias `gamma`
-    (`analysis.relative_reconstruction_bias`; Rajamanoharan et al. 2024,
+    (`evaluation.analysis.relative_reconstruction_bias`; Rajamanoharan et al. 2024,
     sec. 5.2): 1 is unbiased, below 1 shrunk toward 0. `fvu` is NaN when
     `x` has no variance (a single row, or identical rows). Only one batch of
     latents is in memory at a time; `x` may be an `ActivationStore`.
@@ -148,26 +114,24 @@ def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
     (4.0, 32)
     """
     dense_threshold = _check_threshold(dense_threshold)
-    x, _ = _rows.check_rows(model, x)
-    sums = _Sums(model.input_dim, model.latent_dim)
-    for batch in _rows.row_batches(x, batch_size):
-        latents, reconstruction = _rows.sae_outputs(model, batch)
+    x, _ = activation_rows.check_rows(x, model.input_dim)
+    sums = activation_rows.FidelitySums(model.input_dim, model.latent_dim)
+    for batch in activation_rows.row_batches(x, batch_size):
+        latents, reconstruction = activation_rows.sae_outputs(model, batch)
         sums.update(batch, latents, reconstruction)
-    variance = sums.total_variance()
-    fvu = sums.residual / variance if variance > 0 else float("nan")
-    density = sums.fire_counts / sums.rows
+    fvu = sums.fvu()
+    density = sums.feature_density()
     counts, edges = density_histogram(density)
     decoder_kernel = ops.convert_to_numpy(model.decoder.kernel)
     max_cosine = max_decoder_cosine(decoder_kernel)
     own_cosine = encoder_decoder_cosine(
         ops.convert_to_numpy(model.encoder.input_kernel), decoder_kernel)
     return {
-        "l0": sums.active / sums.rows,
+        "l0": sums.l0(),
         "fvu": fvu,
         "explained_variance": 1.0 - fvu,
-        "cosine_similarity": sums.cosine / sums.rows,
-        "shrinkage": (sums.reconstruction_square / sums.cross if sums.cross
-                      else 0.0),
+        "cosine_similarity": sums.cosine_similarity(),
+        "shrinkage": sums.shrinkage(),
         "dead_fraction": float(np.mean(sums.fire_counts == 0)),
         "dense_fraction": float(np.mean(density > dense_threshold)),
         "max_decoder_cosine_mean": float(np.mean(max_cosine)),

@@ -6,7 +6,7 @@ import typing
 import numpy as np
 
 from gated_sae_layers._validation import check_k, check_positive_int
-from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.activations import rows as activation_rows
 
 SKLEARN_MESSAGE = (
     "k-sparse probing needs scikit-learn: install it with "
@@ -148,7 +148,7 @@ def stratified_split(labels, test_fraction=0.2, seed=0, groups=None):
 def _encoded(model, x, batch_size):
     """Yields `(first row, latents)` batch by batch."""
     start = 0
-    for batch in _rows.row_batches(x, batch_size):
+    for batch in activation_rows.row_batches(x, batch_size):
         yield start, np.asarray(model.encode(batch, batch_size=batch_size), "float64")
         start += len(batch)
 
@@ -241,14 +241,14 @@ def plan_probe(model, x, labels, ks=(1, 2, 5, 20), test_fraction=0.2, seed=0,
     """Checks every argument of `k_sparse_probe` and splits the rows, with no
     pass over `x`: `evaluate_sae` calls it before its first pass."""
     _sklearn()
-    x, num_rows = _rows.check_rows(model, x)
+    x, num_rows = activation_rows.check_rows(x, model.input_dim)
     labels = _check_labels(labels, num_rows)
     batch_size = check_positive_int(batch_size, "batch_size")
     if isinstance(ks, (int, np.integer)) or not len(ks):
         raise ValueError(f"`ks` must be a non-empty sequence of ints. Received: ks={ks!r}")
     ks = sorted({check_k(k, model.latent_dim, "ks") for k in ks})
     seed = _check_seed(seed)
-    _rows.check_finite_weights(
+    activation_rows.check_finite_weights(
         model, "its latents would be NaN, and no probe can be fitted on them")
     train, test = stratified_split(labels, test_fraction, seed, groups)
     return ProbePlan(x, num_rows, labels, ks, seed, batch_size, train, test)
@@ -283,7 +283,7 @@ def run_probe(model, plan):
     kept = np.empty((num_rows, len(columns)))
     for start, latents in _encoded(model, x, batch_size):
         kept[start:start + len(latents)] = latents[:, columns]
-    raw = np.concatenate(list(_rows.row_batches(x, batch_size))).astype("float64")
+    raw = np.concatenate(list(activation_rows.row_batches(x, batch_size))).astype("float64")
 
     accuracies = np.empty((len(tasks), len(ks) + 1))
     for t, task in enumerate(tasks):

@@ -1,6 +1,6 @@
 """`evaluate_sae`: every evaluation that applies, in one flat dict."""
 
-from gated_sae_layers.evaluation import _rows
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.evaluation.core import core_metrics
 from gated_sae_layers.evaluation.probing import plan_probe, run_probe
 from gated_sae_layers.evaluation.spliced import check_spliced_arguments, spliced_metrics
@@ -73,7 +73,7 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
         check_log_dir(log_dir)
     if splice is not None:
         splice = _check_splice(splice)
-    x, _ = _rows.check_rows(model, x)
+    x, _ = activation_rows.check_rows(x, model.input_dim)
     probe = None
     if labels is not None:
         ks = tuple(k for k in DEFAULT_KS if k <= model.latent_dim)

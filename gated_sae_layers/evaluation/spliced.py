@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.activations.splice import spliced
 
 OUTPUTS = ("logits", "probabilities", None)
@@ -92,18 +93,6 @@ class _ConstantRows:
         return {"reconstruction": ops.broadcast_to(value, ops.shape(rows))}
 
 
-def _num_examples(inputs, name):
-    leaves = keras.tree.flatten(inputs)
-    if not leaves or len(leaves[0]) == 0:
-        raise ValueError(f"`{name}` is empty: expected at least one example.")
-    return len(leaves[0])
-
-
-def _batches(inputs, batch_size):
-    for start in range(0, _num_examples(inputs, "inputs"), batch_size):
-        yield keras.tree.map_structure(lambda a: a[start:start + batch_size], inputs)
-
-
 def _losses(loss_fn, outputs, clean, targets, count):
     losses = np.asarray(ops.convert_to_numpy(loss_fn(outputs, clean, targets)),
                         "float64").reshape(-1)
@@ -135,11 +124,11 @@ def check_spliced_arguments(model, layer, inputs, loss_fn, targets=None, batch_s
     if outputs not in OUTPUTS:
         raise ValueError(f"`outputs` must be one of {OUTPUTS}. Received: outputs={outputs!r}")
     batch_size = check_positive_int(batch_size, "batch_size")
-    count = _num_examples(inputs, "inputs")
-    if targets is not None and _num_examples(targets, "targets") != count:
+    count = activation_rows.num_examples(inputs, "inputs")
+    if targets is not None and activation_rows.num_examples(targets, "targets") != count:
         raise ValueError(
             f"`targets` must have one entry per example of `inputs` ({count}). "
-            f"Received: {_num_examples(targets, 'targets')} targets")
+            f"Received: {activation_rows.num_examples(targets, 'targets')} targets")
     with spliced(model, layer, mode="clean"):  # finds `layer`, or says it is missing
         pass
     return batch_size, count
@@ -204,7 +193,7 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
     batch_size, count = check_spliced_arguments(model, layer, inputs, loss_fn, targets,
                                                 batch_size, outputs)
     mean = _RowMean(sae.input_dim, layer)
-    for batch in _batches(inputs, batch_size):
+    for batch in activation_rows.example_batches(inputs, batch_size):
         with spliced(model, layer, mean, "sae"):
             model(batch, training=False)
     if not mean.count:
@@ -217,12 +206,13 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
     losses = dict.fromkeys(["clean", *replacements], 0.0)
     divergences = dict.fromkeys(replacements, 0.0)
     distributions = 0
-    target_batches = _batches(targets, batch_size) if targets is not None else None
-    for batch in _batches(inputs, batch_size):
+    target_batches = (activation_rows.example_batches(targets, batch_size, "targets")
+                      if targets is not None else None)
+    for batch in activation_rows.example_batches(inputs, batch_size):
         batch_targets = next(target_batches) if target_batches is not None else None
         clean = model(batch, training=False)
-        rows = _num_examples(batch, "inputs")
-        losses["clean"] += _losses(loss_fn, clean, clean, batch_targets, rows).sum()
+        examples = activation_rows.num_examples(batch)
+        losses["clean"] += _losses(loss_fn, clean, clean, batch_targets, examples).sum()
         if outputs is not None:
             if not hasattr(clean, "shape"):
                 raise ValueError(
@@ -233,7 +223,7 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
         for name, (replacement, mode) in replacements.items():
             with spliced(model, layer, replacement, mode):
                 out = model(batch, training=False)
-            losses[name] += _losses(loss_fn, out, clean, batch_targets, rows).sum()
+            losses[name] += _losses(loss_fn, out, clean, batch_targets, examples).sum()
             if outputs is not None:
                 divergences[name] += float(kl_divergence(clean, out, outputs).sum())
 

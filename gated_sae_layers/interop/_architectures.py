@@ -10,6 +10,14 @@ true: `f = act((x - b_dec) @ W_enc + b)`, `x_hat = f @ W_dec + b_dec`, with
 | `gated` | `b_gate`, `b_mag`, `r_mag` (magnitude `W_enc * exp(r_mag)`) | `gated` |
 | `jumprelu` | `b_enc`, `threshold` (raw, not log) | `jumprelu`; `batch_topk` and `matryoshka` with their constant inference threshold |
 | `topk` | `b_enc` (and `k` in the config) | `topk` |
+
+Which variant exports as which SAELens architecture, and which loads a
+folder without our metadata, is read from each variant's `Architecture`
+record (`gsl.ARCHITECTURES`: `saelens`, `saelens_defaults`); how its
+encoder's variables become tensors, from the codec its record names
+(`saelens_tensors`, one of `TENSOR_CODECS`). A model's own record
+(`model.architecture`, set by its builder) says which variant it is; a model
+saved before the record existed is recognized from its layers.
 """
 
 import warnings
@@ -27,15 +35,44 @@ from gated_sae_layers.layers.prefix_mask import PrefixMask
 from gated_sae_layers.layers.relu_encoder import ReLUEncoder
 from gated_sae_layers.layers.topk_encoder import TopKEncoder
 from gated_sae_layers.losses import AuxKLoss, AuxReconstruction
-from gated_sae_layers.models.builders import build_sae
+from gated_sae_layers.models.builders import ARCHITECTURES, build_sae
 from gated_sae_layers.models.folding import fold_normalization
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
-SAELENS_ARCHITECTURE = {"relu": "standard", "gated": "gated", "jumprelu": "jumprelu",
-                        "topk": "topk", "batch_topk": "jumprelu",
-                        "matryoshka": "jumprelu"}
-DEFAULT_OURS = {"standard": "relu", "gated": "gated", "jumprelu": "jumprelu",
-                "topk": "topk"}
+
+
+def _gated_variables(encoder):
+    return {"W_enc": encoder.input_kernel, "b_gate": encoder.gate_bias,
+            "b_mag": encoder.magnitude_bias, "r_mag": encoder.magnitude_log_scale}
+
+
+def _affine_variables(encoder):
+    return {"W_enc": encoder.input_kernel, "b_enc": encoder.bias}
+
+
+# The tensor codecs an `Architecture` record names (`saelens_tensors`):
+# `(variables, threshold)`. `variables(encoder)` gives the SAELens tensors
+# written as they are (`W_dec`, `b_dec` come from the decoder); `threshold`
+# says where `threshold` comes from: None (no threshold), "learned" (a
+# JumpReLU's per-latent `learned_threshold`, written back through
+# `log_threshold`) or "constant" (a BatchTopK's one `inference_threshold`).
+TENSOR_CODECS = {
+    "gated": (_gated_variables, None),
+    "affine": (_affine_variables, None),
+    "learned_threshold": (_affine_variables, "learned"),
+    "batch_threshold": (_affine_variables, "constant"),
+}
+
+
+def saelens_architectures():
+    """The SAELens architectures a folder can have: those a record loads by default."""
+    return tuple(dict.fromkeys(
+        record.saelens for record in ARCHITECTURES.values()
+        if record.saelens is not None and record.saelens_defaults is not None))
+
+
+def _codec(name):
+    return TENSOR_CODECS[ARCHITECTURES[name].saelens_tensors]
 UNIT_NORM_TOLERANCE = 1e-2
 """Rows whose norms are within 1% of 1 count as unit norm (a bfloat16 round trip
 moves them by about 0.2%): neither folded on export nor warned about on import."""
@@ -61,10 +98,40 @@ def _coefficient(model, loss_class):
 
 
 def describe(model):
-    """`(architecture, hyperparameters)`: the `build_sae` call that rebuilds `model`."""
+    """`(architecture, hyperparameters)`: the `build_sae` call that rebuilds `model`.
+
+    Read from the model's record (`model.architecture`, set by its builder),
+    with the current sparsity coefficient; a model without one (saved before
+    the record existed) is recognized from its layers.
+    """
     if not isinstance(model, SparseAutoencoder):
         raise TypeError("`model` must be a `SparseAutoencoder` (from `build_sae`). "
                         f"Received: model of type {type(model).__name__}")
+    if model.architecture is None:
+        return _infer_architecture(model)
+    name = model.architecture["name"]
+    record = ARCHITECTURES.get(name)
+    if record is None or record.saelens is None:
+        raise TypeError(
+            f"Cannot export a {name!r} SAE: the SAELens format has the architectures "
+            f"whose `Architecture` record names one ({_exportable()}).")
+    if not isinstance(model.encoder, record.encoder):
+        raise TypeError(
+            f"The model records the architecture {name!r}, whose encoder is a "
+            f"{record.encoder.__name__}, but its encoder is a "
+            f"{type(model.encoder).__name__}: the record does not describe it.")
+    hyper = dict(model.architecture["arguments"])
+    if "sparsity_coefficient" in hyper and model.sparsity_penalties():
+        hyper["sparsity_coefficient"] = model.sparsity_coefficient   # current value
+    return name, hyper
+
+
+def _exportable():
+    return ", ".join(name for name, record in ARCHITECTURES.items() if record.saelens)
+
+
+def _infer_architecture(model):
+    """`describe` for a model without `architecture`: the variant from its layers."""
     encoder = model.encoder
     hyper = {}
     if model.sparsity_penalties():
@@ -153,17 +220,13 @@ def export_tensors(model):
     if scale is not None:
         model = fold_normalization(model)
     encoder, decoder = model.encoder, model.decoder
-    tensors = {"W_enc": _numpy(encoder.input_kernel), "W_dec": _numpy(decoder.kernel),
-               "b_dec": _numpy(decoder.bias)}
-    if architecture == "gated":
-        tensors.update(b_gate=_numpy(encoder.gate_bias),
-                       b_mag=_numpy(encoder.magnitude_bias),
-                       r_mag=_numpy(encoder.magnitude_log_scale))
-    else:
-        tensors["b_enc"] = _numpy(encoder.bias)
-    if architecture == "jumprelu":
+    variables, threshold_kind = _codec(architecture)
+    tensors = {"W_dec": _numpy(decoder.kernel), "b_dec": _numpy(decoder.bias)}
+    tensors.update({name: _numpy(variable)
+                    for name, variable in variables(encoder).items()})
+    if threshold_kind == "learned":
         tensors["threshold"] = _numpy(encoder.learned_threshold)
-    elif architecture in ("batch_topk", "matryoshka"):
+    elif threshold_kind == "constant":
         threshold = float(_numpy(encoder.inference_threshold))
         if not threshold > 0:
             raise ValueError(
@@ -172,7 +235,7 @@ def export_tensors(model):
                 f"{threshold} (never trained). Train it with `fit` first; the "
                 "threshold is estimated during training.")
         tensors["threshold"] = np.full(model.latent_dim, threshold)
-    saelens = SAELENS_ARCHITECTURE[architecture]
+    saelens = ARCHITECTURES[architecture].saelens
     folded = fold_decoder_norms(tensors, saelens, uniform_only=saelens == "topk")
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
@@ -214,18 +277,17 @@ def choose_architecture(saelens, tensors, info):
     """
     ours = info.get("architecture") if isinstance(info, dict) else None
     hyper = info.get("hyperparameters") if isinstance(info, dict) else None
-    fits = ours in SAELENS_ARCHITECTURE and SAELENS_ARCHITECTURE[ours] == saelens
-    if ours in ("batch_topk", "matryoshka"):
+    record = ARCHITECTURES.get(ours) if isinstance(ours, str) else None
+    fits = record is not None and record.saelens == saelens
+    if fits and _codec(ours)[1] == "constant":
         threshold = tensors["threshold"]
-        fits = fits and threshold[0] > 0 and np.all(threshold == threshold[0])
+        fits = threshold[0] > 0 and np.all(threshold == threshold[0])
     if fits and isinstance(hyper, dict):
         return ours, dict(hyper)
-    ours = DEFAULT_OURS[saelens]
-    if ours == "relu":
-        return ours, {"sparsity_coefficient": 0.0, "weight_by_decoder_norm": True}
-    if ours == "topk":
-        return ours, {}
-    return ours, {"sparsity_coefficient": 0.0}
+    for record in ARCHITECTURES.values():
+        if record.saelens == saelens and record.saelens_defaults is not None:
+            return record.name, dict(record.saelens_defaults)
+    raise ValueError(f"No architecture of the kit loads a SAELens {saelens!r} SAE.")
 
 
 def _cast(tensors, variables, path):
@@ -258,26 +320,22 @@ def build_model(ours, hyper, tensors, d_in, d_sae, source, weights_path):
         raise ValueError(f"{source}: the saved hyperparameters do not build a {ours} "
                          f"SAE: {error}") from None
     encoder, decoder = model.encoder, model.decoder
+    encoder_variables, threshold_kind = _codec(ours)
     variables = {"W_dec": decoder.kernel, "b_dec": decoder.bias,
-                 "W_enc": encoder.input_kernel}
-    if ours == "gated":
-        variables.update(b_gate=encoder.gate_bias, b_mag=encoder.magnitude_bias,
-                         r_mag=encoder.magnitude_log_scale)
-    else:
-        variables["b_enc"] = encoder.bias
-    if ours == "jumprelu":
+                 **encoder_variables(encoder)}
+    if threshold_kind == "learned":
         variables["threshold"] = encoder.log_threshold
-    elif ours in ("batch_topk", "matryoshka"):
+    elif threshold_kind == "constant":
         variables["threshold"] = encoder.inference_threshold
     cast = _cast(tensors, variables, weights_path)
     for name, variable in variables.items():
         if name != "threshold":
             variable.assign(cast[name])
-    if ours == "jumprelu":
+    if threshold_kind == "learned":
         encoder.log_threshold.assign(log_threshold_for(cast["threshold"]))
-    elif ours in ("batch_topk", "matryoshka"):
+    elif threshold_kind == "constant":
         encoder.inference_threshold.assign(cast["threshold"][0])
-    constrained = not (ours == "relu" and hyper.get("weight_by_decoder_norm"))
+    constrained = decoder.kernel_constraint is not None
     norms = np.linalg.norm(tensors["W_dec"], axis=1)
     if constrained and np.max(np.abs(norms - 1.0)) > UNIT_NORM_TOLERANCE:
         warnings.warn(

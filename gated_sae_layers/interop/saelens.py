@@ -24,7 +24,8 @@ SAE_LENS_FORMAT_VERSION = "6.0.0"
 """The `metadata.sae_lens_version` written: the 6.x config layout (SAELens
 converts configs older than 6.0 on load, and leaves 6.x ones as they are)."""
 
-_SAELENS_ARCHITECTURES = ("standard", "gated", "jumprelu", "topk")
+# The SAELens architectures a folder can have, from the `Architecture` records.
+_SAELENS_ARCHITECTURES = _architectures.saelens_architectures()
 _DEFAULT_METADATA = {"model_name": None, "hook_name": None, "context_size": None,
                      "prepend_bos": True}
 

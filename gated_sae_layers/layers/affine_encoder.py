@@ -38,6 +38,9 @@ class AffineEncoder(SparseEncoder):
     ((8, 16), ['bias'])
     """
 
+    # The variables `build` creates and their axes (`latent_layout_map`).
+    latent_axes = {"kernel": (None, "latent"), "bias": ("latent",)}
+
     def build(self, input_shape):
         input_dim = self._input_dim(input_shape)
         self.kernel = self.add_weight(
@@ -67,12 +70,15 @@ class AffineEncoder(SparseEncoder):
         check_floating_input(inputs, self.name)
         return ops.stop_gradient(ops.matmul(inputs, self.kernel))
 
-    def pre_activation_at(self, inputs, product, indices):
+    def pre_activation_at(self, inputs, product, indices, active_slots=None,
+                          at_slots=None):
         """`z[r, indices[r, s]]`, `(rows, slots)`: the pre-activation at the slots.
 
         Equal to `pre_activation(inputs)` at those entries, bit for bit; its
         gradient reaches `W_enc` and `b_enc` through the slots only
-        (`gathered_product`, `gather_vector`).
+        (`gathered_product`, `gather_vector`). `active_slots`, `at_slots`:
+        as `Selection.active_slots` and `Selection.product_at_slots`.
         """
-        return (gathered_product(inputs, as_tensor(self.kernel), indices, product)
+        return (gathered_product(inputs, as_tensor(self.kernel), indices, product,
+                                 active_slots, at_slots)
                 + gather_vector(as_tensor(self.bias), indices))

@@ -118,6 +118,9 @@ class AuxKEncoder(AffineEncoder):
         self.k_aux = k_aux
         self.dead_steps_threshold = dead_steps_threshold
 
+    # `AffineEncoder`'s variables and the dead-latent counter.
+    latent_axes = {**AffineEncoder.latent_axes, "steps_since_fired": ("latent",)}
+
     def build(self, input_shape):
         super().build(input_shape)
         self.steps_since_fired = self.add_weight(

@@ -3,6 +3,7 @@
 import keras
 
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.distribution import layout
 
 
 class SparseEncoder(keras.layers.Layer):
@@ -22,7 +23,13 @@ class SparseEncoder(keras.layers.Layer):
     - `latent_parameters()`: the other per-latent variables, each with the
       value a freshly initialized latent has (`DeadLatentResampler` writes
       it into a dead latent's entries);
-    - `output_names()`: the keys of the dict that `call` returns.
+    - `output_names()`: the keys of the dict that `call` returns;
+    - `latent_axes`: a class attribute, declared beside `build`: for every
+      variable `build` creates, its axes, `"latent"` marking the latent
+      axis (`{"kernel": (None, "latent"), "bias": ("latent",)}`; `()` for a
+      scalar). `latent_layout_map` shards the variables by it; an encoder
+      that declares nothing (`None`, the base's) raises when it is built
+      under a latent layout instead of training unsharded.
 
     The base validates and stores the arguments every encoder has, fixes the
     input width at build (`_input_dim`), gives the output shapes from
@@ -36,6 +43,13 @@ class SparseEncoder(keras.layers.Layer):
         bias_initializer: initializer of its biases.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
     """
+
+    # Declared by each subclass beside its `build`; see the class docstring.
+    latent_axes = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        layout.register_encoder(cls)
 
     def __init__(self, latent_dim, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
@@ -106,6 +120,11 @@ class SparseEncoder(keras.layers.Layer):
         """
         raise NotImplementedError(
             f"{type(self).__name__} has no sparse training path.")
+
+    def add_weight(self, *args, **kwargs):
+        """`Layer.add_weight`; under a latent layout the variable must be in `latent_axes`."""
+        layout.check_encoder_variable(self, kwargs.get("name"))
+        return super().add_weight(*args, **kwargs)
 
     def _input_dim(self, input_shape):
         """The input width; fixes it in the input spec (call this in `build`)."""

@@ -95,6 +95,9 @@ class BatchTopKEncoder(AuxKEncoder):
                          kernel_initializer, bias_initializer, **kwargs)
         self.threshold_momentum = threshold_momentum
 
+    # `AuxKEncoder`'s variables and the scalar threshold (replicated).
+    latent_axes = {**AuxKEncoder.latent_axes, "threshold": ()}
+
     def build(self, input_shape):
         super().build(input_shape)
         # autocast=False: under mixed precision the running average is read
@@ -103,11 +106,6 @@ class BatchTopKEncoder(AuxKEncoder):
         self.inference_threshold = self.add_weight(
             name="threshold", shape=(), initializer="zeros", trainable=False,
             autocast=False)
-
-    @property
-    def threshold(self):
-        """The `inference_threshold` variable, by its former attribute name."""
-        return self.inference_threshold
 
     def _update_threshold(self, smallest_positive):
         old = self.inference_threshold.value

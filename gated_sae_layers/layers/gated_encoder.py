@@ -96,6 +96,10 @@ class GatedEncoder(SparseEncoder):
     ((4, 16), (4, 16))
     """
 
+    # The variables `build` creates and their axes (`latent_layout_map`).
+    latent_axes = {"gate_kernel": (None, "latent"), "gate_bias": ("latent",),
+                   "magnitude_log_scale": ("latent",), "magnitude_bias": ("latent",)}
+
     def build(self, input_shape):
         input_dim = self._input_dim(input_shape)
         self.gate_kernel = self.add_weight(
@@ -154,9 +158,10 @@ class GatedEncoder(SparseEncoder):
 
     def sparse_call(self, inputs, selection, training=None):
         check_floating_input(inputs, self.name)
-        indices = selection.indices
+        indices, active_slots = selection.indices, selection.active_slots
         projection = gathered_product(inputs, as_tensor(self.gate_kernel), indices,
-                                      selection.product)
+                                      selection.product, active_slots,
+                                      selection.product_at_slots)
         gating_pre_activation = projection + gather_vector(as_tensor(self.gate_bias),
                                                            indices)
         magnitude_pre_activation = (
@@ -166,6 +171,6 @@ class GatedEncoder(SparseEncoder):
         latents = ops.where(gating_pre_activation > 0,
                             ops.relu(magnitude_pre_activation),
                             ops.zeros_like(magnitude_pre_activation))
-        return {"latents": SparseLatents(latents, indices, self.latent_dim),
+        return {"latents": SparseLatents(latents, indices, self.latent_dim, active_slots),
                 "gating_pre_activation": SparseLatents(
-                    gating_pre_activation, indices, self.latent_dim)}
+                    gating_pre_activation, indices, self.latent_dim, active_slots)}

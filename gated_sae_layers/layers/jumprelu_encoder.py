@@ -92,9 +92,6 @@ def heaviside_step(pre_activation, threshold, bandwidth):
     return forward(_read(pre_activation), _read(threshold))
 
 
-step = heaviside_step  # its former name
-
-
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
 class JumpReLUEncoder(AffineEncoder):
     """JumpReLU SAE encoder: a latent fires only above its own learned threshold.
@@ -163,6 +160,9 @@ class JumpReLUEncoder(AffineEncoder):
         self.initial_threshold = initial_threshold
         self.bandwidth = bandwidth
 
+    # `AffineEncoder`'s variables and log(theta), per latent.
+    latent_axes = {**AffineEncoder.latent_axes, "log_threshold": ("latent",)}
+
     def build(self, input_shape):
         super().build(input_shape)
         self.log_threshold = self.add_weight(
@@ -175,11 +175,6 @@ class JumpReLUEncoder(AffineEncoder):
     def learned_threshold(self):
         """`theta = exp(log_threshold)`, `(latent_dim,)`."""
         return ops.exp(self.log_threshold)
-
-    @property
-    def threshold(self):
-        """`learned_threshold`, by its former name."""
-        return self.learned_threshold
 
     def latent_parameters(self):
         """`b_enc`, reset to 0, and `log_threshold`, reset to `log(initial_threshold)`."""
@@ -226,11 +221,13 @@ class JumpReLUEncoder(AffineEncoder):
 
     def sparse_call(self, inputs, selection, training=None):
         indices = selection.indices
-        pre_activation = self.pre_activation_at(inputs, selection.product, indices)
+        pre_activation = self.pre_activation_at(inputs, selection.product, indices,
+                                                selection.active_slots,
+                                                selection.product_at_slots)
         dtype = keras.backend.result_type(pre_activation.dtype, "float32")
         threshold = gather_vector(ops.cast(self.learned_threshold, dtype), indices)
         outputs = self._outputs(ops.cast(pre_activation, dtype), threshold)
-        return {name: SparseLatents(value, indices, self.latent_dim)
+        return {name: SparseLatents(value, indices, self.latent_dim, selection.active_slots)
                 for name, value in outputs.items()}
 
     def get_config(self):

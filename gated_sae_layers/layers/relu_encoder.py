@@ -55,6 +55,7 @@ class ReLUEncoder(AffineEncoder):
 
     def sparse_call(self, inputs, selection, training=None):
         pre_activation = self.pre_activation_at(inputs, selection.product,
-                                                selection.indices)
+                                                selection.indices, selection.active_slots,
+                                                selection.product_at_slots)
         return {"latents": SparseLatents(ops.relu(pre_activation), selection.indices,
-                                         self.latent_dim)}
+                                         self.latent_dim, selection.active_slots)}

@@ -8,10 +8,6 @@ from gated_sae_layers.constraints import UnitNormRows, normalize_rows
 from gated_sae_layers.sparse.kernels import Centered, sparse_decode
 
 MODES = ("decode", "frozen", "center")
-# Deprecated: `.keras` files saved before `row_norms()` and
-# `DecoderNormWeighting` call the decoder in this mode; it is accepted so
-# they load and give the same outputs. New models use `DecoderNormWeighting`.
-DEPRECATED_MODES = ("scale_by_row_norm",)
 
 
 def project_out_parallel_gradient(kernel, epsilon=1e-8):
@@ -95,9 +91,6 @@ class UnitNormDecoder(keras.layers.Layer):
         inputs: float tensor; `(..., latent_dim)` in the `"decode"` and
             `"frozen"` modes, `(..., output_dim)` in the `"center"` mode.
         mode: one of `"decode"` (default), `"frozen"`, `"center"`.
-            (`"scale_by_row_norm"`, `inputs * row_norms()`, is deprecated and
-            kept only so that models saved with it load: use
-            `DecoderNormWeighting`.)
         use_bias: bool, default `True`; `False` leaves out `b_dec` when
             decoding (`"decode"` and `"frozen"` modes only).
 
@@ -165,7 +158,7 @@ class UnitNormDecoder(keras.layers.Layer):
         return ops.sqrt(ops.sum(ops.square(self.kernel), axis=-1))
 
     def _check_input(self, inputs, mode, use_bias):
-        if mode not in MODES + DEPRECATED_MODES:
+        if mode not in MODES:
             raise ValueError(
                 f"`mode` must be one of {MODES}. Received: mode={mode!r}"
             )
@@ -190,8 +183,6 @@ class UnitNormDecoder(keras.layers.Layer):
         self._check_input(inputs, mode, use_bias)
         if mode == "center":
             return inputs - self.bias
-        if mode == "scale_by_row_norm":  # deprecated, for saved models
-            return inputs * ops.cast(self.row_norms(), inputs.dtype)
         kernel, bias = ops.convert_to_tensor(self.kernel), self.bias
         if mode == "frozen":
             kernel = ops.stop_gradient(kernel)
@@ -228,12 +219,12 @@ class UnitNormDecoder(keras.layers.Layer):
         elif self.remove_parallel_gradient:
             kernel = project_out_parallel_gradient(kernel)
         decoded = sparse_decode(inputs.values, inputs.indices, kernel, self.compute_dtype,
-                                kernel_trainable=mode == "decode")
+                                kernel_trainable=mode == "decode",
+                                active_slots=inputs.active_slots)
         return decoded + bias if use_bias else decoded
 
     def compute_output_spec(self, inputs, mode="decode", use_bias=True):
-        width = self.latent_dim if mode == "scale_by_row_norm" else self.output_dim
-        return keras.KerasTensor(tuple(inputs.shape[:-1]) + (width,),
+        return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.output_dim,),
                                  dtype=self.compute_dtype)
 
     def get_config(self):

@@ -17,23 +17,24 @@ from gated_sae_layers._validation import (
     is_data_frame,
     is_in_memory,
 )
-from gated_sae_layers.models._fit import data_guard
+from gated_sae_layers.activations.rows import example_batches
+from gated_sae_layers.models import input_rule
 
 
-def _in_batches(function, rows, batch_size):
+def _in_batches(function, rows, batch_size, name):
     """`function` applied to `rows` `batch_size` at a time, as one numpy array."""
     return np.concatenate([
-        np.asarray(ops.convert_to_numpy(function(rows[start:start + batch_size])))
-        for start in range(0, len(rows), batch_size)])
+        np.asarray(ops.convert_to_numpy(function(batch)))
+        for batch in example_batches(rows, batch_size, name)])
 
 
 def latents_model(model):
     """A Functional model from `model`'s input to its `latents` output.
 
-    Cached on `model` and untracked: it shares the model's layers and
-    weights, and computes no decoder.
+    Cached in `model.caches` (`ModelCaches`, untracked): it shares the
+    model's layers and weights, and computes no decoder.
     """
-    cached = getattr(model, "_cached_latents_model", None)
+    cached = model.caches.latents_model
     if cached is None:
         outputs = output_structure(model)
         if "latents" not in outputs:
@@ -42,7 +43,7 @@ def latents_model(model):
                 f"with. Its outputs: {sorted(outputs)}")
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         cached = keras.Model(inputs, outputs["latents"])
-        object.__setattr__(model, "_cached_latents_model", cached)
+        model.caches.latents_model = cached
     return cached
 
 
@@ -52,8 +53,8 @@ def encode_rows(model, x, batch_size):
     if not (is_in_memory(x) or is_data_frame(x) or isinstance(x, dict)):
         return encoder(x)
     batch_size = check_positive_int(batch_size, "batch_size")
-    x = data_guard.check_model_data(model, x, "x")
-    return _in_batches(encoder, x, batch_size)
+    x = input_rule.check_model_data(model, x, "x")
+    return _in_batches(encoder, x, batch_size, "x")
 
 
 def decode_rows(model, latents, batch_size):
@@ -62,7 +63,7 @@ def decode_rows(model, latents, batch_size):
         return model.decoder(latents)
     batch_size = check_positive_int(batch_size, "batch_size")
     latents = check_activations(latents, model.latent_dim, "latents")
-    return _in_batches(model.decoder, latents, batch_size)
+    return _in_batches(model.decoder, latents, batch_size, "latents")
 
 
 def initialize_decoder_bias(model, data, method, sample_rows, seed):
@@ -70,7 +71,7 @@ def initialize_decoder_bias(model, data, method, sample_rows, seed):
     from gated_sae_layers.activations.normalization import estimate_center
 
     if hasattr(data, "read_shard"):
-        data_guard.check_model_data(model, data, "data")
+        input_rule.check_model_data(model, data, "data")
     else:
         data = check_activations(data, model.input_dim, "data")
     center = estimate_center(data, method, sample_rows, seed)

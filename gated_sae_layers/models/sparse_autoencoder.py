@@ -9,11 +9,51 @@ from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import inference
-from gated_sae_layers.models._fit import data_guard, finite_step
+from gated_sae_layers.models import input_rule
+from gated_sae_layers.models._fit import finite_step
 from gated_sae_layers.models._fit.arguments import check_steps_per_execution
 from gated_sae_layers.models._fit.run import run_fit
 from gated_sae_layers.models.sparse_path import plan as sparse_plan
 from gated_sae_layers.models.terms import resolve_terms, serialize_terms
+
+
+class ModelCaches:
+    """What a `SparseAutoencoder` computes once and keeps: untracked, never saved.
+
+    Declared here, so the functions that fill them (`models/inference.py`,
+    `models/_fit/device_resident.py`) set no attribute on the model from
+    outside:
+
+    - `latents_model`: `None`, or the Functional model from the input to the
+      `latents` output that `encode` runs (it shares the model's layers);
+    - `device_resident_runners`: the compiled loops of the device-resident
+      `fit`, by batch size, input dtype and sparse plan; `compile` empties it.
+    """
+
+    __slots__ = ("latents_model", "device_resident_runners")
+
+    def __init__(self):
+        self.latents_model = None
+        self.device_resident_runners = {}
+
+
+def check_architecture(value):
+    """`value` as a `{"name": str, "arguments": dict}` record, or None.
+
+    The record a builder leaves on its model (`assembly.record_architecture`):
+    the name of its `Architecture` and the builder's arguments but
+    `input_dim`, `latent_dim`, `name` and `dtype`.
+    """
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or set(value) != {"name", "arguments"}
+            or not isinstance(value["name"], str) or not value["name"]
+            or not isinstance(value["arguments"], dict)
+            or not all(isinstance(key, str) for key in value["arguments"])):
+        raise TypeError(
+            "`architecture` must be None or a dict {'name': str, 'arguments': dict "
+            f"with str keys}}. Received: architecture={value!r}")
+    return {"name": value["name"], "arguments": dict(value["arguments"])}
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -59,6 +99,9 @@ class SparseAutoencoder(keras.Model):
         normalization_scale: `None`, or the factor the training activations
             were scaled by (`estimate_norm_scale`); saved with the model and
             folded into the weights by `fold_normalization`.
+        architecture: `None`, or the record of the builder that made the
+            model, `{"name": ..., "arguments": {...}}` (the `build_*`
+            functions set it; see `architecture`). Saved with the model.
 
     Example:
 
@@ -70,9 +113,12 @@ class SparseAutoencoder(keras.Model):
     """
 
     def __init__(self, *args, loss_terms=None, metric_terms=None, target=None,
-                 normalization_scale=None, **kwargs):
+                 normalization_scale=None, architecture=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.normalization_scale = normalization_scale
+        self.architecture = architecture
+        # Untracked, unsaved; see `ModelCaches`.
+        object.__setattr__(self, "caches", ModelCaches())
         outputs = output_structure(self)
         if not isinstance(outputs, dict):
             raise ValueError(
@@ -148,6 +194,30 @@ class SparseAutoencoder(keras.Model):
         object.__setattr__(self, "_normalization_scale", value)
 
     @property
+    def architecture(self):
+        """`None`, or `{"name": ..., "arguments": {...}}`: the builder that made the model.
+
+        Every `build_*` function sets it (`assembly.record_architecture`):
+        the name of its `Architecture` record (`gsl.ARCHITECTURES`) and the
+        arguments it was called with but `input_dim`, `latent_dim`, `name`
+        and `dtype`, so `build_sae(name, input_dim, latent_dim, **arguments)`
+        builds the same model. It is saved with the model; a model saved
+        before it existed loads with `None` (interop then infers the
+        architecture from the layers).
+
+        Example:
+
+        >>> import gated_sae_layers as gsl
+        >>> gsl.build_topk_sae(8, 32, k=4).architecture["name"]
+        'topk'
+        """
+        return self._architecture
+
+    @architecture.setter
+    def architecture(self, value):
+        object.__setattr__(self, "_architecture", check_architecture(value))
+
+    @property
     def input_dim(self):
         return self.decoder.output_dim
 
@@ -178,8 +248,6 @@ class SparseAutoencoder(keras.Model):
         value = check_non_negative_float(value, "value")
         for loss in self._sparsity_penalties_or_raise():
             loss.coefficient.assign(value)
-
-    set_lambda = set_sparsity_coefficient
 
     @property
     def sparsity_coefficient(self):
@@ -244,7 +312,7 @@ class SparseAutoencoder(keras.Model):
                     f"{name}={kwargs[name]!r}"
                 )
         sparse, sparse_cap = sparse_plan.check_option(sparse, sparse_cap)
-        self._device_resident_runners = None
+        self.caches.device_resident_runners = {}
         if "steps_per_execution" in kwargs:
             kwargs["steps_per_execution"] = check_steps_per_execution(
                 kwargs["steps_per_execution"])
@@ -314,7 +382,7 @@ class SparseAutoencoder(keras.Model):
         # sees the global batch and `replicas` is 1.
         from gated_sae_layers import distribution
 
-        data_guard.reject_sample_weight(sample_weight)
+        input_rule.reject_sample_weight(sample_weight)
         distribution.check_jit_compile(self.jit_compile)
         replicas = distribution.num_replicas_in_sync()
         target = self._target(x, y, y_pred)
@@ -384,8 +452,8 @@ class SparseAutoencoder(keras.Model):
         `NaN > 0` is false) and the decoder bias: indistinguishable from an
         input on which nothing fires.
         """
-        x = data_guard.check_model_data(self, x, "x")
-        with data_guard.readable_errors():
+        x = input_rule.check_model_data(self, x, "x")
+        with input_rule.readable_errors():
             return super().predict(x, *args, **kwargs)
 
     def fit(self, x=None, y=None, *args, validation_data=None,
@@ -414,10 +482,10 @@ class SparseAutoencoder(keras.Model):
                        device_resident, device_chunk_rows)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        data_guard.reject_sample_weight(kwargs.get("sample_weight"))
-        x = data_guard.check_model_data(self, x, "x")
-        y = data_guard.check_model_data(self, y, "y")
-        with data_guard.readable_errors():
+        input_rule.reject_sample_weight(kwargs.get("sample_weight"))
+        x = input_rule.check_model_data(self, x, "x")
+        y = input_rule.check_model_data(self, y, "y")
+        with input_rule.readable_errors():
             return super().evaluate(x, y, *args, **kwargs)
 
     # ------------------------------------------------------- serialization
@@ -426,4 +494,5 @@ class SparseAutoencoder(keras.Model):
         config.update(serialize_terms(self.loss_terms, self.metric_terms))
         config["target"] = self.target
         config["normalization_scale"] = self.normalization_scale
+        config["architecture"] = self.architecture
         return config

@@ -4,7 +4,6 @@
 |-------------------|-----------------------------------------------------------|
 | `run`             | `fit`'s body: arguments, data checks, which loop runs     |
 | `arguments`       | `fit`'s arguments bound by name                           |
-| `data_guard`      | one rule for every input path (arrays, stores, streams)   |
 | `finite_step`     | the train step that skips non-finite updates, its callback|
 | `recovery`        | what `fit` leaves behind when it raises                   |
 | `device_resident` | the JAX fast path: data on the device, many steps a call  |

@@ -220,11 +220,9 @@ class _Trainer:
             chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)
         self.chunks = (DeviceChunks.from_store(x, chunk_rows) if is_store
                        else DeviceChunks.from_array(x, chunk_rows))
-        # Compiled loops live on the model, so later `fit` calls reuse them;
-        # `SparseAutoencoder.compile` clears them.
-        if getattr(model, "_device_resident_runners", None) is None:
-            model._device_resident_runners = {}
-        self._runners = model._device_resident_runners
+        # Compiled loops live in the model's caches (`ModelCaches`), so later
+        # `fit` calls reuse them; `SparseAutoencoder.compile` empties them.
+        self._runners = model.caches.device_resident_runners
         self._seed = np.random.randint(0, 2**31 - 1)
         self._pending = []   # dispatched, not yet checked: (bad, done, first)
         self._stopped = jax.numpy.bool_(False)

@@ -5,7 +5,8 @@ import contextlib
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.activations.stream import store_dataset
-from gated_sae_layers.models._fit import data_guard, device_resident, finite_step
+from gated_sae_layers.models import input_rule
+from gated_sae_layers.models._fit import device_resident, finite_step
 from gated_sae_layers.models._fit.arguments import (
     RESIDENT_FIT_ARGUMENTS,
     bind_fit_arguments,
@@ -20,9 +21,9 @@ from gated_sae_layers.models.sparse_path import cap as sparse_cap
 
 def _check_validation_data(model, validation_data):
     if isinstance(validation_data, (tuple, list)):
-        return tuple(data_guard.check_model_data(model, v, "validation_data")
+        return tuple(input_rule.check_model_data(model, v, "validation_data")
                      for v in validation_data)
-    return data_guard.check_model_data(model, validation_data, "validation_data")
+    return input_rule.check_model_data(model, validation_data, "validation_data")
 
 
 def _choose_loop(model, x, y, arguments, device_resident_option):
@@ -65,12 +66,12 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
         device_chunk_rows = check_positive_int(device_chunk_rows, "device_chunk_rows")
     arguments = bind_fit_arguments(args, kwargs)
     for weights in ("sample_weight", "class_weight"):
-        data_guard.reject_sample_weight(arguments.get(weights))
+        input_rule.reject_sample_weight(arguments.get(weights))
     # One check for every loop, before one is chosen (issue 20).
     arguments = check_fit_arguments(model, x, arguments, validation_data)
     resident = _choose_loop(model, x, y, arguments, device_resident_option)
-    x = data_guard.check_model_data(model, x, "x", check_finite=not resident)
-    y = data_guard.check_model_data(model, y, "y")
+    x = input_rule.check_model_data(model, x, "x", check_finite=not resident)
+    y = input_rule.check_model_data(model, y, "y")
     validation_data = _check_validation_data(model, validation_data)
     sparse_cap.calibrate(model, x, arguments.get("batch_size") or 32)
     if isinstance(x, ActivationStore) and not resident:
@@ -83,7 +84,7 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     plan = model.sparse_plan
     if plan is not None and plan.cap_is_auto and not plan.fixed:
         callbacks.append(sparse_cap.SparseCapTuner())
-    with data_guard.readable_errors(), linked_callbacks(callbacks), \
+    with input_rule.readable_errors(), linked_callbacks(callbacks), \
             keep_weights_on_error(model, callbacks), \
             tell_callbacks_on_error(callbacks):
         if resident:

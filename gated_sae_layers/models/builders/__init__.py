@@ -13,18 +13,28 @@ Every model shares `UnitNormDecoder`, `ReconstructionLoss` and the metrics
 `l0`, `fvu`, `dead_features`, and has outputs `reconstruction` and `latents`.
 
 One module per builder (`gated`, `relu`, `jumprelu`, `topk`, `matryoshka`),
-the pieces they share in `assembly`, and `BUILDERS`/`build_sae` in `registry`.
+the pieces they share in `assembly`, and the `Architecture` record of each
+variant (`ARCHITECTURES`), `BUILDERS` and `build_sae` in `registry`.
 Copy one of these modules to make a variant: each imports only public modules.
 """
 
 from gated_sae_layers.models.builders.gated import build_gated_sae
 from gated_sae_layers.models.builders.jumprelu import build_jumprelu_sae
 from gated_sae_layers.models.builders.matryoshka import build_matryoshka_sae
-from gated_sae_layers.models.builders.registry import BUILDERS, build_sae
+from gated_sae_layers.models.builders.registry import (
+    ARCHITECTURES,
+    BUILDERS,
+    Architecture,
+    build_sae,
+    get_architecture,
+    register_architecture,
+)
 from gated_sae_layers.models.builders.relu import build_relu_sae
 from gated_sae_layers.models.builders.topk import build_batch_topk_sae, build_topk_sae
 
 __all__ = [
+    "ARCHITECTURES",
+    "Architecture",
     "BUILDERS",
     "build_batch_topk_sae",
     "build_gated_sae",
@@ -33,4 +43,6 @@ __all__ = [
     "build_relu_sae",
     "build_sae",
     "build_topk_sae",
+    "get_architecture",
+    "register_architecture",
 ]

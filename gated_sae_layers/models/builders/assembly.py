@@ -11,6 +11,8 @@ activations, decoder, centered = assembly.sae_input_and_decoder(input_dim, laten
 ```
 """
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -188,4 +190,48 @@ def assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient, name,
     model = SparseAutoencoder(inputs=activations, outputs=outputs, loss_terms=loss_terms,
                               metric_terms=metric_terms, name=name)
     tie_encoder_to_decoder(encoder, decoder)
+    return model
+
+
+def _plain(value, name):
+    """`value` as JSON-ready Python (bool, int, float, str, None, lists of them)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, name) for item in value]
+    raise TypeError(
+        f"`record_architecture` saves the builder's arguments with the model, as "
+        f"JSON: `{name}` must be None, a bool, a number, a string or a list of them. "
+        f"Received: {name}={value!r} of type {type(value).__name__}")
+
+
+def record_architecture(model, architecture, **arguments):
+    """Records on `model` which builder made it, and with which arguments.
+
+    Sets `model.architecture` to `{"name": architecture, "arguments":
+    arguments}`, saved with the model, so a loaded model knows its
+    architecture (interop exports it by this record). Pass every argument
+    of the builder but `input_dim`, `latent_dim`, `name` and `dtype`, as
+    checked (plain numbers and lists); `build_sae(architecture, input_dim,
+    latent_dim, **arguments)` then builds the same model.
+
+    Returns:
+        `model`.
+
+    Example:
+
+    >>> import gated_sae_layers as gsl
+    >>> model = record_architecture(
+    ...     assemble_k_sparse_sae(gsl.TopKEncoder(32, 4, name="encoder"), 8, 32,
+    ...                           1 / 32, "my_sae"), "my_topk", k=4)
+    >>> model.architecture
+    {'name': 'my_topk', 'arguments': {'k': 4}}
+    """
+    model.architecture = {
+        "name": architecture,
+        "arguments": {key: _plain(value, key) for key, value in arguments.items()}}
     return model

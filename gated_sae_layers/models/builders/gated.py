@@ -141,4 +141,8 @@ def build_gated_sae(
     else:
         assembly.tie_encoder_to_decoder(encoder, decoder,      # W_gate = s W_dec^T
                                         scale=encoder_init_scale)
-    return model
+    return assembly.record_architecture(
+        model, "gated", sparsity_coefficient=sparsity_coefficient,
+        aux_coefficient=aux_coefficient, remove_parallel_gradient=remove_parallel_gradient,
+        encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux_trains_decoder,
+        weight_by_decoder_norm=weight_by_decoder_norm)

@@ -66,4 +66,6 @@ def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
                     "active_latents": L0Penalty(sparsity_coefficient)},
         metric_terms=assembly.standard_metrics(input_dim, latent_dim), name=name)
     assembly.tie_encoder_to_decoder(encoder, decoder)
-    return model
+    return assembly.record_architecture(
+        model, "jumprelu", sparsity_coefficient=sparsity_coefficient,
+        initial_threshold=initial_threshold, bandwidth=bandwidth)

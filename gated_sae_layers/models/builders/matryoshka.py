@@ -70,5 +70,8 @@ def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
         k_aux, dead_steps_threshold, aux_coefficient)
     encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
                                dtype=dtype)
-    return assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient,
-                                          name, prefix_sizes, dtype)
+    model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
+                                           aux_coefficient, name, prefix_sizes, dtype)
+    return assembly.record_architecture(
+        model, "matryoshka", k=k, prefix_sizes=prefix_sizes, k_aux=k_aux,
+        dead_steps_threshold=dead_steps_threshold, aux_coefficient=aux_coefficient)

@@ -63,4 +63,6 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
                     penalized: L1Penalty(sparsity_coefficient)},
         metric_terms=assembly.standard_metrics(input_dim, latent_dim), name=name)
     assembly.tie_encoder_to_decoder(encoder, decoder)
-    return model
+    return assembly.record_architecture(
+        model, "relu", sparsity_coefficient=sparsity_coefficient,
+        weight_by_decoder_norm=weight_by_decoder_norm)

@@ -46,8 +46,11 @@ def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=100
         k_aux, dead_steps_threshold, aux_coefficient)
     encoder = TopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
                           dtype=dtype)
-    return assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient,
-                                          name, dtype=dtype)
+    model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
+                                           aux_coefficient, name, dtype=dtype)
+    return assembly.record_architecture(
+        model, "topk", k=k, k_aux=k_aux, dead_steps_threshold=dead_steps_threshold,
+        aux_coefficient=aux_coefficient)
 
 
 def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
@@ -83,5 +86,8 @@ def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_thresho
         k_aux, dead_steps_threshold, aux_coefficient)
     encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold,
                                threshold_momentum, name="encoder", dtype=dtype)
-    return assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient,
-                                          name, dtype=dtype)
+    model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
+                                           aux_coefficient, name, dtype=dtype)
+    return assembly.record_architecture(
+        model, "batch_topk", k=k, k_aux=k_aux, dead_steps_threshold=dead_steps_threshold,
+        aux_coefficient=aux_coefficient, threshold_momentum=threshold_momentum)

@@ -1,4 +1,12 @@
-"""`GatedSAE`: the `gated-sae-tf` 0.1.1 API on top of the kit."""
+"""The published `gated-sae-tf` 0.1.1 API, on top of the kit.
+
+Everything the `gated-sae-tf` 0.1.1 package documents, under its names (all
+exported as `gsl.*`): the `GatedSAE` model, defined here, and the functions
+and schedule it documents, whose home is elsewhere in the kit:
+`sparsity_report`, `decoder_sharpness` (`evaluation.analysis`), `WarmupCosineDecay`
+(`schedules`), `plot_decoder_gallery`, `plot_feature_gallery` (`plots`).
+See docs/migrating_from_gated_sae_tf.md.
+"""
 
 import keras
 from keras import ops
@@ -11,8 +19,14 @@ from gated_sae_layers._validation import (
     check_positive_int,
     is_in_memory,
 )
+from gated_sae_layers.evaluation.analysis import decoder_sharpness, sparsity_report
 from gated_sae_layers.models.builders import build_gated_sae
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
+from gated_sae_layers.plots import plot_decoder_gallery, plot_feature_gallery
+from gated_sae_layers.schedules import WarmupCosineDecay
+
+__all__ = ["GatedSAE", "WarmupCosineDecay", "decoder_sharpness", "plot_decoder_gallery",
+           "plot_feature_gallery", "sparsity_report"]
 
 SEED_ARGS = ("input_dim", "encoding_dim", "lambda_sparse", "aux_weight", "clip_norm")
 # Keyword-only arguments beyond the seed's (`name` and `trainable` as for any
@@ -181,6 +195,13 @@ class GatedSAE(SparseAutoencoder):
     b_dec = property(lambda self: self.decoder.bias)
 
     # ------------------------------------------------------- seed methods
+    def set_lambda(self, value):
+        """Sets `lambda_sparse` (`set_sparsity_coefficient`); the next step uses it.
+
+        Takes effect also mid-`fit`: the coefficient is a variable.
+        """
+        self.set_sparsity_coefficient(value)
+
     def encode(self, x):
         """Returns `(latents, gating_pre_activation, relu(gating_pre_activation))`.
 

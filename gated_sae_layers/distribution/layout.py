@@ -1,23 +1,18 @@
-"""Training an SAE on more than one device, on the engines Keras already has.
+"""The latent layout: `latent_layout_map` and `latent_parallel` (JAX).
 
-Two engines, two routes:
-
-- **JAX** (`keras.distribution`): `DataParallel` copies the model to every
-  device and splits each batch; `latent_parallel` (a `ModelParallel` built
-  on `latent_layout_map`) also splits the *latent* dimension of the SAE
-  over devices, so a dictionary too large for one device trains on many.
-  Set the distribution with `keras.distribution.set_distribution` **before**
-  building the model: a variable is laid out when it is created.
-- **TensorFlow** (`tf.distribute.MirroredStrategy`): build and compile the
-  model inside `strategy.scope()`; `SparseAutoencoder` divides its extra
-  losses by the number of replicas and logs every loss term and metric
-  over the global batch. The helpers at the end of this module are the
-  kit's only uses of `tf.distribute`.
+`latent_parallel` (a `keras.distribution.ModelParallel` built on
+`latent_layout_map`) splits the *latent* dimension of the SAE over
+devices, so a dictionary too large for one device trains on many. Which
+variables of an encoder carry the latent axis is declared by the encoder
+class itself (`SparseEncoder.latent_axes`, beside its `build`), not by a
+table here: an encoder class that declares nothing raises when it is built
+under a latent layout, instead of training silently unsharded.
 
 See `docs/distributed.md` for worked examples, multi-host included.
 """
 
 import re
+import weakref
 
 import keras
 
@@ -28,18 +23,134 @@ from gated_sae_layers._validation import check_positive_int
 BATCH_AXIS = "batch"
 LATENT_AXIS = "model"
 
-# Variables of the kit's layers that have a latent axis, by layer role.
-# Each entry: (variable name, position of the latent axis, rank).
-_ENCODER_VARIABLES = (
-    ("gate_kernel", 1, 2),          # GatedEncoder W_gate, (input_dim, latent_dim)
-    ("kernel", 1, 2),               # ReLU/TopK/BatchTopK/JumpReLU W_enc
-    ("gate_bias", 0, 1),            # GatedEncoder b_gate
-    ("magnitude_log_scale", 0, 1),  # GatedEncoder r_mag
-    ("magnitude_bias", 0, 1),       # GatedEncoder b_mag
-    ("bias", 0, 1),                 # affine encoders' b_enc
-    ("log_threshold", 0, 1),        # JumpReLU log(theta), per latent
-    ("steps_since_fired", 0, 1),    # TopK/BatchTopK dead-latent counter
-)
+# Each encoder class declares the axes of the variables it creates, beside its
+# `build` (`SparseEncoder.latent_axes`, `LATENT` marking the latent axis);
+# `SparseEncoder.__init_subclass__` registers every encoder class here, so
+# the layout of an encoder's variable is read from its class, never from a
+# table kept here.
+LATENT = "latent"
+_ENCODER_CLASSES = weakref.WeakSet()
+
+
+def register_encoder(encoder_class):
+    """Records `encoder_class` (a `SparseEncoder` subclass) for the latent layout.
+
+    Called by `SparseEncoder.__init_subclass__`: every encoder class is
+    registered when it is defined. Its `latent_axes` (None: nothing
+    declared) says how each variable it creates is laid out.
+    """
+    _ENCODER_CLASSES.add(encoder_class)
+    return encoder_class
+
+
+def _check_declaration(encoder_class):
+    axes = getattr(encoder_class, "latent_axes", None)
+    if axes is None:
+        return None
+    if not isinstance(axes, dict) or not all(
+            isinstance(name, str) and isinstance(value, tuple)
+            and all(axis in (None, LATENT) for axis in value)
+            for name, value in axes.items()):
+        raise TypeError(
+            f"`{encoder_class.__name__}.latent_axes` must be a dict mapping each "
+            f"variable name to its axes, a tuple of None and {LATENT!r} (the "
+            f"latent axis). Received: latent_axes={axes!r}")
+    return axes
+
+
+def encoder_variable_axes(variable_name):
+    """The axes (`LATENT` or None) that the registered encoders declare for a variable.
+
+    Returns:
+        The axes tuple, or None if no encoder class declares `variable_name`;
+        raises a `ValueError` if two classes declare it differently (a path
+        names a variable, not its layer's class).
+    """
+    found = {}
+    for encoder_class in list(_ENCODER_CLASSES):
+        axes = _check_declaration(encoder_class)
+        if axes is not None and variable_name in axes:
+            found.setdefault(axes[variable_name], []).append(encoder_class.__name__)
+    if len(found) > 1:
+        raise ValueError(
+            f"Encoder classes declare the variable {variable_name!r} with different "
+            f"axes ({ {axes: sorted(names) for axes, names in found.items()} }); "
+            "`latent_layout_map` matches variables by path, so one name needs one "
+            "layout. Rename the variable in one of them.")
+    return next(iter(found), None)
+
+
+def check_encoder_variable(encoder, variable_name):
+    """Raises unless `encoder`'s class declares `variable_name`, under a latent layout.
+
+    Called by `SparseEncoder.add_weight` for every variable an encoder
+    creates: while a distribution whose layout map is a `latent_layout_map`
+    is set, an encoder class with no `latent_axes`, or one that leaves out
+    this variable, raises a `ValueError` instead of leaving the variable
+    silently unsharded. Elsewhere it does nothing.
+    """
+    layout_map = getattr(keras.distribution.distribution(), "_layout_map", None)
+    if not isinstance(layout_map, LatentLayoutMap):
+        return
+    encoder_class = type(encoder)
+    axes = _check_declaration(encoder_class)
+    if axes is None:
+        raise ValueError(
+            f"{encoder_class.__name__} declares no `latent_axes`, so "
+            "`latent_layout_map` cannot tell which of its variables carry the latent "
+            "axis. Declare them on the class, beside its `build`, e.g. "
+            f"`latent_axes = {{'kernel': (None, {LATENT!r}), 'bias': ({LATENT!r},)}}` "
+            "(see docs/architecture.md).")
+    if variable_name not in axes:
+        raise ValueError(
+            f"{encoder_class.__name__} creates the variable {variable_name!r} but its "
+            f"`latent_axes` does not declare it (it declares {sorted(axes)}): "
+            "`latent_layout_map` would leave it unsharded. Add it to `latent_axes`, "
+            "with () or None axes if it has no latent axis.")
+
+
+# Keras also looks up `<layer path>/output`, the layout of a layer's output
+# tensor: not a variable, left to Keras (replicated).
+_OUTPUT = "output"
+
+
+class LatentLayoutMap(keras.distribution.LayoutMap):
+    """The `LayoutMap` of `latent_layout_map`: encoder variables come from their classes.
+
+    A path `(.../)<encoder_name>/<variable>` takes the axes the encoder
+    classes declare for `<variable>` (`SparseEncoder.latent_axes`), read when
+    it is looked up, so an encoder class defined after the map was made is
+    laid out too; a variable no encoder class declares raises a
+    `ValueError` (`<encoder_name>/output`, the encoder's output tensor that
+    Keras also looks up, is left replicated). Other paths match the map's
+    patterns as in `LayoutMap`.
+    """
+
+    def __init__(self, device_mesh, latent_axis, encoder_name):
+        super().__init__(device_mesh)
+        self._latent_axis = latent_axis
+        self._encoder_pattern = re.compile(
+            f"(?:.*/)?{re.escape(encoder_name)}/([^/]+)")
+
+    def __getitem__(self, key):
+        layout = super().__getitem__(key)
+        match = self._encoder_pattern.fullmatch(key) if isinstance(key, str) else None
+        if layout is not None or match is None or match.group(1) == _OUTPUT:
+            return layout
+        axes = encoder_variable_axes(match.group(1))
+        if axes is None:
+            raise ValueError(
+                f"No encoder class declares the variable {match.group(1)!r} of "
+                f"{key!r} in its `latent_axes`, so `latent_layout_map` cannot lay it "
+                "out. Declare it on the encoder class, beside its `build` (see "
+                "docs/architecture.md).")
+        if LATENT not in axes:
+            return None     # declared without a latent axis: replicated
+        return keras.distribution.TensorLayout(
+            tuple(self._latent_axis if axis == LATENT else None for axis in axes),
+            self.device_mesh)
+
+
 _DECODER_VARIABLES = (
     ("kernel", 0, 2),               # UnitNormDecoder W_dec, (latent_dim, input_dim)
 )
@@ -145,9 +256,10 @@ def latent_layout_map(device_mesh, latent_axis=LATENT_AXIS, encoder_name="encode
         raise ValueError(
             "`encoder_name` and `decoder_name` must differ. Received: "
             f"encoder_name={encoder_name!r}, decoder_name={decoder_name!r}")
-    layout_map = keras.distribution.LayoutMap(device_mesh)
-    groups = ((re.escape(encoder_name) + "/", _ENCODER_VARIABLES),
-              (re.escape(decoder_name) + "/", _DECODER_VARIABLES),
+    layout_map = LatentLayoutMap(device_mesh, latent_axis, encoder_name)
+    # The encoder's variables are looked up from the encoder classes
+    # (`LatentLayoutMap`); the decoder's and the metrics' are fixed here.
+    groups = ((re.escape(decoder_name) + "/", _DECODER_VARIABLES),
               ("", _METRIC_VARIABLES))
     for layer_prefix, variables in groups:
         for variable_name, latent_position, rank in variables:
@@ -233,86 +345,3 @@ def latent_parallel(latent_devices=None, batch_devices=1, devices=None):
     return keras.distribution.ModelParallel(
         layout_map=latent_layout_map(mesh, LATENT_AXIS),
         batch_dim_name=BATCH_AXIS)
-
-
-# ------------------------------------------------- TensorFlow replicas
-# The kit's only uses of `tf.distribute` (checked on TF 2.21, Keras 3.15).
-
-
-def _replica_context():
-    """The `tf.distribute` replica context with more than one replica, or None."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None
-    return context
-
-
-def num_replicas_in_sync():
-    """The number of `tf.distribute` replicas the current step runs on; 1 elsewhere.
-
-    On JAX (`keras.distribution`) a step is one program over the global
-    batch, so this is 1.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def sum_over_replicas(value):
-    """`value` summed over the `tf.distribute` replicas; `value` elsewhere.
-
-    Call it inside a replica's step (`compute_loss`, `update_state`) on every
-    replica alike: it is a collective, each replica waits for the others.
-    """
-    context = _replica_context()
-    if context is None:
-        return value
-    return context.all_reduce("sum", value)
-
-
-def check_jit_compile(jit_compile):
-    """Raises if `jit_compile=True` meets a multi-replica CPU `tf.distribute` strategy.
-
-    XLA cannot read a variable's copy on another device: TensorFlow fails
-    with `Trying to access resource ... located in device CPU:1 from device
-    CPU:0` (checked on TF 2.21 with 2 logical CPU devices). Only CPU
-    replicas are refused: TensorFlow supports XLA with `MirroredStrategy` on
-    GPUs (not tested here).
-    """
-    if not jit_compile or keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    strategy = tf.distribute.get_strategy()
-    if strategy.num_replicas_in_sync <= 1:
-        return
-    devices = tuple(strategy.extended.worker_devices)
-    if any("CPU" in device.upper().rsplit("/", 1)[-1] for device in devices):
-        raise ValueError(
-            f"`jit_compile=True` does not work with {type(strategy).__name__} "
-            f"over CPU devices: XLA cannot reach a variable's copy on another "
-            f"device. Compile with `jit_compile=False` (or the default "
-            f"'auto', which is off on CPU), or use the JAX backend with "
-            f"`keras.distribution.DataParallel`. Received: jit_compile=True, "
-            f"devices={devices}")
-
-
-def read_across_replicas(function):
-    """Calls `function()` where metric variables read their all-replica value.
-
-    A Keras metric's variables are kept per replica under `tf.distribute`
-    and summed when read outside a replica's step; inside a step each
-    replica sees only its own share. `function()` runs in the strategy's
-    cross-replica context (`merge_call`), so `metric.result()` there is
-    the metric of the global batch. Elsewhere it just calls `function()`.
-    """
-    context = _replica_context()
-    if context is None:
-        return function()
-    return context.merge_call(lambda strategy: function())

@@ -1,24 +1,25 @@
 """Analysis of a trained SAE: sparsity, dead latents, shrinkage, sharpness.
 
 These take a trained model (`build_gated_sae`, `GatedSAE`, or any
-`SparseAutoencoder` with `latents` and `reconstruction` outputs) and data,
-and return plain numpy/Python values.
+`SparseAutoencoder` with `latents` and `reconstruction` outputs) and data
+(an array, or an `ActivationStore`), and return plain numpy/Python values.
+`sparsity_report`, `decoder_sharpness`, `feature_density` and
+`relative_reconstruction_bias` are also `gsl.*`; the module is `gsl.analysis`.
 """
 
 import numpy as np
 from keras import ops
 
-from gated_sae_layers._validation import check_activations, check_positive_int
+from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations import rows as activation_rows
 from gated_sae_layers.metrics import RelativeReconstructionBias
 
 
 def _batches(model, x, batch_size):
     """Yields `(x_batch, outputs)` with the model's outputs as numpy arrays."""
     batch_size = check_positive_int(batch_size, "batch_size")
-    x = check_activations(x, model.input_dim, "X")
-    x = np.asarray(x, dtype="float32")
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start:start + batch_size]
+    x, _ = activation_rows.check_rows(x, model.input_dim, "X")
+    for batch in activation_rows.row_batches(x, batch_size):
         outputs = model.predict_on_batch(batch)
         yield batch, {k: np.asarray(v) for k, v in outputs.items()}
 
@@ -98,12 +99,12 @@ def relative_reconstruction_bias(model, X, batch_size=512):
 
 
 def fraction_of_variance_unexplained(model, X, batch_size=512):
-    """`sum ||x - x_hat||^2 / sum ||x - mean(x)||^2` over `X`, in float64."""
-    x = np.asarray(X, "float64")
-    residual = sum(
-        float(((batch - out["reconstruction"]).astype("float64") ** 2).sum())
-        for batch, out in _batches(model, X, batch_size))
-    return residual / float(((x - x.mean(axis=0)) ** 2).sum())
+    """`sum ||x - x_hat||^2 / sum ||x - mean(x)||^2` over `X`, in float64
+    (`activations.rows.FidelitySums`; NaN when `X` has no variance)."""
+    sums = activation_rows.FidelitySums(model.input_dim, model.latent_dim)
+    for batch, out in _batches(model, X, batch_size):
+        sums.update(batch, out["latents"], np.asarray(out["reconstruction"], "float64"))
+    return sums.fvu()
 
 
 def decoder_sharpness(model):

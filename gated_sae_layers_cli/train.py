@@ -11,11 +11,17 @@ from gated_sae_layers_cli.outputs import (
 
 DEFAULT_L0_FRACTION = 0.02
 DEFAULT_STEPS = 2000
+ARCHITECTURES = ("gated", "relu", "topk", "batch_topk", "jumprelu", "matryoshka")
+"""The names of `gsl.ARCHITECTURES` (this module imports nothing heavy;
+`tests/test_cli.py` holds the two equal)."""
+K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")
+"""The architectures whose L0 is set by `k`, not steered."""
 
 EXAMPLES = """examples:
   gated-sae train --store store/ --latent-dim 4096 --out sae.keras      (to L0 ~ 82)
   gated-sae train --store store/ --latent-dim 4096 --target-l0 32 --out sae.keras
   gated-sae train --store store/ --sparsity-coefficient 1.0 --out sae.keras   (fixed)
+  gated-sae train --store store/ --architecture topk --k 32 --out sae.keras
 """
 
 
@@ -48,18 +54,25 @@ def add_train_command(subparsers, parents=()):
     """
     command = add_command(
         subparsers, "train", parents, epilog=EXAMPLES,
-        help="train a gated SAE on a store (by default to ~2%% L0)",
-        description="Trains a gated SAE on a store's rows. By default its sparsity "
-                    "coefficient is steered during training (gsl.TargetL0) so that L0, "
-                    "the mean number of active latents per row, reaches ~2% of "
-                    "--latent-dim. Pass --target-l0 for another L0, or "
-                    "--sparsity-coefficient alone for a fixed coefficient.")
+        help="train a gated SAE (or another architecture) on a store (by default "
+             "to ~2%% L0)",
+        description="Trains a gated SAE (or --architecture) on a store's rows. By "
+                    "default its sparsity coefficient is steered during training "
+                    "(gsl.TargetL0) so that L0, the mean number of active latents per "
+                    "row, reaches ~2% of --latent-dim. Pass --target-l0 for another L0, "
+                    "or --sparsity-coefficient alone for a fixed coefficient. TopK, "
+                    "BatchTopK and Matryoshka SAEs keep --k latents per row instead.")
     command.add_argument("--store", required=True, metavar="STORE_DIR",
                          help="the activation store to train on")
     command.add_argument("--out", required=True, metavar="SAE.keras",
                          help="the .keras file to write (its folder must exist)")
     command.add_argument("--latent-dim", type=positive_int, default=4096,
                          help="the number of latents (dictionary size)")
+    command.add_argument("--architecture", choices=ARCHITECTURES, default="gated",
+                         help="the SAE variant (gsl.build_sae)")
+    command.add_argument("--k", type=positive_int, help=(
+        "topk, batch_topk, matryoshka: the latents kept per row (default: "
+        "--target-l0 if given, else 2%% of --latent-dim)"))
     command.add_argument("--target-l0", type=positive_float, metavar="L0", help=(
         "the L0 (mean active latents per row) to train to: the sparsity coefficient "
         "is steered there (default: 2%% of --latent-dim, rounded, at least 1; "
@@ -67,8 +80,9 @@ def add_train_command(subparsers, parents=()):
     command.add_argument("--sparsity-coefficient", type=non_negative_float, help=(
         "alone: a fixed sparsity coefficient, not steered; with --target-l0: the "
         "coefficient the steering starts from (default: steered, from 1.0)"))
-    command.add_argument("--aux-coefficient", type=non_negative_float, default=1.0,
-                         help="the weight of the gated SAE's auxiliary loss")
+    command.add_argument("--aux-coefficient", type=non_negative_float, help=(
+        "the weight of the auxiliary loss (default: the builder's, 1.0 for the gated "
+        "SAE's, 1/32 for AuxK; relu and jumprelu have none)"))
     command.add_argument("--epochs", type=positive_int, help=(
         f"passes over the store (default: as many as make {DEFAULT_STEPS:,} steps, at "
         "least 1, logged as at most 10 epochs: the steering to --target-l0 needs a "
@@ -94,6 +108,25 @@ def check_train(args):
     check_not_an_input("--out", args.out, {"--store": args.store})
     check_output_file(args.out, "--out", args.overwrite, suffix=".keras")
     check_store_folder(args.store)
+    fixed_k = args.architecture in K_ARCHITECTURES
+    if fixed_k and args.sparsity_coefficient is not None:
+        raise ValueError(
+            f"`--sparsity-coefficient` does not apply to --architecture "
+            f"{args.architecture}: --k sets its L0. Received: "
+            f"--sparsity-coefficient={args.sparsity_coefficient:g}")
+    if not fixed_k and args.k is not None:
+        raise ValueError(
+            f"`--k` applies to --architecture {', '.join(K_ARCHITECTURES)} only; "
+            f"{args.architecture} is steered by --target-l0. Received: --k={args.k}")
+    if args.architecture in ("relu", "jumprelu") and args.aux_coefficient is not None:
+        raise ValueError(
+            f"`--aux-coefficient` does not apply to --architecture {args.architecture} "
+            f"(it has no auxiliary loss). Received: --aux-coefficient="
+            f"{args.aux_coefficient:g}")
+    if args.k is not None and args.k > args.latent_dim:
+        raise ValueError(
+            f"`--k` must be at most --latent-dim ({args.latent_dim}). Received: "
+            f"--k={args.k}")
     if args.target_l0 is not None:
         if args.target_l0 > args.latent_dim:
             raise ValueError(

@@ -178,3 +178,19 @@ def build_model(architecture, input_dim, latent_dim, **overrides):
     """`gsl.build_sae(architecture, ...)` with `architecture_kwargs`."""
     return gsl.build_sae(architecture, input_dim, latent_dim,
                          **architecture_kwargs(architecture, latent_dim, **overrides))
+
+
+def with_edited_config(source, target, edit):
+    """Copies the `.keras` file `source` to `target` with its `config.json`
+    passed through `edit(config)` (which changes the dict in place): a file
+    as an older version of the kit wrote it."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as new, zipfile.ZipFile(target, "w") as old:
+        for item in new.infolist():
+            data = new.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config)
+            old.writestr(item, data)

@@ -12,7 +12,6 @@ import re
 import json
 import subprocess
 import sys
-import zipfile
 
 import keras
 import numpy as np
@@ -22,7 +21,7 @@ import gated_sae_layers as gsl
 from gated_sae_layers import distribution
 from gated_sae_layers.interop import _architectures
 from gated_sae_layers.models.builders import assembly
-from tests.harness import ARCHITECTURES, architecture_kwargs
+from tests.harness import ARCHITECTURES, architecture_kwargs, with_edited_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOT_RECORDED = {"input_dim", "latent_dim", "name", "dtype"}
@@ -123,15 +122,8 @@ def test_the_model_record_survives_a_keras_file_and_old_files_still_load(tmp_pat
     assert _architectures.describe(loaded)[0] == "batch_topk"
 
     # A file saved before the record: no "architecture" in the model config.
-    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(
-            tmp_path / "old.keras", "w") as old:
-        for item in new.infolist():
-            data = new.read(item.filename)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                del config["config"]["architecture"]
-                data = json.dumps(config)
-            old.writestr(item, data)
+    with_edited_config(tmp_path / "new.keras", tmp_path / "old.keras",
+                       lambda config: config["config"].pop("architecture"))
     old = keras.saving.load_model(tmp_path / "old.keras")
     assert old.architecture is None
     assert _architectures.describe(old) == (

@@ -350,3 +350,50 @@ def test_target_l0_arguments_are_checked_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(base + ["--target-l0", "0"])
     assert "expected a finite number > 0" in capsys.readouterr().err
+
+
+def test_the_cli_offers_every_architecture_record():
+    """The CLI's stdlib-only list of architectures is the records' names."""
+    import gated_sae_layers as gsl
+    from gated_sae_layers_cli.train import ARCHITECTURES, K_ARCHITECTURES
+
+    assert ARCHITECTURES == tuple(gsl.ARCHITECTURES)
+    assert set(K_ARCHITECTURES) == {
+        name for name, record in gsl.ARCHITECTURES.items()
+        if "k" in __import__("inspect").signature(record.builder).parameters}
+
+
+@pytest.mark.parametrize("architecture", ["topk", "relu"])
+def test_train_builds_any_architecture_by_its_record(architecture, tmp_path, capsys):
+    store = ActivationStore.create(tmp_path / "store", 6, "float32")
+    store.append(np.random.default_rng(0).normal(size=(256, 6)).astype("float32"))
+    store.close()
+    out = tmp_path / "sae.keras"
+    report = _run(["train", "--store", str(tmp_path / "store"), "--latent-dim", "16",
+                   "--architecture", architecture, "--epochs", "2", "--batch-size", "64",
+                   "--quiet", "--out", str(out)], capsys)
+    model = keras.saving.load_model(out, safe_mode=True)
+    assert report["architecture"] == architecture == model.architecture["name"]
+    if architecture == "topk":
+        # k defaults to the target L0 (2% of 16 latents: 1), and TopK keeps it.
+        assert report["k"] == model.encoder.k == 1 and report["l0"] <= 1
+        assert "sparsity_coefficient" not in report
+    else:
+        assert report["target_l0"] == 1 and report["sparsity_coefficient"] > 0
+
+
+def test_architecture_options_are_checked_before_any_work(tmp_path, capsys):
+    base = ["train", "--store", _tiny_store(tmp_path / "store"), "--out",
+            str(tmp_path / "sae.keras"), "--latent-dim", "16"]
+    assert _fails(base + ["--k", "4"], capsys) == (
+        "gated-sae: error: `--k` applies to --architecture topk, batch_topk, matryoshka "
+        "only; gated is steered by --target-l0. Received: --k=4")
+    assert "--k sets its L0" in _fails(
+        base + ["--architecture", "topk", "--sparsity-coefficient", "1"], capsys)
+    assert "has no auxiliary loss" in _fails(
+        base + ["--architecture", "relu", "--aux-coefficient", "1"], capsys)
+    assert "`--k` must be at most --latent-dim (16)" in _fails(
+        base + ["--architecture", "batch_topk", "--k", "17"], capsys)
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--architecture", "vanilla"])
+    assert "invalid choice: 'vanilla'" in capsys.readouterr().err

@@ -7,11 +7,8 @@ import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.activations import ActivationStore
-from gated_sae_layers.activations.normalization import (
-    estimate_norm_scale,
-    fold_normalization,
-    geometric_median,
-)
+from gated_sae_layers.activations.normalization import estimate_norm_scale, geometric_median
+from gated_sae_layers.models.folding import fold_normalization
 from tests.reference import randomize
 
 

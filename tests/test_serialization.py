@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 
 import keras
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 import gated_sae_layers as gsl
 from gated_sae_layers.models.folding import fold_normalization
+from tests.harness import with_edited_config
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import json, sys
@@ -105,19 +105,15 @@ def test_gated_sae_saved_without_the_newer_config_keys_still_loads(tmp_path):
     x = np.random.default_rng(5).normal(size=(8, 8)).astype("float32")
     model = _perturbed_gated_sae(lambda_sparse=0.25)
     model.save(tmp_path / "new.keras")
-    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(
-            tmp_path / "old.keras", "w") as old:
-        for item in new.infolist():
-            data = new.read(item.filename)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                for key in ("normalization_scale", "dtype", "trainable"):
-                    del config["config"][key]
-                assert config["module"] == "gated_sae_layers.compat.gated_sae_tf"
-                assert config["registered_name"] == "gated_sae_layers>GatedSAE"
-                config["module"] = "gated_sae_layers.models.seed_compat"
-                data = json.dumps(config)
-            old.writestr(item, data)
+    def as_older_versions_wrote_it(config):
+        for key in ("normalization_scale", "dtype", "trainable"):
+            del config["config"][key]
+        assert config["module"] == "gated_sae_layers.compat.gated_sae_tf"
+        assert config["registered_name"] == "gated_sae_layers>GatedSAE"
+        config["module"] = "gated_sae_layers.models.seed_compat"
+
+    with_edited_config(tmp_path / "new.keras", tmp_path / "old.keras",
+                       as_older_versions_wrote_it)
     reloaded = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
     assert isinstance(reloaded, gsl.GatedSAE) and reloaded.normalization_scale is None
     assert reloaded.lambda_sparse == 0.25

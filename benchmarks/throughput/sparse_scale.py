@@ -131,9 +131,14 @@ def gated(args):
     from benchmarks.throughput import reference_steps as ref
     from benchmarks.throughput.workers import gate_bias_for_l0
 
+    from gated_sae_layers.models.sparse_path import plan as sparse_plan
+
     x = ref.random_batches(args.steps, args.batch, args.input_dim)
     rows = []
-    for sparse in (False, True):
+    default_blocks = sparse_plan.ROW_BLOCKS
+    for sparse, blocks in [(False, None)] + [(True, b) for b in args.row_blocks]:
+        # The A/B of the row blocks sets the kit's constant for one model.
+        sparse_plan.ROW_BLOCKS = blocks or default_blocks
         keras.utils.set_random_seed(0)
         model = gsl.build_gated_sae(args.input_dim, args.gated_latents,
                                     sparsity_coefficient=1e-3)
@@ -144,12 +149,16 @@ def gated(args):
         seconds = _time_fit(model, x, args.batch, args.repeats)
         logs = model.fit(x, batch_size=args.batch, epochs=1, verbose=0).history
         plan = model.sparse_plan
-        rows.append(["kit sparse path" if sparse else "kit dense step",
+        label = "kit dense step" if not sparse else (
+            "kit sparse path" + ("" if blocks == default_blocks
+                                 else f" ({blocks} row blocks)"))
+        rows.append([label,
                      f"{args.batch / seconds:,.0f}", f"{logs['l0'][-1]:.1f}",
                      f"{logs.get('max_active_latents', [float('nan')])[-1]:.0f}",
                      "-" if plan is None else f"{plan.slots}",
                      f"{logs.get('sparse_fallbacks', [0])[-1]:.0f}"])
         print(rows[-1], flush=True)
+    sparse_plan.ROW_BLOCKS = default_blocks
     try:
         result = peers.time_saelens(args.input_dim, args.gated_latents, args.batch,
                                     args.steps, 1, args.repeats)
@@ -161,10 +170,12 @@ def gated(args):
           f"gate bias at L0 {args.l0:g} (samples/s, best of {args.repeats}):\n")
     print(markdown_table(["step", "samples/s", "l0", "max_active_latents", "slots",
                           "fallbacks (last epoch)"], rows))
-    dense, sparse_rate = (float(r[1].replace(",", "")) for r in rows[:2])
-    print(f"\nsparse / dense: {sparse_rate / dense:.2f}"
-          + (f"; sparse / SAELens: {sparse_rate / float(rows[2][1].replace(',', '')):.2f}"
-             if len(rows) > 2 else ""))
+    rate = {row[0]: float(row[1].replace(",", "")) for row in rows}
+    for label, sparse_rate in rate.items():
+        if label.startswith("kit sparse path"):
+            print(f"\n{label} / dense: {sparse_rate / rate['kit dense step']:.2f}"
+                  + (f"; / SAELens: {sparse_rate / rate['SAELens GatedTrainingSAE']:.2f}"
+                     if "SAELens GatedTrainingSAE" in rate else ""))
 
 
 def memory(args):
@@ -269,6 +280,9 @@ def main():
                         help="largest latent_dim timed on the dense step")
     parser.add_argument("--gated-latents", type=int, default=4096)
     parser.add_argument("--l0", type=float, default=41.0)
+    parser.add_argument("--row-blocks", type=int, nargs="+", default=[4],
+                        help="gated: one sparse run per value of the sparse step's "
+                             "row blocks (the kit's ROW_BLOCKS is 4)")
     parser.add_argument("--policy", default="mixed_bfloat16")
     parser.add_argument("--memory-latents", type=int, nargs="+",
                         default=[131072, 1048576])

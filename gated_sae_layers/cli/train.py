@@ -1,11 +1,13 @@
-"""`gated-sae train`: a gated SAE from a store, by default to ~2% L0.
+"""`gated-sae train`: a gated SAE (or `--architecture`) from a store, by default to ~2% L0.
 
 Its options and early checks are in `gated_sae_layers_cli.train`. Unless
 a fixed `--sparsity-coefficient` is given alone, `gsl.TargetL0` steers the
 coefficient to `--target-l0` (default: 2% of `--latent-dim`); the sparsity
 warm-up (`gsl.SparsityWarmup`, the first 10% of the steps) runs first and
 the steering starts when it ends. An L0 that ends far from the target
-(the run was too short to steer it there) is reported on stderr.
+(the run was too short to steer it there) is reported on stderr. A TopK,
+BatchTopK or Matryoshka SAE keeps `--k` latents per row (default: the
+target L0) and has neither.
 """
 
 import json
@@ -19,7 +21,20 @@ from gated_sae_layers.activations import ActivationStore, store_dataset
 from gated_sae_layers.activations.normalization import estimate_center, estimate_norm_scale
 from gated_sae_layers_cli.options import import_modules
 from gated_sae_layers_cli.outputs import replacing_file
-from gated_sae_layers_cli.train import check_train, default_epochs, default_target_l0
+from gated_sae_layers_cli.train import (
+    K_ARCHITECTURES, check_train, default_epochs, default_target_l0)
+
+
+def _built(args, input_dim, target, coefficient):
+    """The SAE `args` ask for, by its architecture record (`gsl.build_sae`)."""
+    options = {}
+    if args.aux_coefficient is not None:
+        options["aux_coefficient"] = args.aux_coefficient
+    if args.architecture in K_ARCHITECTURES:
+        options["k"] = args.k or round(target)
+    else:
+        options["sparsity_coefficient"] = coefficient
+    return gsl.build_sae(args.architecture, input_dim, args.latent_dim, **options)
 
 
 def run_train(args):
@@ -31,13 +46,14 @@ def run_train(args):
         raise ValueError(
             f"The store at {args.store} has no rows: nothing to train on. Harvest into "
             "it first.")
+    fixed_k = args.architecture in K_ARCHITECTURES
     target = args.target_l0
-    if target is None and args.sparsity_coefficient is None:
+    if target is None and args.sparsity_coefficient is None and not args.k:
         target = default_target_l0(args.latent_dim)
     coefficient = 1.0 if args.sparsity_coefficient is None else args.sparsity_coefficient
     scale = estimate_norm_scale(store) if args.normalize else 1.0
-    model = gsl.build_gated_sae(store.input_dim, args.latent_dim, coefficient,
-                                aux_coefficient=args.aux_coefficient)
+    model = _built(args, store.input_dim, target, coefficient)
+    k = model.encoder.k if fixed_k else None
     # b_dec at the geometric median of the scaled rows (the median commutes
     # with the scale).
     model.decoder.bias.assign(
@@ -65,9 +81,11 @@ def run_train(args):
     model.compile(optimizer=keras.optimizers.Adam(
         gsl.WarmupStableDecay(args.lr, max(steps // 20, 1), steps), beta_1=0.0),
         jit_compile=True)
-    callbacks = [gsl.SparsityWarmup(max(steps // 10, 1))]
-    if target is not None:
-        callbacks.append(gsl.TargetL0(target))
+    callbacks = []
+    if not fixed_k:
+        callbacks.append(gsl.SparsityWarmup(max(steps // 10, 1)))
+        if target is not None:
+            callbacks.append(gsl.TargetL0(target))
     history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         verbose=0 if args.quiet else 2,
                         callbacks=callbacks, shuffle=False)  # the dataset shuffles
@@ -76,12 +94,17 @@ def run_train(args):
     with replacing_file(args.out, args.overwrite) as temporary:
         exported.save(temporary)
     report = {k: float(v[-1]) for k, v in history.history.items()}
-    report.setdefault("sparsity_coefficient", coefficient)
-    report.update(target_l0=target, out=str(args.out), normalization_scale=scale,
-                  rows=store.num_rows, steps=steps)
+    if fixed_k:
+        report.update(k=k)
+    else:
+        report.setdefault("sparsity_coefficient", coefficient)
+        report.update(target_l0=target)
+    report.update(architecture=args.architecture, out=str(args.out),
+                  normalization_scale=scale, rows=store.num_rows, steps=steps)
     print(json.dumps(report))
     l0 = report.get("l0")
-    if target is not None and l0 is not None and not target / 1.5 <= l0 <= 1.5 * target:
+    if (not fixed_k and target is not None and l0 is not None
+            and not target / 1.5 <= l0 <= 1.5 * target):
         print(f"gated-sae: warning: L0 ended at {l0:.3g}, not near --target-l0 "
               f"{target:g}: the steering needs more steps ({steps} now). Train longer "
               "(more --epochs, or a smaller --batch-size).", file=sys.stderr)

@@ -225,14 +225,14 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True,
     # Every tensor goes in as an argument (the integer and frozen ones with no
     # gradient): a custom gradient that closes over outer tensors fails inside
     # a JAX `cond`.
-    end = _slot_count(indices, active_slots)
+    end, loop_end = _slot_count(indices, active_slots)
 
     def forward(values, kernel, indices, end):
-        return ops.cast(weighted_row_sum(kernel, indices, values, compute_dtype, end),
-                        compute_dtype)
+        return ops.cast(weighted_row_sum(kernel, indices, values, compute_dtype,
+                                         loop_end(end)), compute_dtype)
 
     def values_gradient(upstream, kernel, indices, end):
-        return ops.cast(row_dots(kernel, indices, upstream, compute_dtype, end),
+        return ops.cast(row_dots(kernel, indices, upstream, compute_dtype, loop_end(end)),
                         values.dtype)
 
     if not kernel_trainable:
@@ -250,7 +250,8 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True,
     def decode(values, kernel, indices, end):
         def grad(*args, upstream=None):
             upstream = _upstream(args, upstream)
-            kernel_gradient = scatter_rows(indices, values, upstream, num_latents, end)
+            kernel_gradient = scatter_rows(indices, values, upstream, num_latents,
+                                           loop_end(end))
             return (values_gradient(upstream, kernel, indices, end),
                     ops.cast(_rounded(kernel_gradient, compute_dtype), kernel.dtype),
                     None, None)
@@ -294,15 +295,17 @@ class Centered:
 
 
 def _slot_count(indices, active_slots):
-    """The int32 tensor of the slots the loops visit (a custom gradient's argument):
-    a scalar, or one per block of rows (`row_blocks`)."""
+    """`(end, loop_end)`: the int32 tensor of the slots the loops visit, a custom
+    gradient's argument (a scalar, or one per block of rows: `row_blocks`), and
+    `loop_end(end)`, what the loops get: `None` when every slot is visited, so
+    that they keep a static trip count (TopK)."""
     slots = indices.shape[1]
     if active_slots is None:
-        return ops.convert_to_tensor(slots, "int32")
-    return ops.minimum(ops.cast(active_slots, "int32"), slots)
+        return ops.convert_to_tensor(slots, "int32"), lambda end: None
+    return ops.minimum(ops.cast(active_slots, "int32"), slots), lambda end: end
 
 
-def _kernel_gradient(indices, upstream, centered, kernel, end):
+def _kernel_gradient(indices, upstream, centered, kernel, end=None):
     """`d kernel` of the slots: one scatter-add over rows of the transposed kernel."""
     rows_gradient = scatter_rows(indices, upstream, centered, kernel.shape[-1], end)
     return ops.cast(ops.transpose(rows_gradient), kernel.dtype)
@@ -354,11 +357,11 @@ def gathered_product(inputs, kernel, indices, product, active_slots=None, at_slo
     """
     num_latents = kernel.shape[-1]
 
-    end = _slot_count(indices, active_slots)
+    end, loop_end = _slot_count(indices, active_slots)
 
     def inputs_gradient(upstream, kernel, indices, dtype, end):
         return ops.cast(weighted_row_sum(ops.transpose(kernel), indices, upstream,
-                                         active_slots=end), dtype)
+                                         active_slots=loop_end(end)), dtype)
 
     if at_slots is not None:
         product = at_slots
@@ -380,7 +383,8 @@ def gathered_product(inputs, kernel, indices, product, active_slots=None, at_slo
                 bias_gradient = -ops.matmul(_float32(kernel), column_sums)
                 return (inputs_gradient(upstream, kernel, indices, x.dtype, end),
                         ops.cast(bias_gradient, bias.dtype),
-                        _kernel_gradient(indices, upstream, x - bias, kernel, end),
+                        _kernel_gradient(indices, upstream, x - bias, kernel,
+                                         loop_end(end)),
                         None, None, None)
 
             return forward(product, indices), grad
@@ -393,7 +397,7 @@ def gathered_product(inputs, kernel, indices, product, active_slots=None, at_slo
         def grad(*args, upstream=None):
             upstream = _upstream(args, upstream)
             return (inputs_gradient(upstream, kernel, indices, inputs.dtype, end),
-                    _kernel_gradient(indices, upstream, inputs, kernel, end),
+                    _kernel_gradient(indices, upstream, inputs, kernel, loop_end(end)),
                     None, None, None)
 
         return forward(product, indices), grad

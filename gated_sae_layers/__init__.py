@@ -36,7 +36,6 @@ from gated_sae_layers.losses import (
 )
 from gated_sae_layers.evaluation import (
     SplicedEvaluation,
-    analysis,
     core_metrics,
     evaluate_sae,
     k_sparse_probe,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gated_sae_layers as gsl
-from gated_sae_layers import analysis
+from gated_sae_layers.evaluation import analysis
 from gated_sae_layers.activations import ActivationStore
 from gated_sae_layers.evaluation import (
     SplicedEvaluation, core_metrics, density_histogram, encoder_decoder_cosine,

@@ -101,7 +101,7 @@ def train(architecture, x_train, latent_dim, hyper, *, steps, batch_size,
 def evaluate(model, x):
     """Held-out L0, dead latents, FVU and shrinkage (relative reconstruction bias)."""
     import gated_sae_layers as gsl
-    from gated_sae_layers import analysis
+    from gated_sae_layers.evaluation import analysis
 
     sparsity = gsl.sparsity_report(model, x)
     return {

@@ -47,7 +47,7 @@ def run_one(dataset, target, coefficient, seed):
     import keras
 
     import gated_sae_layers as gsl
-    from gated_sae_layers import analysis
+    from gated_sae_layers.evaluation import analysis
     from benchmarks.quality.pareto import load_dataset
 
     size = SIZES[dataset]

@@ -13,8 +13,7 @@
   trains (`callback.py`);
 * `analysis`: the `gated-sae-tf` style analysis of a trained SAE
   (`sparsity_report`, `feature_density`, `relative_reconstruction_bias`,
-  `decoder_sharpness`, `fraction_of_variance_unexplained`, `encode_all`;
-  also `gsl.analysis`).
+  `decoder_sharpness`, `fraction_of_variance_unexplained`, `encode_all`).
 
 Rows are checked, batched and summed by `gated_sae_layers.activations.rows`.
 

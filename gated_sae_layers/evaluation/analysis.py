@@ -4,7 +4,7 @@ These take a trained model (`build_gated_sae`, `GatedSAE`, or any
 `SparseAutoencoder` with `latents` and `reconstruction` outputs) and data
 (an array, or an `ActivationStore`), and return plain numpy/Python values.
 `sparsity_report`, `decoder_sharpness`, `feature_density` and
-`relative_reconstruction_bias` are also `gsl.*`; the module is `gsl.analysis`.
+`relative_reconstruction_bias` are also `gsl.*`; the module is `gsl.evaluation.analysis`.
 """
 
 import numpy as np

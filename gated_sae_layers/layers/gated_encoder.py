@@ -8,7 +8,8 @@ from gated_sae_layers._validation import check_floating_input
 from gated_sae_layers.layers.base import SparseEncoder
 from gated_sae_layers.sparse.kernels import as_tensor, gather_vector, gathered_product
 from gated_sae_layers.sparse.latents import SparseLatents
-from gated_sae_layers.sparse.selection import Selection, support_indices
+from gated_sae_layers.sparse.selection import Selection
+from gated_sae_layers.sparse.support import support_indices
 
 
 def gated_encode(

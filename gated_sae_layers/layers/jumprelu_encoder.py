@@ -9,7 +9,8 @@ from gated_sae_layers._validation import check_positive_float
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
 from gated_sae_layers.sparse.kernels import as_tensor, gather_vector
 from gated_sae_layers.sparse.latents import SparseLatents
-from gated_sae_layers.sparse.selection import Selection, support_indices
+from gated_sae_layers.sparse.selection import Selection
+from gated_sae_layers.sparse.support import support_indices
 
 
 def rectangle(u):

@@ -6,7 +6,8 @@ from keras import ops
 from gated_sae_layers.layers.affine_encoder import AffineEncoder
 from gated_sae_layers.sparse.kernels import as_tensor
 from gated_sae_layers.sparse.latents import SparseLatents
-from gated_sae_layers.sparse.selection import Selection, support_indices
+from gated_sae_layers.sparse.selection import Selection
+from gated_sae_layers.sparse.support import support_indices
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")

@@ -160,7 +160,7 @@ def _check_top(kept_values, dropped_values):
         assert kept_values.min() >= dropped_values.max() - TOL
 
 
-@settings(max_examples=12)
+@settings(max_examples=min(12, settings.default.max_examples))
 @given(encoder_case())
 def test_topk_keeps_the_k_largest(case):
     x, latent_dim, k, seed = case
@@ -177,7 +177,7 @@ def test_topk_keeps_the_k_largest(case):
         _check_top(z[row][nonzero[row]], z[row][~nonzero[row]])
 
 
-@settings(max_examples=8)
+@settings(max_examples=min(8, settings.default.max_examples))
 @given(encoder_case(), st.floats(0.01, 2.0))
 def test_batch_topk_training_budget_and_inference_threshold(case, threshold):
     x, latent_dim, k, seed = case
@@ -199,7 +199,7 @@ def test_batch_topk_training_budget_and_inference_threshold(case, threshold):
     np.testing.assert_allclose(inference[clear], expected[clear], rtol=TOL, atol=TOL)
 
 
-@settings(max_examples=12)
+@settings(max_examples=min(12, settings.default.max_examples))
 @given(encoder_case())
 def test_jumprelu_zero_below_threshold_identity_above(case):
     x, latent_dim, _, seed = case

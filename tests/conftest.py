@@ -3,14 +3,14 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Each xdist worker computes on one thread (TensorFlow's intra-op pool, XLA's
-# Eigen pool on JAX): two workers on two cores, each with a pool as wide as
-# the machine, spent their time contending (a test took 2-4x its time alone).
+# Eigen pool): two workers on two cores, each with a pool as wide as the
+# machine, spent their time contending (a test took 2-4x its time alone).
 # Set before TensorFlow or JAX starts; subprocesses of a test inherit it.
+# (Only `--` flags: XLA reads no flag after a bare `name=value` token.)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-        os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false",
-        "intra_op_parallelism_threads=1"]))
+        os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"]))
 
 import hypothesis  # noqa: E402
 import keras  # noqa: E402

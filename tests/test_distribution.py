@@ -243,9 +243,7 @@ def jax_results():
     flags = os.environ.get("XLA_FLAGS", "")
     return _run(JAX_SCRIPT, {
         "KERAS_BACKEND": "jax",
-        # First: XLA reads no flag after a bare `name=value` such as the
-        # `intra_op_parallelism_threads=1` tests/conftest.py sets.
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {flags}".strip()})
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip()})
 
 
 @pytest.fixture(scope="module")

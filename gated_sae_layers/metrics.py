@@ -153,6 +153,51 @@ class FractionOfVarianceUnexplained(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class LayerFractionOfVarianceUnexplained(FractionOfVarianceUnexplained):
+    """`FractionOfVarianceUnexplained` of one layer of a crosscoder.
+
+    A crosscoder over `n` layers reads and reconstructs the layers side by
+    side, `(batch, n * input_dim)`; this metric reads columns
+    `layer * input_dim` to `(layer + 1) * input_dim`, layer `layer`'s FVU.
+
+    Args:
+        input_dim: int, the width of one layer.
+        layer: int >= 0, which layer.
+        name: the name logged during `fit`; default `"fvu_layer_<layer>"`.
+        dtype: the accumulator dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> metric = LayerFractionOfVarianceUnexplained(input_dim=1, layer=1)
+    >>> y = np.array([[5.0, 0.0], [5.0, 2.0]])
+    >>> metric.update_state(y, np.array([[0.0, 0.5], [0.0, 1.5]]))
+    >>> float(metric.result())
+    0.25
+    """
+
+    def __init__(self, input_dim, layer, name=None, dtype=None):
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+            raise ValueError(f"`layer` must be an int >= 0. Received: layer={layer!r}")
+        super().__init__(input_dim, name=name or f"fvu_layer_{layer}", dtype=dtype)
+        self.layer = layer
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        start, stop = self.layer * self.input_dim, (self.layer + 1) * self.input_dim
+        y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+        if y_true.shape[-1] is not None and y_true.shape[-1] < stop:
+            raise ValueError(
+                f"Metric '{self.name}' reads columns {start}:{stop} (layer "
+                f"{self.layer} of width {self.input_dim}). Received: "
+                f"{y_true.shape[-1]} columns")
+        super().update_state(y_true[..., start:stop], y_pred[..., start:stop],
+                             sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "layer": self.layer}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class DeadFeatures(keras.metrics.Metric):
     """Number of latents that never fired (were never > 0) since the last reset.
 

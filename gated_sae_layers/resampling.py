@@ -17,6 +17,10 @@ def _assign_slice(variable, indices, values, axis):
     variable.assign(array)
 
 
+def _unit_rows(rows):
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-8)
+
+
 class DeadLatentResampler(keras.callbacks.Callback):
     """Re-initializes dead latents toward badly reconstructed inputs.
 
@@ -37,6 +41,11 @@ class DeadLatentResampler(keras.callbacks.Callback):
     4. the optimizer's state for those rows and columns (Adam's moments)
        to 0.
 
+    A transcoder (`build_transcoder`) needs `targets=`, the `y` of the rows
+    of `data`: step 1 draws by `||y - y_hat||^2`, step 2 sets the decoder row
+    to `(y - b_dec) / ||y - b_dec||` and step 3 the encoder column along
+    `x / ||x||` (the encoder reads `x` uncentered).
+
     Works with every encoder of the kit (any `SparseEncoder`), on every
     backend. `resampled` holds `(step, number of latents resampled)` for
     each check.
@@ -49,6 +58,8 @@ class DeadLatentResampler(keras.callbacks.Callback):
             in training disturbs convergence).
         batch_size: rows encoded at a time.
         seed: seed of the replacement draws.
+        targets: `None`, or for a transcoder `(num_examples, output_dim)`,
+            the targets of the rows of `data`.
 
     Example:
 
@@ -59,9 +70,18 @@ class DeadLatentResampler(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, data, check_every, until_step=None, batch_size=1024, seed=0):
+    def __init__(self, data, check_every, until_step=None, batch_size=1024, seed=0,
+                 targets=None):
         super().__init__()
         self.data = np.asarray(check_activations(data, None, "data"), "float32")
+        self.targets = None
+        if targets is not None:
+            self.targets = np.asarray(check_activations(targets, None, "targets"),
+                                      "float32")
+            if len(self.targets) != len(self.data):
+                raise ValueError(
+                    "`targets` must have one row per row of `data`. Received: "
+                    f"{len(self.targets)} target rows for {len(self.data)} data rows")
         self.check_every = check_positive_int(check_every, "check_every")
         self.until_step = None if until_step is None else check_positive_int(
             until_step, "until_step")
@@ -76,14 +96,24 @@ class DeadLatentResampler(keras.callbacks.Callback):
             return
         self.resampled.append((step, self.resample(model)))
 
+    def _targets(self, model):
+        if model.is_transcoder and self.targets is None:
+            raise ValueError(
+                f"Model '{model.name}' is a transcoder: `DeadLatentResampler` needs "
+                "the targets of its data rows, `DeadLatentResampler(data, ..., "
+                "targets=y)`. Received: targets=None")
+        return self.data if self.targets is None else self.targets
+
     def resample(self, model):
         """Resamples the dead latents of `model` now; returns how many."""
+        targets = self._targets(model)
         latents, losses = [], []
         for start in range(0, len(self.data), self.batch_size):
             batch = self.data[start:start + self.batch_size]
             out = model.predict_on_batch(batch)
             latents.append(np.asarray(out["latents"]).max(axis=0))
-            losses.append(((batch - np.asarray(out["reconstruction"])) ** 2).sum(-1))
+            losses.append(((targets[start:start + self.batch_size]
+                            - np.asarray(out["reconstruction"])) ** 2).sum(-1))
         dead = np.flatnonzero(np.max(latents, axis=0) <= 0)
         if dead.size == 0:
             return 0
@@ -91,9 +121,10 @@ class DeadLatentResampler(keras.callbacks.Callback):
         probabilities = losses / losses.sum() if losses.sum() > 0 else None
         chosen = self.rng.choice(len(self.data), size=dead.size, p=probabilities)
         decoder, encoder = model.decoder, model.encoder
-        centered = self.data[chosen] - np.asarray(ops.convert_to_numpy(decoder.bias))
-        directions = centered / np.maximum(
-            np.linalg.norm(centered, axis=1, keepdims=True), 1e-8)
+        centered = targets[chosen] - np.asarray(ops.convert_to_numpy(decoder.bias))
+        directions = _unit_rows(centered)
+        encoder_directions = (_unit_rows(self.data[chosen]) if model.is_transcoder
+                              else directions)
 
         kernel, vectors = encoder.input_kernel, encoder.latent_parameters()
         columns = np.asarray(ops.convert_to_numpy(kernel))
@@ -101,7 +132,7 @@ class DeadLatentResampler(keras.callbacks.Callback):
         scale = 0.2 * (np.linalg.norm(columns[:, alive], axis=0).mean()
                        if alive.size else 1.0)
         _assign_slice(decoder.kernel, dead, directions, axis=0)
-        _assign_slice(kernel, dead, (scale * directions).T, axis=1)
+        _assign_slice(kernel, dead, (scale * encoder_directions).T, axis=1)
         for vector, value in vectors:
             _assign_slice(vector, dead, value, axis=0)
 

@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   gated-sae harvest --model minilm --layer transformer_layer_2 --skip 200 --max-texts 50 \\
       --out held_out_store/
   gated-sae harvest --model net.keras --layer hidden --inputs x.npy --out store/
+  gated-sae harvest --model minilm --layer transformer_layer_2/self_attention_layer_norm \
+      --target-layer transformer_layer_2/feedforward_output_dense --out mlp_store/
 """
 
 
@@ -28,19 +30,27 @@ def add_harvest_command(subparsers, parents=()):
     >>> _ = add_harvest_command(top.add_subparsers(dest="command"))
     >>> args = top.parse_args(["harvest", "--model", "minilm", "--layer", "l",
     ...                        "--out", "s/", "--skip", "200"])
-    >>> args.skip, args.max_texts, args.texts
-    (200, None, 'stdlib')
+    >>> args.skip, args.max_texts, args.texts, args.layer, args.target_layer
+    (200, None, 'stdlib', ['l'], [])
     """
     command = add_command(
         subparsers, "harvest", parents, epilog=EXAMPLES,
         help="collect a layer's activations into a store",
         description="Runs a model over texts or inputs and writes one layer's "
                     "activations, one row per token or example, into an activation "
-                    "store (a folder of shards).")
+                    "store (a folder of shards). With several layers (--layer "
+                    "repeated, or --target-layer), each row holds their outputs side "
+                    "by side, inputs first, and the store records the blocks and "
+                    "their roles (for transcoders and crosscoders).")
     command.add_argument("--model", required=True,
                          help="'minilm' (all-MiniLM-L6-v2, offline) or a .keras file")
-    command.add_argument("--layer", required=True,
-                         help="the layer's name, e.g. transformer_layer_2")
+    command.add_argument("--layer", required=True, action="append", metavar="NAME", help=(
+        "the layer's name, e.g. transformer_layer_2, or path, e.g. "
+        "transformer_layer_2/feedforward_output_dense (repeat for several input "
+        "blocks)"))
+    command.add_argument("--target-layer", action="append", default=[], metavar="NAME",
+                         help=("a layer whose output is a target block, after the "
+                               "--layer blocks (repeatable; default: none)"))
     command.add_argument("--out", required=True, metavar="STORE_DIR",
                          help="the store folder: new or empty (its parent must exist)")
     command.add_argument("--texts", default="stdlib",
@@ -77,7 +87,15 @@ def add_harvest_command(subparsers, parents=()):
 
 
 def check_harvest(args):
-    """The checks of `harvest` that need no model: its input files and `--out`."""
+    """The checks of `harvest` that need no model: its layers, input files and
+    `--out`."""
+    places = args.layer + args.target_layer
+    repeated = sorted({name for name in places if places.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            "`--layer` and `--target-layer` must name each layer once. Received: "
+            f"--layer {args.layer} --target-layer {args.target_layer}, repeating "
+            f"{repeated}")
     if args.model == "minilm":
         if args.inputs is not None:
             raise ValueError(

@@ -43,6 +43,7 @@ BOTH_BACKENDS = {
     "test_keras_compat.py", "test_sparse_kernels.py",
     "test_variants.py", "test_mixed_precision.py", "test_device_resident_fit.py",
     "test_sparse_training.py", "test_target_l0.py", "test_hostile_fit.py",
+    "test_transcoders.py",
 }
 # Tests of those files that run on TensorFlow only (a substring of the test's
 # name): the six short fits on digits. On JAX each variant's math is checked

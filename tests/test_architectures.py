@@ -25,6 +25,7 @@ from tests.harness import ARCHITECTURES, architecture_kwargs, with_edited_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOT_RECORDED = {"input_dim", "latent_dim", "name", "dtype"}
+TRANSCODER_ONLY = {"output_dim", "skip"}   # recorded for transcoders only
 
 
 def _mesh():
@@ -52,12 +53,20 @@ def test_a_built_model_records_its_builder_and_arguments(architecture):
     assert model.architecture["name"] == architecture
     arguments = model.architecture["arguments"]
     parameters = set(inspect.signature(record.builder).parameters) - NOT_RECORDED
-    assert set(arguments) == parameters
+    assert set(arguments) == parameters - TRANSCODER_ONLY
     json.dumps(arguments)   # saved with the model
     rebuilt = gsl.build_sae(architecture, 8, 32, **arguments)
     assert rebuilt.architecture == model.architecture
     assert [tuple(w.shape) for w in rebuilt.weights] == [
         tuple(w.shape) for w in model.weights]
+    # A transcoder's record holds its target width and skip, and rebuilds it.
+    transcoder = gsl.build_transcoder(architecture, 8, 6, 32, skip=True, **kwargs)
+    arguments = transcoder.architecture["arguments"]
+    assert set(arguments) == parameters
+    rebuilt = gsl.build_sae(architecture, 8, 32, **arguments)
+    assert rebuilt.architecture == transcoder.architecture and rebuilt.is_transcoder
+    assert [tuple(w.shape) for w in rebuilt.weights] == [
+        tuple(w.shape) for w in transcoder.weights]
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

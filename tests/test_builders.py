@@ -33,6 +33,13 @@ CALLS = {
     "matryoshka": [("build_matryoshka_sae", dict(k=4, prefix_sizes=[4, 16]))],
     "registry": [("build_sae", dict(architecture="relu", sparsity_coefficient=1e-3)),
                  ("build_sae", dict(architecture="matryoshka", k=4))],
+    "transcoder": [("build_transcoder", dict(architecture="topk", output_dim=5, k=4,
+                                             skip=True)),
+                   ("build_transcoder", dict(architecture="gated", output_dim=8,
+                                             sparsity_coefficient=1e-3))],
+    # One layer of width 8: the test's batch is 8 wide.
+    "crosscoder": [("build_crosscoder", dict(num_layers=1, sparsity_coefficient=1e-3)),
+                   ("build_crosscoder", dict(num_layers=1, architecture="topk", k=4))],
 }
 
 
@@ -103,7 +110,8 @@ def test_a_copied_builder_builds_the_same_model(module, copied_module):
     for builder, kwargs in CALLS[module]:
         assert getattr(copy, builder) is not getattr(original, builder)
         kwargs = dict(kwargs, input_dim=8, latent_dim=32)
-        args = (kwargs.pop("architecture"),) if builder == "build_sae" else ()
+        args = ((kwargs.pop("architecture"),)
+                if builder in ("build_sae", "build_transcoder") else ())
         expected = getattr(original, builder)(*args, **kwargs)
         copied = getattr(copy, builder)(*args, **kwargs)
         assert describe(copied) == describe(expected)

@@ -42,8 +42,9 @@ from keras import ops
 
 import gated_sae_layers as gsl
 from gated_sae_layers.interop import load_sae, save_sae
+from tests.torch_peers import import_torch
 
-torch = pytest.importorskip("torch")
+torch = import_torch()
 sae_lens = pytest.importorskip("sae_lens", minversion="6")
 
 D_IN, D_SAE, ROWS = 8, 16, 32

@@ -8,11 +8,12 @@ from gated_sae_layers.activations.normalization import (
 from gated_sae_layers.activations.splice import SplicedModel, loss_recovered, spliced
 from gated_sae_layers.activations.store import (
     ActivationStore, StoreCorruptionError, StoreLockedError)
-from gated_sae_layers.activations.stream import store_dataset
+from gated_sae_layers.activations.stream import paired_dataset, store_dataset
 
 
 __all__ = [
     "ActivationStore", "SplicedModel", "StoreCorruptionError", "StoreLockedError",
     "estimate_center", "estimate_norm_scale", "geometric_median", "harvest", "load_minilm",
-    "loss_recovered", "minilm_path", "spliced", "stdlib_docstrings", "store_dataset",
+    "loss_recovered", "minilm_path", "paired_dataset", "spliced", "stdlib_docstrings",
+    "store_dataset",
 ]

@@ -1,8 +1,9 @@
 """The files of an activation store, handled so that nothing in the folder is
 trusted: the format's constants and errors, opening regular files without
-following symbolic links, reading and validating the manifest, checking a
-shard's `.npy` header and size, the writer's lock (`fcntl.flock`), atomic
-writes through per-process temporary files, and sha256.
+following symbolic links, reading and validating the manifest (the column
+blocks its metadata may record included), checking a shard's `.npy` header
+and size, the writer's lock (`fcntl.flock`), atomic writes through
+per-process temporary files, and sha256.
 
 `ActivationStore` (in `store.py`) is built on these; this module knows
 nothing of it.
@@ -24,6 +25,11 @@ VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = "writer.lock"
 DTYPES = ("float16", "float32")
+# The metadata key of a store's column blocks (`harvest` of several layers):
+# a list of `{"name": str, "width": int}`, in column order.
+BLOCKS_KEY = "blocks"
+# The name of the one block of a store without recorded blocks or a `layer`.
+DEFAULT_BLOCK_NAME = "activations"
 _MAX_MANIFEST_BYTES = 1 << 28
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _TEMPORARY = re.compile(r"(shard_\d{5}\.npy|manifest\.json)\.\d+\.[0-9a-f]{8}\.tmp\Z")
@@ -144,6 +150,9 @@ def _manifest_problem(manifest):
             return f"`{key}` must be a {kind.__name__}"
     if not all(_is_int(v, 0) for v in manifest["progress"].values()):
         return "`progress` must hold integers >= 0"
+    problem = blocks_problem(manifest["metadata"], manifest["input_dim"])
+    if problem:
+        return problem
     for index, shard in enumerate(manifest["shards"]):
         if not isinstance(shard, dict):
             return f"shard {index} must be a dict with `file`, `rows` and `sha256`"
@@ -157,6 +166,52 @@ def _manifest_problem(manifest):
         if "bytes" in shard and not _is_int(shard["bytes"], 0):
             return f"shard {index} must have an integer `bytes`"
     return None
+
+
+def blocks_problem(metadata, input_dim):
+    """What is wrong with `metadata["blocks"]` (see `BLOCKS_KEY`) for rows of
+    width `input_dim`, or None (also where there are no blocks)."""
+    if BLOCKS_KEY not in metadata:
+        return None
+    blocks = metadata[BLOCKS_KEY]
+    if not isinstance(blocks, list) or not blocks:
+        return (f"`metadata['{BLOCKS_KEY}']` must be a non-empty list of "
+                f"{{'name': str, 'width': int}}, not {blocks!r:.80}")
+    for index, block in enumerate(blocks):
+        if (not isinstance(block, dict) or set(block) != {"name", "width"}
+                or not isinstance(block["name"], str) or not block["name"]
+                or not _is_int(block["width"], 1)):
+            return (f"block {index} of `metadata['{BLOCKS_KEY}']` must be "
+                    f"{{'name': a non-empty str, 'width': an integer >= 1}}, "
+                    f"not {block!r:.80}")
+    names = [block["name"] for block in blocks]
+    if len(set(names)) != len(names):
+        return f"the names of `metadata['{BLOCKS_KEY}']` must differ, not {names!r:.200}"
+    widths = [block["width"] for block in blocks]
+    if sum(widths) != input_dim:
+        return (f"the widths of `metadata['{BLOCKS_KEY}']` must sum to the store's "
+                f"input_dim={input_dim}, not {sum(widths)} (widths {widths!r:.200})")
+    return None
+
+
+def block_ranges(metadata, input_dim, manifest_path):
+    """`((name, start, stop), ...)`: the column blocks `metadata` records
+    (validated: a bad record raises `StoreCorruptionError` naming
+    `manifest_path`), or one block of the whole width, named after
+    `metadata["layer"]` where that is a string."""
+    if BLOCKS_KEY not in metadata:
+        name = metadata.get("layer")
+        return ((name if isinstance(name, str) and name else DEFAULT_BLOCK_NAME,
+                 0, input_dim),)
+    problem = blocks_problem(metadata, input_dim)
+    if problem:
+        raise StoreCorruptionError(
+            f"{manifest_path} is not a valid store manifest: {problem}.")
+    ranges, start = [], 0
+    for block in metadata[BLOCKS_KEY]:
+        ranges.append((block["name"], start, start + block["width"]))
+        start += block["width"]
+    return tuple(ranges)
 
 
 def _check_manifest(manifest, path):

@@ -1,4 +1,5 @@
-"""Collects a layer's activations from any Keras model."""
+"""Collects a layer's activations, or several layers' side by side, from any
+Keras model."""
 
 import hashlib
 
@@ -7,69 +8,25 @@ from keras import ops
 
 import keras
 
-from gated_sae_layers._keras_compat import sublayers
 from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers.activations.places import LayerOutputs, find_layers
 from gated_sae_layers.activations.rows import example_batches, flatten_rows, num_examples
-from gated_sae_layers.activations.store import FINGERPRINT_KEY
+from gated_sae_layers.activations.store import BLOCKS_KEY, FINGERPRINT_KEY
 
 
-def find_layer(model, layer):
-    """`layer` of `model`: a `Layer` as given, or the layer of that name
-    (nested layers searched too); raises a `ValueError` listing the model's
-    layers where none has the name, a `TypeError` for anything else."""
-    if isinstance(layer, keras.layers.Layer):
-        return layer
-    if isinstance(layer, str):
-        try:
-            return model.get_layer(layer)
-        except ValueError:
-            names = [l.name for l in sublayers(model)]
-            matches = [l for l in sublayers(model)
-                       if l.name == layer]
-            if matches:
-                return matches[0]
-            raise ValueError(
-                f"Model '{model.name}' has no layer named {layer!r}. Its layers: "
-                f"{names[:20]}{' ...' if len(names) > 20 else ''}") from None
-    raise TypeError(
-        f"`layer` must be a layer name or a Layer. Received: layer={layer!r}")
-
-
-class _OutputOf:
-    """Runs `model` and returns `layer`'s output: through a Functional
-    sub-model where the graph allows it, else by capturing the layer's call
-    (for subclassed models)."""
-
-    def __init__(self, model, layer):
-        self.model, self.layer = model, layer
-        self.submodel = None
-        try:
-            output = layer.output
-            self.submodel = keras.Model(model.input, output)
-        except (AttributeError, ValueError, TypeError):
-            self.submodel = None
-
-    def __call__(self, inputs):
-        if self.submodel is not None:
-            return self.submodel(inputs, training=False)
-        captured = []
-        original = self.layer.call
-
-        def capture(*args, **kwargs):
-            output = original(*args, **kwargs)
-            captured.append(output)
-            return output
-
-        self.layer.call = capture
-        try:
-            self.model(inputs, training=False)
-        finally:
-            del self.layer.call
-        if not captured:
-            raise ValueError(
-                f"Layer '{self.layer.name}' was not called by model "
-                f"'{self.model.name}': its output is not reachable.")
-        return captured[-1]
+def _side_by_side(outputs, names):
+    """`outputs` (numpy, one per layer) joined along the last axis, and their
+    blocks `[{"name", "width"}]`; a `(batch,)` output is one column."""
+    shapes = [o.shape for o in outputs]
+    outputs = [o[:, None] if o.ndim == 1 else o for o in outputs]
+    if len({o.shape[:-1] for o in outputs}) > 1:
+        received = ", ".join(f"{n!r}: {shape}" for n, shape in zip(names, shapes))
+        raise ValueError(
+            "The layers' outputs must have the same shape in every axis but the last, "
+            "to be paired row by row (one row per example or position, their widths "
+            f"side by side). Received: {received}")
+    blocks = [{"name": n, "width": int(o.shape[-1])} for n, o in zip(names, outputs)]
+    return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs, -1)), blocks
 
 
 def _batches(inputs, batch_size):
@@ -107,6 +64,27 @@ def inputs_fingerprint(batch_inputs, num_examples):
     return {"num_examples": num_examples, "first_example_sha256": digest.hexdigest()}
 
 
+def _check_blocks(store, blocks, record):
+    """Checks `blocks` against those `store` records; records them where it
+    has none and `record` (a harvest of a list of layers)."""
+    recorded = store.metadata.get(BLOCKS_KEY)
+    if recorded is None and not record:
+        return
+    width = sum(block["width"] for block in blocks)
+    if width != store.input_dim:
+        raise ValueError(
+            f"The store at {store.path} holds rows of width {store.input_dim}, but the "
+            f"layers' outputs are {width} wide side by side. Create it with "
+            f"input_dim={width}. Received: blocks={blocks}")
+    if recorded is None:
+        store.update_metadata({BLOCKS_KEY: blocks})
+    elif recorded != blocks:
+        raise ValueError(
+            f"Cannot resume the harvest into {store.path}: its rows hold the blocks "
+            f"{recorded}, and resuming would mix two sources. Received: blocks={blocks}. "
+            "Harvest the same layers, in the same order, or into another folder.")
+
+
 def _check_fingerprint(store, fingerprint):
     """Records `fingerprint` in a store without one; else raises if it differs."""
     recorded = store.metadata.get(FINGERPRINT_KEY)
@@ -138,9 +116,40 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
     positions are dropped, and positions whose `token_ids` are in
     `drop_token_ids` (e.g. `[CLS]`, `[SEP]`) too.
 
+    Several places at once (transcoders, crosscoders): with a list of
+    layers the model runs once per batch and row `i` is the layers' rows
+    `i` side by side, `[out_0[i] | out_1[i] | ...]`, with the same rows
+    dropped from each. Every output must have the same shape but for its
+    last axis (else `ValueError`). A store then records the column blocks
+    in its metadata (`blocks`: `[{"name": ..., "width": ...}, ...]`, read
+    back as `ActivationStore.blocks`), and a resume must list the same
+    layers; `paired_dataset` streams chosen blocks as `(x, y)` pairs.
+
+    Naming layers: a name searches nested layers too (the first match);
+    a path `"outer/inner"` picks a layer inside another, e.g. in a
+    keras_hub transformer, whose blocks share their sublayers' names.
+    The MLP (feed-forward) block of MiniLM/BERT's `transformer_layer_L`
+    (post-layer-norm, `normalize_first=False`) reads
+    `"transformer_layer_L/self_attention_layer_norm"` (the attention
+    sublayer's residual stream, normalized) and writes
+    `"transformer_layer_L/feedforward_output_dense"` (before dropout and
+    the residual); its hidden activations are
+    `"transformer_layer_L/feedforward_intermediate_dense"`. (In a
+    pre-layer-norm encoder, `normalize_first=True`, the MLP reads
+    `"transformer_layer_L/feedforward_layer_norm"`.) A transcoder of block
+    2 of MiniLM:
+
+    ```python
+    rows = harvest(backbone, ["transformer_layer_2/self_attention_layer_norm",
+                              "transformer_layer_2/feedforward_output_dense"], inputs)
+    mlp_in, mlp_out = rows[:, :384], rows[:, 384:]
+    ```
+
     Args:
         model: a Keras model.
-        layer: a layer name (nested layers are searched too) or a `Layer`.
+        layer: a layer name or path (see above) or a `Layer`; or a list or
+            tuple of them, each layer once (their blocks are named by the
+            strings given, or the layers' names).
         inputs: an array, a dict of arrays, or a `tf.data.Dataset` of
             batches (`x` or `(x, y)`).
         batch_size: examples per forward pass (arrays only).
@@ -158,16 +167,18 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
         progress: show a Keras progress bar.
 
     Returns:
-        `(rows, width)` float32 array, or the store (closed) when given one.
+        `(rows, width)` float32 array (`width` the sum of the layers'
+        widths), or the store (closed) when given one.
     """
     try:
         batch_size = check_positive_int(batch_size, "batch_size")
-        run = _OutputOf(model, find_layer(model, layer))
+        layers, names = find_layers(model, layer)
+        run = LayerOutputs(model, layers)
         total = (None if hasattr(inputs, "element_spec")
                  else len(keras.tree.flatten(inputs)[0]))
         bar = keras.utils.Progbar(total, unit_name="example") if progress else None
-        collected = _run(run, inputs, batch_size, store, total, bar,
-                         (drop_padding, drop_token_ids))
+        collected = _run(run, names, isinstance(layer, (list, tuple)), inputs,
+                         batch_size, store, total, bar, (drop_padding, drop_token_ids))
     except BaseException:
         if store is not None:
             store.abandon()
@@ -178,27 +189,34 @@ def harvest(model, layer, inputs, batch_size=32, store=None, drop_padding=True,
     return np.concatenate(collected) if collected else np.zeros((0, 0), "float32")
 
 
-def _run(run, inputs, batch_size, store, total, bar, drop):
-    """Runs every batch not yet in `store`; the rows, where there is no store."""
+def _run(run, names, several, inputs, batch_size, store, total, bar, drop):
+    """Runs every batch not yet in `store`; the rows, where there is no store.
+    `several`: `layer` was a list (the store records the blocks)."""
     done = store.progress.get("examples_done", 0) if store is not None else 0
     skip_rows = store.progress.get("rows_into_next_example", 0) if store is not None else 0
     collected, example = [], 0
     for batch_inputs, size in _batches(inputs, batch_size):
-        if store is not None and example == 0:
+        check = store is not None and example == 0
+        if check:
             _check_fingerprint(store, inputs_fingerprint(batch_inputs, total))
-        if example + size <= done:
+            check = several or BLOCKS_KEY in store.metadata
+        if example + size <= done and not check:
             example += size
             if bar:
                 bar.add(size)
             continue
-        output = np.asarray(ops.convert_to_numpy(run(batch_inputs)), "float32")
+        output, blocks = _side_by_side(
+            [np.asarray(ops.convert_to_numpy(o), "float32") for o in run(batch_inputs)],
+            names)
+        if check:
+            _check_blocks(store, blocks, several)
         mask = _row_mask(batch_inputs, *drop, output) if (
             output.ndim == 3) else None
         for i in range(size):
             index = example + i
             if index < done:
                 continue
-            rows = flatten_rows(output[i] if output.ndim > 1 else output[i][None])
+            rows = flatten_rows(output[i])
             if mask is not None:
                 rows = rows[mask[i].reshape(-1)]
             if index == done and skip_rows:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from gated_sae_layers.activations.harvest import find_layer
+from gated_sae_layers.activations.places import find_layer
 from gated_sae_layers.activations.rows import example_batches, flatten_rows
 
 MODES = ("clean", "sae", "zero")

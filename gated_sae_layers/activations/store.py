@@ -3,8 +3,9 @@
 Layout of a store folder:
 
 ```
-manifest.json          # format, input_dim, dtype, metadata, shards (file, rows,
-                       # bytes, sha256), progress
+manifest.json          # format, input_dim, dtype, metadata (with `blocks`, the
+                       # column blocks, where rows join several layers), shards
+                       # (file, rows, bytes, sha256), progress
 shard_00000.npy        # (rows, input_dim) arrays, written whole then renamed
 shard_00001.npy
 ...
@@ -43,12 +44,14 @@ import numpy as np
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations._store_files import (
-    DTYPES, FORMAT, LOCK, MANIFEST, VERSION, StoreCorruptionError, StoreLockedError,
-    _check_manifest, _lock, _open_shard, _read_manifest, _sha256, _write_atomically,
-    shard_name)
+    BLOCKS_KEY, DTYPES, FORMAT, LOCK, MANIFEST, VERSION, StoreCorruptionError,
+    StoreLockedError, _check_manifest, _lock, _open_shard, _read_manifest, _sha256,
+    _write_atomically, block_ranges, blocks_problem, shard_name)
 
 # Written into `metadata` and checked by `harvest`, not by `create(resume=True)`.
 FINGERPRINT_KEY = "inputs_fingerprint"
+# What `harvest` writes into `metadata`: a resume need not pass them again.
+HARVEST_KEYS = (FINGERPRINT_KEY, BLOCKS_KEY)
 
 
 def _json_dict(value, name):
@@ -82,8 +85,10 @@ class ActivationStore:
             or `"float32"`.
         shard_rows: int, rows per shard (the last shard may be shorter).
         metadata: a JSON-serializable dict (model, layer, ...) kept in the
-            manifest. A resume must pass the same metadata (the harvest's
-            `inputs_fingerprint`, checked by `harvest`, aside).
+            manifest. A resume must pass the same metadata (what `harvest`
+            records, `inputs_fingerprint` and `blocks`, aside: `harvest`
+            checks those). `metadata["blocks"]`, if given, names the
+            column blocks (see `blocks`).
         resume: continue an unfinished store at `path` instead of failing.
 
     Example:
@@ -119,6 +124,10 @@ class ActivationStore:
         if dtype not in DTYPES:
             raise ValueError(f"`dtype` must be one of {DTYPES}. Received: dtype={dtype!r}")
         metadata = _json_dict(metadata, "metadata")
+        problem = blocks_problem(metadata, input_dim)
+        if problem:
+            raise ValueError(f"Invalid `metadata`: {problem}. Received: "
+                             f"metadata[{BLOCKS_KEY!r}]={metadata[BLOCKS_KEY]!r:.200}")
         settings = {"input_dim": input_dim, "dtype": dtype, "shard_rows": shard_rows}
         cls._existing(path, resume, settings, metadata)  # wrong arguments fail first
         path.mkdir(parents=True, exist_ok=True)
@@ -157,7 +166,7 @@ class ActivationStore:
                 f"Cannot resume the store at {self.path}: it was created with "
                 f"{found}. Received: {expected}")
         stored = self.metadata
-        keys = (stored.keys() | metadata.keys()) - ({FINGERPRINT_KEY} - metadata.keys())
+        keys = (stored.keys() | metadata.keys()) - (set(HARVEST_KEYS) - metadata.keys())
         missing = object()
         differing = sorted(k for k in keys if stored.get(k, missing) != metadata.get(k, missing))
         if differing:
@@ -232,6 +241,10 @@ class ActivationStore:
         the manifest atomically. Only a writer (from `create`) may."""
         items = _json_dict(items, "items")
         self._check_writable()
+        problem = blocks_problem({**self.metadata, **items}, self.input_dim)
+        if problem:
+            raise ValueError(f"Invalid `items`: {problem}. Received: "
+                             f"items={items!r:.200}")
         self.manifest["metadata"].update(items)
         self._write_manifest()
 
@@ -298,6 +311,31 @@ class ActivationStore:
     metadata = property(lambda self: self.manifest["metadata"])
     progress = property(lambda self: self.manifest["progress"])
 
+    @property
+    def blocks(self):
+        """The column blocks of the rows: a tuple of `(name, start, stop)`.
+
+        A harvest of several layers (or places) stores each row as their
+        outputs side by side, and records the blocks in
+        `metadata["blocks"]` (`[{"name": ..., "width": ...}, ...]`, in
+        column order); block `i` is `rows[:, start_i:stop_i]`. A store
+        without recorded blocks has one block spanning the whole width,
+        named after `metadata["layer"]` where that is a string (else
+        `"activations"`). Read-only; recorded blocks are validated on
+        every read (names non-empty and distinct, widths integers >= 1
+        summing to `input_dim`): a manifest changed since raises
+        `StoreCorruptionError`.
+
+        Example:
+
+        >>> import tempfile
+        >>> store = ActivationStore.create(tempfile.mkdtemp(), input_dim=5, metadata={
+        ...     "blocks": [{"name": "mlp_in", "width": 3}, {"name": "mlp_out", "width": 2}]})
+        >>> store.blocks
+        (('mlp_in', 0, 3), ('mlp_out', 3, 5))
+        """
+        return block_ranges(self.metadata, self.input_dim, self.path / MANIFEST)
+
     def _open_shard(self, index):
         """`(file, stat, data offset)` of shard `index`, checked to be the
         regular file `shard_{index:05d}.npy` with the manifest's shape, dtype
@@ -335,6 +373,6 @@ class ActivationStore:
 
 
 __all__ = [
-    "ActivationStore", "DTYPES", "FINGERPRINT_KEY", "FORMAT", "LOCK", "MANIFEST",
-    "StoreCorruptionError", "StoreLockedError", "VERSION", "shard_name",
+    "ActivationStore", "BLOCKS_KEY", "DTYPES", "FINGERPRINT_KEY", "FORMAT", "HARVEST_KEYS",
+    "LOCK", "MANIFEST", "StoreCorruptionError", "StoreLockedError", "VERSION", "shard_name",
 ]

@@ -1,10 +1,18 @@
-"""`gated-sae harvest`: a layer's activations into a store.
+"""`gated-sae harvest`: a layer's activations into a store, or several
+layers' side by side.
 
 Its options and early checks are in `gated_sae_layers_cli.harvest`.
 `--skip N` skips the first N texts or input rows, so that a held-out store
 comes from the same source as the training store without sharing an
 example; the store's metadata records it (`skip`), and `harvest_texts`
 gives back a store's texts from its metadata.
+
+With several layers (`--layer` repeated, `--target-layer`), each row holds
+their outputs side by side, the `--layer` blocks first, and the metadata
+records the blocks (`blocks`, by `harvest`) and, where there are targets,
+their roles: `roles = {"inputs": [names], "targets": [names]}`, so that
+`paired_dataset(store, roles["inputs"], roles["targets"], batch_size)` pairs
+them.
 """
 
 import contextlib
@@ -26,17 +34,21 @@ def run_harvest(args):
     check_harvest(args)
     import_modules(args.imports)
     model, inputs, drop, metadata = _load(args)
+    places = args.layer + args.target_layer
+    layer = places[0] if len(places) == 1 else places
     replace = args.overwrite and (pathlib.Path(args.out) / MANIFEST).exists()
     replacing = replacing_store(args.out) if replace else contextlib.nullcontext(args.out)
     with replacing as folder:
-        store = ActivationStore.create(folder, _width(model, args.layer, inputs),
+        store = ActivationStore.create(folder, _width(model, layer, inputs),
                                        args.dtype, args.shard_rows, metadata,
                                        resume=args.resume)
-        harvest(model, args.layer, inputs, batch_size=args.batch_size, store=store,
+        harvest(model, layer, inputs, batch_size=args.batch_size, store=store,
                 drop_token_ids=drop, progress=not args.quiet)
     printed = {"store": str(args.out), "rows": store.num_rows, "shards": store.num_shards,
                "input_dim": store.input_dim, "examples": len(keras.tree.flatten(inputs)[0]),
                "skip": args.skip}
+    if len(places) > 1:
+        printed["blocks"] = [list(block) for block in store.blocks]
     print(json.dumps(printed))
     return printed
 
@@ -63,7 +75,11 @@ def harvest_texts(texts, skip, count, texts_file=None):
 
 def _load(args):
     """`(model, inputs, token ids to drop, store metadata)` for `harvest`."""
-    metadata = {"model": args.model, "layer": args.layer, "skip": args.skip}
+    metadata = {"model": args.model,
+                "layer": args.layer[0] if len(args.layer) == 1 else args.layer,
+                "skip": args.skip}
+    if args.target_layer:
+        metadata["roles"] = {"inputs": args.layer, "targets": args.target_layer}
     if args.model != "minilm":
         inputs = _npy_inputs(args)
         model = keras.saving.load_model(args.model)

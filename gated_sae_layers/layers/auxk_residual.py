@@ -60,3 +60,44 @@ class AuxKResidual(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
+
+
+@keras.saving.register_keras_serializable(package="gated_sae_layers")
+class AuxKPrediction(keras.layers.Layer):
+    """The AuxK prediction of the target, for dictionaries whose target is not their input.
+
+    ```
+    out = stop_gradient(y_hat) + e_hat        # e_hat = z_aux @ W_dec
+    ||y - out||^2 = ||e - e_hat||^2           # e = y - stop_gradient(y_hat)
+    ```
+
+    A transcoder reconstructs a target `y` (`fit(x, y)`) that is not in its
+    graph, so `AuxKResidual` cannot form `e = y - y_hat` there. This layer
+    hands the loss `stop_gradient(y_hat) + e_hat` instead, and
+    `AuxKTargetLoss` squares `y - out`: the same `||e - e_hat||^2` of Gao et
+    al. 2024 (arXiv:2406.04093, sec. A.2), with the same gradients. Rows
+    without AuxK latents log `||e||^2` (a constant, no gradient) where
+    `AuxKResidual` logs 0.
+
+    Call arguments:
+        inputs: a list `[reconstruction, aux_prediction]`, both
+            `(batch, output_dim)`.
+
+    Returns:
+        `(batch, output_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> y_hat = np.array([[0.5, 2.0]], "float32")
+    >>> e_hat = np.array([[0.25, 0.0]], "float32")
+    >>> np.asarray(AuxKPrediction()([y_hat, e_hat])).tolist()
+    [[0.75, 2.0]]
+    """
+
+    def call(self, inputs):
+        reconstruction, aux_prediction = inputs
+        return ops.stop_gradient(reconstruction) + aux_prediction
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])

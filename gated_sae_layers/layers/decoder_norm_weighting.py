@@ -3,9 +3,24 @@
 import keras
 from keras import ops
 
-from gated_sae_layers._validation import check_floating_input
+from gated_sae_layers._validation import check_floating_input, check_positive_int
 from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
 from gated_sae_layers.sparse.kernels import gather_vector
+
+
+def block_norms(kernel, blocks):
+    """`||W_dec[j, l]||` per block `l` of columns and latent `j`: `(blocks, latent_dim)`.
+
+    `kernel` is `(latent_dim, blocks * width)`; block `l` is its columns
+    `l * width` to `(l + 1) * width` (a crosscoder's layer `l`).
+    """
+    latent_dim, columns = tuple(kernel.shape)
+    if columns % blocks:
+        raise ValueError(
+            f"The decoder's {columns} columns do not split into {blocks} equal "
+            f"blocks. Received: W_dec of shape {(latent_dim, columns)}, blocks={blocks}")
+    rows = ops.reshape(kernel, (latent_dim, blocks, columns // blocks))
+    return ops.transpose(ops.sqrt(ops.sum(ops.square(rows), axis=-1)))
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
@@ -22,6 +37,12 @@ class DecoderNormWeighting(keras.layers.Layer):
     without the unit-norm constraint: growing a row no longer dodges the
     penalty. `build_relu_sae(..., weight_by_decoder_norm=True)` uses it.
 
+    With `blocks=n` (a crosscoder over `n` layers, whose decoder rows are
+    the `n` layers' rows side by side) each latent is weighted by the sum of
+    its per-layer norms, `f_j * sum_l ||W_dec[j, l]||`: the penalty of
+    Lindsey et al. 2024 ("Sparse crosscoders for cross-layer features and
+    model diffing").
+
     The layer has no weights: it reads `decoder.row_norms()` of the model's
     `UnitNormDecoder` (gradients flow to `W_dec` through the norms). Saved
     with `model.save` and loaded with `keras.saving.load_model`, it points
@@ -32,6 +53,8 @@ class DecoderNormWeighting(keras.layers.Layer):
 
     Args:
         decoder: the `UnitNormDecoder` whose row norms weight the latents.
+        blocks: int >= 1, the number of equal blocks of columns of `W_dec`
+            whose norms are summed (1: the row norm).
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -51,7 +74,7 @@ class DecoderNormWeighting(keras.layers.Layer):
     [[5.0, 1.0]]
     """
 
-    def __init__(self, decoder, **kwargs):
+    def __init__(self, decoder, blocks=1, **kwargs):
         if isinstance(decoder, dict):  # a serialized decoder not shared on load
             decoder_config, decoder = decoder, None
         elif isinstance(decoder, UnitNormDecoder):
@@ -61,6 +84,7 @@ class DecoderNormWeighting(keras.layers.Layer):
                 "`decoder` must be a `UnitNormDecoder` (the model's decoder). "
                 f"Received: decoder={decoder!r} of type {type(decoder).__name__}")
         super().__init__(**kwargs)
+        self.blocks = check_positive_int(blocks, "blocks")
         object.__setattr__(self, "_decoder_config", decoder_config)
         self.decoder = decoder
 
@@ -97,7 +121,9 @@ class DecoderNormWeighting(keras.layers.Layer):
                 "shared layer. Set `layer.decoder = model.decoder` (a "
                 "`SparseAutoencoder` does this itself), or save and load the "
                 "model with `model.save` / `keras.saving.load_model`.")
-        return self.decoder.row_norms()
+        if self.blocks == 1:
+            return self.decoder.row_norms()
+        return ops.sum(block_norms(self.decoder.kernel, self.blocks), axis=0)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(tuple(inputs.shape), dtype=self.compute_dtype)
@@ -105,7 +131,7 @@ class DecoderNormWeighting(keras.layers.Layer):
     def get_config(self):
         decoder = self._decoder_config if self.decoder is None else (
             keras.saving.serialize_keras_object(self.decoder))
-        return {**super().get_config(), "decoder": decoder}
+        return {**super().get_config(), "decoder": decoder, "blocks": self.blocks}
 
     @classmethod
     def from_config(cls, config):

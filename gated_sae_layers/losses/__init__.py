@@ -8,7 +8,7 @@ averaged over the batch:
 | `base` | `at_least_float32` | `CoefficientLoss`, the base of every term with a coefficient |
 | `reconstruction` | `squared_error` | `ReconstructionLoss`: `||x - x_hat||^2` |
 | `sparsity` | `l1_of_relu`, `l1_norm`, `active_count` | `SparsityLoss` (the base), `SparsityPenalty` (gated), `L1Penalty` (ReLU), `L0Penalty` (JumpReLU) |
-| `auxiliary` | `squared_norm` | `AuxReconstruction` (gated), `AuxKLoss` (TopK) |
+| `auxiliary` | `squared_norm` | `AuxReconstruction` (gated), `AuxKLoss` (TopK), `AuxKTargetLoss` (TopK transcoders) |
 
 The total gated SAE loss (Rajamanoharan et al. 2024, arXiv:2404.16014, eq. 8):
 
@@ -23,7 +23,12 @@ auxiliary term (`AuxKLoss`); the sparsity terms say so with
 `is_sparsity_term = True`.
 """
 
-from gated_sae_layers.losses.auxiliary import AuxKLoss, AuxReconstruction, squared_norm
+from gated_sae_layers.losses.auxiliary import (
+    AuxKLoss,
+    AuxKTargetLoss,
+    AuxReconstruction,
+    squared_norm,
+)
 from gated_sae_layers.losses.base import PACKAGE, CoefficientLoss, at_least_float32
 from gated_sae_layers.losses.reconstruction import ReconstructionLoss, squared_error
 from gated_sae_layers.losses.sparsity import (
@@ -39,6 +44,7 @@ from gated_sae_layers.losses.sparsity import (
 __all__ = [
     "PACKAGE",
     "AuxKLoss",
+    "AuxKTargetLoss",
     "AuxReconstruction",
     "CoefficientLoss",
     "L0Penalty",

@@ -103,3 +103,38 @@ class AuxKLoss(CoefficientLoss):
 
     def call(self, y_true, y_pred):
         return self.scaled(squared_norm(y_pred))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AuxKTargetLoss(CoefficientLoss):
+    """AuxK loss of a transcoder, `alpha * ||y - (stop_gradient(y_hat) + e_hat)||^2`.
+
+    The `AuxKLoss` of Gao et al. 2024 (arXiv:2406.04093, sec. A.2) for a
+    dictionary whose target `y` is not its input: `AuxKPrediction` outputs
+    `stop_gradient(y_hat) + e_hat`, and `y - that = e - e_hat` with
+    `e = y - stop_gradient(y_hat)`. Per example, mean over the batch.
+
+    Args:
+        coefficient: float >= 0, alpha. Default 1/32.
+        name: the name logged during `fit`; default `"aux"`.
+        reduction: a Keras reduction; default `"sum_over_batch_size"`.
+        dtype: the computation dtype.
+
+    Call arguments:
+        y_true: `(batch, output_dim)`, the target `y`.
+        y_pred: `(batch, output_dim)`, the `AuxKPrediction` output.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(AuxKTargetLoss(0.5)(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))
+    2.5
+    """
+
+    def __init__(self, coefficient=1 / 32, name="aux",
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(coefficient, name, reduction, dtype)
+
+    def call(self, y_true, y_pred):
+        check_same_shape(y_true, y_pred, "AuxKTargetLoss")
+        return self.scaled(squared_error(y_true, y_pred))

@@ -70,10 +70,11 @@ def initialize_decoder_bias(model, data, method, sample_rows, seed):
     """`model.initialize_decoder_bias(...)`: `b_dec` at the center of `data`."""
     from gated_sae_layers.activations.normalization import estimate_center
 
+    # `b_dec` lives in the output space: a transcoder centers on its targets.
     if hasattr(data, "read_shard"):
-        input_rule.check_model_data(model, data, "data")
+        input_rule.check_model_data(model, data, "data", targets=True)
     else:
-        data = check_activations(data, model.input_dim, "data")
+        data = check_activations(data, model.output_dim, "data")
     center = estimate_center(data, method, sample_rows, seed)
     model.decoder.bias.assign(center)
     return center

@@ -77,6 +77,23 @@ def _unwrap(x, input_name, name):
     return x[input_name]
 
 
+def check_targets(model, x, y):
+    """Raises unless a transcoder gets its targets: `fit(x, y)` or `(x, y)` batches.
+
+    A transcoder trained on `x` alone would be asked to reconstruct `x`
+    (or fail on the widths); streams are checked as they flow (`guard_stream`).
+    """
+    if y is not None or not model.is_transcoder:
+        return
+    if (isinstance(x, ActivationStore) or is_array_like(x) or is_data_frame(x)
+            or isinstance(x, dict)):
+        raise ValueError(
+            f"Model '{model.name}' is a transcoder: it learns to predict targets "
+            f"`y` ({model.output_dim} wide) from inputs `x` ({model.input_dim} "
+            "wide). Pass both, `fit(x=inputs, y=targets)`, or a dataset of "
+            "`(inputs, targets)` batches (`paired_dataset`). Received: y=None")
+
+
 def reject_sample_weight(sample_weight):
     """Raises when sample weights are given: every row counts once."""
     if sample_weight is not None:
@@ -87,7 +104,7 @@ def reject_sample_weight(sample_weight):
             "dataset's tuples); to weight rows, repeat or subsample them.")
 
 
-def check_model_data(model, data, name, check_finite=True):
+def check_model_data(model, data, name, check_finite=True, targets=False):
     """`data` for `model`, checked (and unwrapped) by the one rule.
 
     In-memory arrays (numpy, TF, JAX, pandas) are checked whole, up front;
@@ -96,12 +113,17 @@ def check_model_data(model, data, name, check_finite=True):
     batch as they flow. A model with a `target` output takes any inputs its
     graph takes: only their floating values are checked for NaN/Inf.
     `check_finite=False` skips the host scan (the caller checks on the
-    device).
+    device). `targets=True` checks `y`: `output_dim` wide (a transcoder's
+    target), never unwrapped.
     """
     if data is None:
         return data
     if model.target is not None:
         return check_any_inputs(data, name)
+    if targets:
+        if isinstance(data, ActivationStore) or is_array_like(data) or is_data_frame(data):
+            return check_rows(data, model.output_dim, name)[0]
+        return guard_stream(data, name)
     input_names = [tensor.name for tensor in model.inputs]
     if isinstance(data, dict) and len(input_names) != 1:
         raise ValueError(
@@ -111,25 +133,39 @@ def check_model_data(model, data, name, check_finite=True):
     data = _unwrap(data, input_name, name)
     if isinstance(data, ActivationStore) or is_array_like(data) or is_data_frame(data):
         return check_rows(data, model.input_dim, name, check_finite=check_finite)[0]
-    return guard_stream(data, name, model.input_dim, input_name)
+    return guard_stream(data, name, model.input_dim, input_name,
+                        target_dim=model.output_dim if model.is_transcoder else None)
 
 
-def guard_stream(data, name, input_dim=None, input_name="activations"):
+def guard_stream(data, name, input_dim=None, input_name="activations", target_dim=None):
     """Returns `data` checked as it streams (see the module docstring).
 
     With `input_dim=None` (a model with a `target` output, whose inputs can
     be anything its graph takes) only floating values are checked, for
     NaN/Inf; otherwise batches must be floating, `(batch, input_dim)`, and a
-    dict `{input_name: batch}` is unwrapped.
+    dict `{input_name: batch}` is unwrapped. With `target_dim` (a
+    transcoder), batches must be `(x, y)` pairs with `y` of shape
+    `(batch, target_dim)`.
     """
     if _is_tf_dataset(data):
-        return _guard_dataset(data, name, input_dim, input_name)
+        return _guard_dataset(data, name, input_dim, input_name, target_dim)
     if inspect.isgenerator(data):
-        return _checked_generator(data, name, input_dim, input_name)
+        return _checked_generator(data, name, input_dim, input_name, target_dim)
     return data
 
 
-def _guard_dataset(data, name, input_dim, input_name):
+def _check_target_shape(shape, target_dim, name):
+    if target_dim is None:
+        return
+    if shape is None:
+        raise ValueError(
+            f"A transcoder trains on pairs: `{name}` must yield `(inputs, targets)` "
+            f"batches, the targets of shape (batch_size, {target_dim}). Received: "
+            "batches without targets")
+    _check_shape(shape, target_dim, f"{name}'s targets")
+
+
+def _guard_dataset(data, name, input_dim, input_name, target_dim=None):
     import tensorflow as tf
 
     spec = data.element_spec
@@ -141,6 +177,8 @@ def _guard_dataset(data, name, input_dim, input_name):
     if input_dim is not None:
         check_floating_dtype(x_spec.dtype, name)
         _check_shape(x_spec.shape, input_dim, name)
+        _check_target_shape(spec[1].shape if is_tuple and len(spec) > 1 else None,
+                            target_dim, name)
     if int(data.cardinality()) == 0:
         raise _empty(name)
 
@@ -159,7 +197,7 @@ def _guard_dataset(data, name, input_dim, input_name):
     return data.map(check)
 
 
-def _check_batch(batch, name, input_dim, input_name):
+def _check_batch(batch, name, input_dim, input_name, target_dim=None):
     parts = list(batch) if isinstance(batch, (tuple, list)) else [batch]
     if input_dim is not None:
         parts[0] = _unwrap(parts[0], input_name, name)
@@ -170,6 +208,8 @@ def _check_batch(batch, name, input_dim, input_name):
             x = parts[0] = np.asarray(x)
         check_floating_dtype(x.dtype, name)
         _check_shape(x.shape, input_dim, name)
+        _check_target_shape(np.shape(parts[1]) if len(parts) > 1 else None,
+                            target_dim, name)
     for value in keras.tree.flatten(parts):
         if value is None or not hasattr(value, "dtype"):
             continue
@@ -181,11 +221,11 @@ def _check_batch(batch, name, input_dim, input_name):
     return tuple(parts) if isinstance(batch, (tuple, list)) else parts[0]
 
 
-def _checked_generator(generator, name, input_dim, input_name):
+def _checked_generator(generator, name, input_dim, input_name, target_dim=None):
     empty = True
     for batch in generator:
         empty = False
-        yield _check_batch(batch, name, input_dim, input_name)
+        yield _check_batch(batch, name, input_dim, input_name, target_dim)
     if empty:
         raise _empty(name)
 

@@ -219,7 +219,35 @@ class SparseAutoencoder(keras.Model):
 
     @property
     def input_dim(self):
+        """The width of the activations the encoder reads (`x`)."""
+        if self.target is None and len(self.inputs) == 1:
+            width = tuple(self.inputs[0].shape)
+            if len(width) == 2 and width[-1] is not None:
+                return int(width[-1])
         return self.decoder.output_dim
+
+    @property
+    def output_dim(self):
+        """The width of the reconstruction: `input_dim` for an SAE, the target's
+        width for a transcoder."""
+        return self.decoder.output_dim
+
+    @property
+    def is_transcoder(self):
+        """Whether the model predicts a target `y` other than its input (`fit(x, y)`).
+
+        True for the models of `build_transcoder` (their `architecture`
+        record holds `output_dim`) and for any model whose input and output
+        widths differ or that has a `SkipConnection`.
+        """
+        from gated_sae_layers.layers.skip_connection import SkipConnection
+
+        if self.target is not None:
+            return False
+        record = self.architecture or {}
+        return ("output_dim" in record.get("arguments", {})
+                or self.input_dim != self.output_dim
+                or any(isinstance(layer, SkipConnection) for layer in sublayers(self)))
 
     @property
     def latent_dim(self):
@@ -260,7 +288,8 @@ class SparseAutoencoder(keras.Model):
         """Sets `b_dec` to the center of `data`, so `x - b_dec` starts centered.
 
         Call it before `fit`, on the activations you will train on (scaled,
-        if you scale them). `method` is `"geometric_median"` (default, robust
+        if you scale them; a transcoder's targets `y`, since `b_dec` is in
+        the output space). `method` is `"geometric_median"` (default, robust
         to outlying rows, as Bricken et al. 2023) or `"mean"`; at most
         `sample_rows` random rows are used (`estimate_center`). Returns the
         center, `(input_dim,)`.
@@ -483,8 +512,9 @@ class SparseAutoencoder(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         input_rule.reject_sample_weight(kwargs.get("sample_weight"))
+        input_rule.check_targets(self, x, y)
         x = input_rule.check_model_data(self, x, "x")
-        y = input_rule.check_model_data(self, y, "y")
+        y = input_rule.check_model_data(self, y, "y", targets=True)
         with input_rule.readable_errors():
             return super().evaluate(x, y, *args, **kwargs)
 

@@ -21,8 +21,9 @@ from gated_sae_layers.models.sparse_path import cap as sparse_cap
 
 def _check_validation_data(model, validation_data):
     if isinstance(validation_data, (tuple, list)):
-        return tuple(input_rule.check_model_data(model, v, "validation_data")
-                     for v in validation_data)
+        return tuple(input_rule.check_model_data(model, v, "validation_data",
+                                                 targets=index == 1)
+                     for index, v in enumerate(validation_data))
     return input_rule.check_model_data(model, validation_data, "validation_data")
 
 
@@ -70,8 +71,9 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
     # One check for every loop, before one is chosen (issue 20).
     arguments = check_fit_arguments(model, x, arguments, validation_data)
     resident = _choose_loop(model, x, y, arguments, device_resident_option)
+    input_rule.check_targets(model, x, y)
     x = input_rule.check_model_data(model, x, "x", check_finite=not resident)
-    y = input_rule.check_model_data(model, y, "y")
+    y = input_rule.check_model_data(model, y, "y", targets=True)
     validation_data = _check_validation_data(model, validation_data)
     sparse_cap.calibrate(model, x, arguments.get("batch_size") or 32)
     if isinstance(x, ActivationStore) and not resident:

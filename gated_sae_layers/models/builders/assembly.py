@@ -9,6 +9,10 @@ from gated_sae_layers.models.builders import assembly
 input_dim, latent_dim = assembly.check_dims(input_dim, latent_dim)
 activations, decoder, centered = assembly.sae_input_and_decoder(input_dim, latent_dim)
 ```
+
+A transcoder (`output_dim=`) or skip transcoder (`skip=True`) is the same
+assembly with `DictionaryEnds`: the encoder reads `x` itself, the decoder
+writes `output_dim` columns, and `ends.reconstruct(latents)` adds the skip.
 """
 
 import numbers
@@ -17,10 +21,11 @@ import keras
 from keras import ops
 
 from gated_sae_layers import _validation
-from gated_sae_layers.layers.auxk_residual import AuxKResidual
+from gated_sae_layers.layers.auxk_residual import AuxKPrediction, AuxKResidual
 from gated_sae_layers.layers.prefix_mask import PrefixMask
+from gated_sae_layers.layers.skip_connection import SkipConnection
 from gated_sae_layers.layers.unit_norm_decoder import UnitNormDecoder
-from gated_sae_layers.losses import AuxKLoss, ReconstructionLoss
+from gated_sae_layers.losses import AuxKLoss, AuxKTargetLoss, ReconstructionLoss
 from gated_sae_layers.metrics import L0, DeadFeatures, FractionOfVarianceUnexplained
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
@@ -34,6 +39,11 @@ def check_dims(input_dim, latent_dim):
     """
     return (_validation.check_positive_int(input_dim, "input_dim"),
             _validation.check_positive_int(latent_dim, "latent_dim"))
+
+
+def check_positive_int(value, name):
+    """Returns `value` as an int, or raises unless it is an integer >= 1."""
+    return _validation.check_positive_int(value, name)
 
 
 def check_coefficient(value, name):
@@ -68,6 +78,8 @@ def sae_input_and_decoder(input_dim, latent_dim, kernel_constraint="unit_norm_ro
                           remove_parallel_gradient=False, dtype=None):
     """The model input, the decoder and the centered input every SAE starts from.
 
+    `DictionaryEnds(input_dim, latent_dim, ...)` of an SAE, as a tuple.
+
     Args:
         input_dim: int, the width of the activations.
         latent_dim: int, the number of latents.
@@ -83,11 +95,136 @@ def sae_input_and_decoder(input_dim, latent_dim, kernel_constraint="unit_norm_ro
         `(latent_dim, input_dim)`, `b_dec` of shape `(input_dim,)`), and
         `x - b_dec` of shape `(batch, input_dim)`, the encoder's input.
     """
-    activations = keras.Input(shape=(input_dim,), name="activations")
-    decoder = UnitNormDecoder(latent_dim, input_dim, kernel_constraint=kernel_constraint,
-                              remove_parallel_gradient=remove_parallel_gradient,
-                              name="decoder", dtype=dtype)
-    return activations, decoder, decoder(activations, mode="center")
+    ends = DictionaryEnds(input_dim, latent_dim, kernel_constraint=kernel_constraint,
+                          remove_parallel_gradient=remove_parallel_gradient, dtype=dtype)
+    return ends.activations, ends.decoder, ends.encoder_input
+
+
+class DictionaryEnds:
+    """The two ends of a dictionary: what the encoder reads, what the decoder writes.
+
+    ```
+    SAE (output_dim=None):   encoder reads x - b_dec;  y_hat = f W_dec + b_dec
+    transcoder:              encoder reads x;          y_hat = f W_dec + b_dec
+    skip transcoder:         encoder reads x;          y_hat = f W_dec + b_dec + x W_skip
+    ```
+
+    An SAE reconstructs its input `x`; a transcoder (Dunefsky, Chlenski &
+    Nanda 2024, arXiv:2406.11944) predicts another place `y` of the model
+    (an MLP block's output from its input) and trains on `fit(x, y)`; a skip
+    transcoder (Paulo, Shabalin & Belrose 2025, arXiv:2501.18823) adds the
+    linear `x W_skip` (`SkipConnection`). A transcoder's encoder reads `x`
+    uncentered, as in SAELens's `Transcoder` and sparsify's `transcode=True`:
+    `b_dec` lives in the output space. Every builder of the kit assembles
+    through this, so every encoder makes a transcoder.
+
+    Args:
+        input_dim: int, the width of `x`.
+        latent_dim: int, the number of latents.
+        output_dim: `None` (an SAE: `y = x`) or int, the width of the target
+            `y` (a transcoder, even where it equals `input_dim`).
+        skip: bool, add `x W_skip` (needs `output_dim`).
+        kernel_constraint, remove_parallel_gradient, dtype: of the decoder
+            (see `UnitNormDecoder`).
+
+    Attributes:
+        activations: the `keras.Input` named `"activations"`,
+            `(batch, input_dim)`.
+        decoder: the `UnitNormDecoder` named `"decoder"`, `W_dec` of shape
+            `(latent_dim, output_dim)`.
+        encoder_input: what the encoder reads: `x - b_dec` (SAE) or `x`.
+        skip: `None` or the `SkipConnection` named `"skip"`.
+        is_transcoder: bool, `output_dim` was given.
+        output_dim: int, the width of the reconstruction (`input_dim` for
+            an SAE).
+
+    Example:
+
+    >>> ends = DictionaryEnds(8, 32, output_dim=4, skip=True)
+    >>> tuple(ends.reconstruct(keras.Input((32,))).shape)
+    (None, 4)
+    """
+
+    def __init__(self, input_dim, latent_dim, output_dim=None, skip=False,
+                 kernel_constraint="unit_norm_rows", remove_parallel_gradient=False,
+                 dtype=None):
+        check_bool(skip, "skip")
+        if output_dim is not None:
+            output_dim = _validation.check_positive_int(output_dim, "output_dim")
+        elif skip:
+            raise ValueError(
+                "`skip=True` makes a skip transcoder, which predicts a target `y` "
+                "from `x`: pass its width as `output_dim`. Received: output_dim=None, "
+                "skip=True")
+        self.is_transcoder = output_dim is not None
+        self.latent_dim = latent_dim
+        self.output_dim = input_dim if output_dim is None else output_dim
+        self.activations = keras.Input(shape=(input_dim,), name="activations")
+        self.decoder = UnitNormDecoder(latent_dim, self.output_dim,
+                                       kernel_constraint=kernel_constraint,
+                                       remove_parallel_gradient=remove_parallel_gradient,
+                                       name="decoder", dtype=dtype)
+        self.encoder_input = (self.activations if self.is_transcoder
+                              else self.decoder(self.activations, mode="center"))
+        self.skip = (SkipConnection(self.output_dim, name="skip", dtype=dtype)
+                     if skip else None)
+
+    def reconstruct(self, latents, frozen=False):
+        """`y_hat = f W_dec + b_dec (+ x W_skip)`, `(batch, output_dim)`.
+
+        `frozen=True` decodes through `stop_gradient` of every weight (the
+        gated encoder's auxiliary reconstruction: `mode="frozen"` of the
+        decoder, `frozen=True` of the skip).
+        """
+        decoded = self.decoder(latents, mode="frozen" if frozen else "decode")
+        if self.skip is None:
+            return decoded
+        return self.skip([decoded, self.activations], frozen=frozen)
+
+    def aux_target_output(self, reconstruction, aux_latents, dtype=None):
+        """The output the AuxK loss reads, and that loss, `(output, loss_class)`.
+
+        An SAE: `AuxKResidual` (`e - e_hat`) with `AuxKLoss`; a transcoder,
+        whose target is not in the graph: `AuxKPrediction`
+        (`stop_gradient(y_hat) + e_hat`) with `AuxKTargetLoss`.
+        """
+        if not self.is_transcoder:
+            return (auxk_residual(self.activations, self.decoder, reconstruction,
+                                  aux_latents, dtype), AuxKLoss)
+        aux_prediction = self.decoder(aux_latents, use_bias=False)
+        return (AuxKPrediction(name="auxk_prediction", dtype=dtype)(
+            [reconstruction, aux_prediction]), AuxKTargetLoss)
+
+    def initialize_encoder(self, encoder, scale=1.0):
+        """Starts `W_enc`: `scale * W_dec^T` (SAE), `scale` times random unit columns
+        (transcoder, whose `W_enc` and `W_dec` live in different spaces).
+
+        Call it once the model is built.
+        """
+        if not self.is_transcoder:
+            tie_encoder_to_decoder(encoder, self.decoder, scale)
+            return
+        kernel = encoder.input_kernel
+        columns = keras.random.normal(tuple(kernel.shape))
+        columns = columns / ops.maximum(
+            ops.sqrt(ops.sum(ops.square(columns), axis=0, keepdims=True)), 1e-12)
+        kernel.assign(columns * scale)
+
+    def record(self):
+        """The builder arguments these ends add to `record_architecture`."""
+        return transcoder_arguments(self.output_dim if self.is_transcoder else None,
+                                    self.skip is not None)
+
+
+def transcoder_arguments(output_dim, skip):
+    """`{}` for an SAE; `{"output_dim": ..., "skip": ...}` for a transcoder.
+
+    What a builder adds to `record_architecture` (an SAE's record stays as
+    it was before transcoders existed).
+    """
+    if output_dim is None:
+        return {}
+    return {"output_dim": output_dim, "skip": skip}
 
 
 def auxk_residual(activations, decoder, reconstruction, aux_latents, dtype=None):
@@ -148,7 +285,8 @@ def check_bool(value, name):
 
 
 def assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient, name,
-                          prefix_sizes=(), dtype=None):
+                          prefix_sizes=(), dtype=None, output_dim=None, skip=False,
+                          metric_terms=None):
     """Assembles a k-budget SAE (TopK, BatchTopK, Matryoshka) around `encoder`.
 
     Args:
@@ -159,37 +297,43 @@ def assemble_k_sparse_sae(encoder, input_dim, latent_dim, aux_coefficient, name,
         aux_coefficient: float >= 0, alpha of `AuxKLoss`.
         name: the model name.
         prefix_sizes: ints `m < latent_dim`; each adds an output
-            `reconstruction_<m>` (`(batch, input_dim)`, decoded from the first
+            `reconstruction_<m>` (`(batch, output_dim)`, decoded from the first
             `m` latents), its `ReconstructionLoss` and metric `fvu_<m>`.
         dtype: `None` or the dtype policy of the model's layers.
+        output_dim, skip: `None` and `False` for an SAE; a transcoder's
+            target width and linear skip (`DictionaryEnds`).
+        metric_terms: `None` (`standard_metrics`) or the model's metrics.
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction` and
-        `aux_residual` (`(batch, input_dim)`), `latents` and `aux_latents`
+        `aux_residual` (`(batch, output_dim)`; `AuxKResidual`, or
+        `AuxKPrediction` for a transcoder), `latents` and `aux_latents`
         (`(batch, latent_dim)`), loss terms `reconstruction` and `aux`, and
-        metrics `l0`, `fvu`, `dead_features`; `W_enc` starts as `W_dec^T`.
+        metrics `l0`, `fvu`, `dead_features`; `W_enc` starts as `W_dec^T`
+        (an SAE) or random unit columns (a transcoder).
     """
-    activations, decoder, centered = sae_input_and_decoder(input_dim, latent_dim,
-                                                           dtype=dtype)
-    encoded = encoder(centered)
+    ends = DictionaryEnds(input_dim, latent_dim, output_dim, skip, dtype=dtype)
+    encoded = encoder(ends.encoder_input)
     latents = encoded["latents"]
-    reconstruction = decoder(latents)
+    reconstruction = ends.reconstruct(latents)
+    aux_output, aux_loss = ends.aux_target_output(reconstruction,
+                                                  encoded["aux_latents"], dtype)
     outputs = {"reconstruction": reconstruction, "latents": latents,
-               "aux_latents": encoded["aux_latents"],
-               "aux_residual": auxk_residual(
-                   activations, decoder, reconstruction, encoded["aux_latents"], dtype)}
+               "aux_latents": encoded["aux_latents"], "aux_residual": aux_output}
     loss_terms = {"reconstruction": ReconstructionLoss(),
-                  "aux_residual": AuxKLoss(aux_coefficient)}
-    metric_terms = standard_metrics(input_dim, latent_dim)
+                  "aux_residual": aux_loss(aux_coefficient)}
+    if metric_terms is None:
+        metric_terms = standard_metrics(ends.output_dim, latent_dim)
     for size in prefix_sizes:
         output = f"reconstruction_{size}"
-        outputs[output] = decoder(
+        outputs[output] = ends.reconstruct(
             PrefixMask(size, name=f"prefix_{size}", dtype=dtype)(latents))
         loss_terms[output] = ReconstructionLoss(name=output)
-        metric_terms[output] = [FractionOfVarianceUnexplained(input_dim, name=f"fvu_{size}")]
-    model = SparseAutoencoder(inputs=activations, outputs=outputs, loss_terms=loss_terms,
-                              metric_terms=metric_terms, name=name)
-    tie_encoder_to_decoder(encoder, decoder)
+        metric_terms[output] = [FractionOfVarianceUnexplained(
+            ends.output_dim, name=f"fvu_{size}")]
+    model = SparseAutoencoder(inputs=ends.activations, outputs=outputs,
+                              loss_terms=loss_terms, metric_terms=metric_terms, name=name)
+    ends.initialize_encoder(encoder)
     return model
 
 
@@ -209,7 +353,7 @@ def _plain(value, name):
         f"Received: {name}={value!r} of type {type(value).__name__}")
 
 
-def record_architecture(model, architecture, **arguments):
+def record_architecture(model, architecture, /, **arguments):
     """Records on `model` which builder made it, and with which arguments.
 
     Sets `model.architecture` to `{"name": architecture, "arguments":

@@ -20,6 +20,8 @@ def build_gated_sae(
     weight_by_decoder_norm=False,
     name="gated_sae",
     dtype=None,
+    output_dim=None,
+    skip=False,
 ):
     """Builds the gated SAE of Rajamanoharan et al. 2024 as a Functional model.
 
@@ -68,6 +70,10 @@ def build_gated_sae(
             the dtype policy of the model's layers, such as
             `"mixed_bfloat16"`. Variables, loss terms and metrics stay
             float32 either way (see `docs/mixed_precision.md`).
+        output_dim, skip: `None` and `False` build an SAE; an int
+            `output_dim` builds a transcoder of `x` into a target `y` of that
+            width (`fit(x, y)`), `skip=True` adds its linear skip
+            `x W_skip` (`DictionaryEnds`; `build_transcoder`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
@@ -98,20 +104,19 @@ def build_gated_sae(
             "`remove_parallel_gradient=True` needs unit-norm decoder rows; "
             "`weight_by_decoder_norm=True` leaves them free. Received both.")
 
-    activations, decoder, centered = assembly.sae_input_and_decoder(   # x - b_dec
-        input_dim, latent_dim,
+    ends = assembly.DictionaryEnds(                            # reads x - b_dec
+        input_dim, latent_dim, output_dim, skip,
         kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows",
         remove_parallel_gradient=remove_parallel_gradient, dtype=dtype)
     encoder = GatedEncoder(latent_dim, name="encoder", dtype=dtype)
 
-    encoded = encoder(centered)
+    encoded = encoder(ends.encoder_input)
     latents = encoded["latents"]
     gating_pre_activation = encoded["gating_pre_activation"]
-    reconstruction = decoder(latents)                          # f W_dec + b_dec
+    reconstruction = ends.reconstruct(latents)                 # f W_dec + b_dec
     gate_activations = keras.layers.ReLU(name="gate_relu", dtype=dtype)(
         gating_pre_activation)
-    aux_reconstruction = decoder(
-        gate_activations, mode="decode" if aux_trains_decoder else "frozen")
+    aux_reconstruction = ends.reconstruct(gate_activations, frozen=not aux_trains_decoder)
     outputs = {
         "reconstruction": reconstruction,
         "latents": latents,
@@ -122,27 +127,26 @@ def build_gated_sae(
     if weight_by_decoder_norm:
         penalized = "weighted_gate"                            # relu(pi_gate) ||W_dec||
         outputs[penalized] = DecoderNormWeighting(
-            decoder, name="decoder_norm_weighting", dtype=dtype)(gate_activations)
+            ends.decoder, name="decoder_norm_weighting", dtype=dtype)(gate_activations)
 
     model = SparseAutoencoder(
-        inputs=activations,
+        inputs=ends.activations,
         outputs=outputs,
         loss_terms={
             "reconstruction": ReconstructionLoss(),
             penalized: SparsityPenalty(sparsity_coefficient),
             "aux_reconstruction": AuxReconstruction(aux_coefficient),
         },
-        metric_terms=assembly.standard_metrics(input_dim, latent_dim),
+        metric_terms=assembly.standard_metrics(ends.output_dim, latent_dim),
         name=name,
     )
     if weight_by_decoder_norm:                                 # rows at norm s
-        decoder.kernel.assign(decoder.kernel * encoder_init_scale)
-        assembly.tie_encoder_to_decoder(encoder, decoder)      # W_gate = W_dec^T
+        ends.decoder.kernel.assign(ends.decoder.kernel * encoder_init_scale)
+        ends.initialize_encoder(encoder)                       # W_gate = W_dec^T
     else:
-        assembly.tie_encoder_to_decoder(encoder, decoder,      # W_gate = s W_dec^T
-                                        scale=encoder_init_scale)
+        ends.initialize_encoder(encoder, scale=encoder_init_scale)  # s W_dec^T
     return assembly.record_architecture(
         model, "gated", sparsity_coefficient=sparsity_coefficient,
         aux_coefficient=aux_coefficient, remove_parallel_gradient=remove_parallel_gradient,
         encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux_trains_decoder,
-        weight_by_decoder_norm=weight_by_decoder_norm)
+        weight_by_decoder_norm=weight_by_decoder_norm, **ends.record())

@@ -8,7 +8,7 @@ from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
 def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
                        initial_threshold=0.001, bandwidth=0.001, name="jumprelu_sae",
-                       dtype=None):
+                       dtype=None, output_dim=None, skip=False):
     """Builds the JumpReLU SAE of Rajamanoharan et al. 2024 (arXiv:2407.14435).
 
     `L = ||x - x_hat||^2 + lambda * sum_j H(z_j - theta_j)`: latents fire
@@ -28,6 +28,10 @@ def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
             the dtype policy of the model's layers, such as
             `"mixed_bfloat16"`. Variables, loss terms and metrics stay
             float32 either way (see `docs/mixed_precision.md`).
+        output_dim, skip: `None` and `False` build an SAE; an int
+            `output_dim` builds a transcoder of `x` into a target `y` of that
+            width (`fit(x, y)`), `skip=True` adds its linear skip
+            `x W_skip` (`DictionaryEnds`; `build_transcoder`).
 
     Thresholds learn only from pre-activations within `eps / 2` of them,
     and Adam moves `log_threshold` by at most about the learning rate per
@@ -52,20 +56,19 @@ def build_jumprelu_sae(input_dim, latent_dim, sparsity_coefficient,
     input_dim, latent_dim = assembly.check_dims(input_dim, latent_dim)
     sparsity_coefficient = assembly.check_coefficient(
         sparsity_coefficient, "sparsity_coefficient")
-    activations, decoder, centered = assembly.sae_input_and_decoder(
-        input_dim, latent_dim, dtype=dtype)
+    ends = assembly.DictionaryEnds(input_dim, latent_dim, output_dim, skip, dtype=dtype)
     encoder = JumpReLUEncoder(latent_dim, initial_threshold, bandwidth, name="encoder",
                               dtype=dtype)
-    encoded = encoder(centered)
+    encoded = encoder(ends.encoder_input)
     model = SparseAutoencoder(
-        inputs=activations,
-        outputs={"reconstruction": decoder(encoded["latents"]),
+        inputs=ends.activations,
+        outputs={"reconstruction": ends.reconstruct(encoded["latents"]),
                  "latents": encoded["latents"],
                  "active_latents": encoded["active_latents"]},
         loss_terms={"reconstruction": ReconstructionLoss(),
                     "active_latents": L0Penalty(sparsity_coefficient)},
-        metric_terms=assembly.standard_metrics(input_dim, latent_dim), name=name)
-    assembly.tie_encoder_to_decoder(encoder, decoder)
+        metric_terms=assembly.standard_metrics(ends.output_dim, latent_dim), name=name)
+    ends.initialize_encoder(encoder)
     return assembly.record_architecture(
         model, "jumprelu", sparsity_coefficient=sparsity_coefficient,
-        initial_threshold=initial_threshold, bandwidth=bandwidth)
+        initial_threshold=initial_threshold, bandwidth=bandwidth, **ends.record())

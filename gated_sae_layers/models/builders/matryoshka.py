@@ -36,7 +36,8 @@ def check_prefix_sizes(prefix_sizes, latent_dim):
 
 def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
                          dead_steps_threshold=1000, aux_coefficient=1 / 32,
-                         name="matryoshka_sae", dtype=None):
+                         name="matryoshka_sae", dtype=None, output_dim=None,
+                         skip=False):
     """Builds a Matryoshka BatchTopK SAE (Bussmann et al. 2025, arXiv:2503.17547).
 
     `L = sum_m ||x - x_hat(f_{1..m})||^2 + alpha * L_aux`: every prefix of
@@ -46,7 +47,8 @@ def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
 
     Args:
         input_dim, latent_dim, k, k_aux, dead_steps_threshold,
-        aux_coefficient, name, dtype: as `build_batch_topk_sae`.
+        aux_coefficient, name, dtype, output_dim, skip: as
+            `build_batch_topk_sae`.
         prefix_sizes: strictly increasing ints in `[1, latent_dim]`, the
             nested dictionary sizes; `latent_dim` is always added. Default:
             `latent_dim // 16` and `latent_dim // 4`.
@@ -71,7 +73,9 @@ def build_matryoshka_sae(input_dim, latent_dim, k, prefix_sizes=None, k_aux=512,
     encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
                                dtype=dtype)
     model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
-                                           aux_coefficient, name, prefix_sizes, dtype)
+                                           aux_coefficient, name, prefix_sizes, dtype,
+                                           output_dim=output_dim, skip=skip)
     return assembly.record_architecture(
         model, "matryoshka", k=k, prefix_sizes=prefix_sizes, k_aux=k_aux,
-        dead_steps_threshold=dead_steps_threshold, aux_coefficient=aux_coefficient)
+        dead_steps_threshold=dead_steps_threshold, aux_coefficient=aux_coefficient,
+        **assembly.transcoder_arguments(output_dim, skip))

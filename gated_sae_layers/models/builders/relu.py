@@ -8,7 +8,8 @@ from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
 
 def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
-                   weight_by_decoder_norm=False, name="relu_sae", dtype=None):
+                   weight_by_decoder_norm=False, name="relu_sae", dtype=None,
+                   output_dim=None, skip=False):
     """Builds the standard ReLU SAE with an L1 penalty (the gated paper's baseline).
 
     `L = ||x - x_hat||^2 + lambda * sum_j f_j` with `f = relu(x_c W_enc + b_enc)`
@@ -29,6 +30,10 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
             the dtype policy of the model's layers, such as
             `"mixed_bfloat16"`. Variables, loss terms and metrics stay
             float32 either way (see `docs/mixed_precision.md`).
+        output_dim, skip: `None` and `False` build an SAE; an int
+            `output_dim` builds a transcoder of `x` into a target `y` of that
+            width (`fit(x, y)`), `skip=True` adds its linear skip
+            `x W_skip` (`DictionaryEnds`; `build_transcoder`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents` (and
@@ -45,24 +50,24 @@ def build_relu_sae(input_dim, latent_dim, sparsity_coefficient,
     sparsity_coefficient = assembly.check_coefficient(
         sparsity_coefficient, "sparsity_coefficient")
     assembly.check_bool(weight_by_decoder_norm, "weight_by_decoder_norm")
-    activations, decoder, centered = assembly.sae_input_and_decoder(
-        input_dim, latent_dim,
+    ends = assembly.DictionaryEnds(
+        input_dim, latent_dim, output_dim, skip,
         kernel_constraint=None if weight_by_decoder_norm else "unit_norm_rows",
         dtype=dtype)
     encoder = ReLUEncoder(latent_dim, name="encoder", dtype=dtype)
-    latents = encoder(centered)["latents"]
-    outputs = {"reconstruction": decoder(latents), "latents": latents}
+    latents = encoder(ends.encoder_input)["latents"]
+    outputs = {"reconstruction": ends.reconstruct(latents), "latents": latents}
     penalized = "latents"
     if weight_by_decoder_norm:
         penalized = "weighted_latents"
         outputs[penalized] = DecoderNormWeighting(
-            decoder, name="decoder_norm_weighting", dtype=dtype)(latents)
+            ends.decoder, name="decoder_norm_weighting", dtype=dtype)(latents)
     model = SparseAutoencoder(
-        inputs=activations, outputs=outputs,
+        inputs=ends.activations, outputs=outputs,
         loss_terms={"reconstruction": ReconstructionLoss(),
                     penalized: L1Penalty(sparsity_coefficient)},
-        metric_terms=assembly.standard_metrics(input_dim, latent_dim), name=name)
-    assembly.tie_encoder_to_decoder(encoder, decoder)
+        metric_terms=assembly.standard_metrics(ends.output_dim, latent_dim), name=name)
+    ends.initialize_encoder(encoder)
     return assembly.record_architecture(
         model, "relu", sparsity_coefficient=sparsity_coefficient,
-        weight_by_decoder_norm=weight_by_decoder_norm)
+        weight_by_decoder_norm=weight_by_decoder_norm, **ends.record())

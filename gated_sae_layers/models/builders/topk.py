@@ -6,7 +6,8 @@ from gated_sae_layers.models.builders import assembly
 
 
 def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
-                   aux_coefficient=1 / 32, name="topk_sae", dtype=None):
+                   aux_coefficient=1 / 32, name="topk_sae", dtype=None, output_dim=None,
+                   skip=False):
     """Builds the TopK SAE of Gao et al. 2024 (arXiv:2406.04093) with its AuxK loss.
 
     `L = ||x - x_hat||^2 + alpha * ||e - e_hat||^2`: a `TopKEncoder` keeps
@@ -26,6 +27,10 @@ def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=100
             the dtype policy of the model's layers, such as
             `"mixed_bfloat16"`. Variables, loss terms and metrics stay
             float32 either way (see `docs/mixed_precision.md`).
+        output_dim, skip: `None` and `False` build an SAE; an int
+            `output_dim` builds a transcoder of `x` into a target `y` of that
+            width (`fit(x, y)`), `skip=True` adds its linear skip
+            `x W_skip` (`DictionaryEnds`; `build_transcoder`).
 
     Returns:
         A `SparseAutoencoder` with outputs `reconstruction`, `latents`,
@@ -47,15 +52,17 @@ def build_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=100
     encoder = TopKEncoder(latent_dim, k, k_aux, dead_steps_threshold, name="encoder",
                           dtype=dtype)
     model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
-                                           aux_coefficient, name, dtype=dtype)
+                                           aux_coefficient, name, dtype=dtype,
+                                           output_dim=output_dim, skip=skip)
     return assembly.record_architecture(
         model, "topk", k=k, k_aux=k_aux, dead_steps_threshold=dead_steps_threshold,
-        aux_coefficient=aux_coefficient)
+        aux_coefficient=aux_coefficient, **assembly.transcoder_arguments(output_dim, skip))
 
 
 def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_threshold=1000,
                          aux_coefficient=1 / 32, threshold_momentum=0.99,
-                         name="batch_topk_sae", dtype=None):
+                         name="batch_topk_sae", dtype=None, output_dim=None,
+                         skip=False):
     """Builds the BatchTopK SAE of Bussmann et al. 2024 (arXiv:2412.06410).
 
     As `build_topk_sae`, with a `BatchTopKEncoder`: training keeps the
@@ -64,7 +71,8 @@ def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_thresho
 
     Args:
         input_dim, latent_dim, k, k_aux, dead_steps_threshold,
-        aux_coefficient, name, dtype: as `build_topk_sae`; `k` is the
+        aux_coefficient, name, dtype, output_dim, skip: as `build_topk_sae`;
+            `k` is the
             average number of active latents per example.
         threshold_momentum: float in [0, 1), momentum of the threshold's
             running average.
@@ -87,7 +95,9 @@ def build_batch_topk_sae(input_dim, latent_dim, k, k_aux=512, dead_steps_thresho
     encoder = BatchTopKEncoder(latent_dim, k, k_aux, dead_steps_threshold,
                                threshold_momentum, name="encoder", dtype=dtype)
     model = assembly.assemble_k_sparse_sae(encoder, input_dim, latent_dim,
-                                           aux_coefficient, name, dtype=dtype)
+                                           aux_coefficient, name, dtype=dtype,
+                                           output_dim=output_dim, skip=skip)
     return assembly.record_architecture(
         model, "batch_topk", k=k, k_aux=k_aux, dead_steps_threshold=dead_steps_threshold,
-        aux_coefficient=aux_coefficient, threshold_momentum=threshold_momentum)
+        aux_coefficient=aux_coefficient, threshold_momentum=threshold_momentum,
+        **assembly.transcoder_arguments(output_dim, skip))

@@ -241,8 +241,11 @@ TAMPERINGS = {
     "cfg not an object": (lambda f: (f / "cfg.json").write_text("[1, 2]"),
                           r"cfg.json: expected a JSON object"),
     "unknown architecture": (
-        lambda f: _edit_cfg(f, lambda c: c.update(architecture="transcoder")),
-        r"cfg.json: `architecture` must be one of .*Received: architecture='transcoder'"),
+        lambda f: _edit_cfg(f, lambda c: c.update(architecture="temporal")),
+        r"cfg.json: `architecture` must be one of .*Received: architecture='temporal'"),
+    "transcoder without d_out": (
+        lambda f: _edit_cfg(f, lambda c: c.update(architecture="jumprelu_transcoder")),
+        r"cfg.json: `d_out` must be an integer >= 1. Received: d_out=None"),
     "missing d_sae": (lambda f: _edit_cfg(f, lambda c: c.pop("d_sae")),
                       r"cfg.json: `d_sae` must be an integer >= 1. Received: d_sae=None"),
     "mismatched d_in": (lambda f: _edit_cfg(f, lambda c: c.update(d_in=5)),
@@ -314,8 +317,9 @@ def test_load_sparsify_matches_its_formula(tmp_path):
         weights["b_dec"], 3)
     np.testing.assert_allclose(outputs["latents"], latents, atol=1e-5)
     np.testing.assert_allclose(outputs["reconstruction"], reconstruction, atol=1e-5)
-    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "transcode": True}))
-    with pytest.raises(ValueError, match="cfg.json: `transcode` is true"):
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "skip_connection": True}))
+    with pytest.raises(ValueError, match="cfg.json: `skip_connection` is true and "
+                                         "`transcode` false"):
         load_sparsify(tmp_path)
 
 

@@ -2,7 +2,8 @@
 
 Safetensors only, no pickle: `save_sae` writes a SAELens 6.x folder,
 `load_sae` reads SAELens, sparsify and converted dictionary_learning folders
-into an ordinary `SparseAutoencoder` (see `docs/interop.md`).
+into an ordinary `SparseAutoencoder` (see `docs/interop.md`). Transcoders too:
+SAELens's four transcoders both ways, sparsify's in (`_transcoders`).
 """
 
 from gated_sae_layers.interop.dictionary_learning import load_dictionary_learning

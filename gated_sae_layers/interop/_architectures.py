@@ -11,6 +11,10 @@ true: `f = act((x - b_dec) @ W_enc + b)`, `x_hat = f @ W_dec + b_dec`, with
 | `jumprelu` | `b_enc`, `threshold` (raw, not log) | `jumprelu`; `batch_topk` and `matryoshka` with their constant inference threshold |
 | `topk` | `b_enc` (and `k` in the config) | `topk` |
 
+A transcoder's dict holds the tensors of its SAELens transcoder (`_transcoders`):
+those of its SAE architecture, with `W_dec` `(d_sae, d_out)`, `b_dec` `(d_out,)`,
+an uncentered encoder, and SAELens's `W_skip` `(d_out, d_in)` for a skip transcoder.
+
 Which variant exports as which SAELens architecture, and which loads a
 folder without our metadata, is read from each variant's `Architecture`
 record (`gsl.ARCHITECTURES`: `saelens`, `saelens_defaults`); how its
@@ -26,6 +30,7 @@ import numpy as np
 from keras import ops
 
 from gated_sae_layers._keras_compat import sublayers
+from gated_sae_layers.interop import _transcoders
 from gated_sae_layers.interop._checks import numpy_dtype
 from gated_sae_layers.layers.batch_topk_encoder import BatchTopKEncoder
 from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
@@ -35,7 +40,7 @@ from gated_sae_layers.layers.prefix_mask import PrefixMask
 from gated_sae_layers.layers.relu_encoder import ReLUEncoder
 from gated_sae_layers.layers.topk_encoder import TopKEncoder
 from gated_sae_layers.losses import AuxKLoss, AuxReconstruction
-from gated_sae_layers.models.builders import ARCHITECTURES, build_sae
+from gated_sae_layers.models.builders import ARCHITECTURES, build_sae, build_transcoder
 from gated_sae_layers.models.folding import fold_normalization
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
@@ -78,8 +83,10 @@ UNIT_NORM_TOLERANCE = 1e-2
 moves them by about 0.2%): neither folded on export nor warned about on import."""
 
 
-def expected_shapes(architecture, d_in, d_sae):
-    """`{name: shape}` of every tensor a SAELens folder of `architecture` holds."""
+def expected_shapes(architecture, d_in, d_sae, d_out=None):
+    """`{name: shape}` of every tensor a SAELens folder of `architecture` holds
+    (a transcoder's, such as `"skip_transcoder"`, with its `d_out`)."""
+    architecture, skip = _transcoders.split(architecture)
     shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     if architecture == "gated":
         shapes.update(b_gate=(d_sae,), b_mag=(d_sae,), r_mag=(d_sae,))
@@ -87,6 +94,8 @@ def expected_shapes(architecture, d_in, d_sae):
         shapes["b_enc"] = (d_sae,)
     if architecture == "jumprelu":
         shapes["threshold"] = (d_sae,)
+    if skip is not None:
+        shapes.update(_transcoders.transcoder_shapes(d_in, d_sae, d_out, skip))
     return shapes
 
 
@@ -102,13 +111,24 @@ def describe(model):
 
     Read from the model's record (`model.architecture`, set by its builder),
     with the current sparsity coefficient; a model without one (saved before
-    the record existed) is recognized from its layers.
+    the record existed) is recognized from its layers. A transcoder's
+    hyperparameters hold its `output_dim` and `skip` (`build_transcoder`).
     """
     if not isinstance(model, SparseAutoencoder):
         raise TypeError("`model` must be a `SparseAutoencoder` (from `build_sae`). "
                         f"Received: model of type {type(model).__name__}")
     if model.architecture is None:
-        return _infer_architecture(model)
+        name, hyper = _infer_architecture(model)
+    else:
+        name, hyper = _recorded_architecture(model)
+    if model.is_transcoder:
+        hyper.update(output_dim=model.output_dim,
+                     skip=_transcoders.skip_layer(model) is not None)
+    return name, hyper
+
+
+def _recorded_architecture(model):
+    """`describe` for a model with its `architecture` record."""
     name = model.architecture["name"]
     record = ARCHITECTURES.get(name)
     if record is None or record.saelens is None:
@@ -183,8 +203,9 @@ def fold_decoder_norms(tensors, architecture, uniform_only=False):
 
     Latent `i` becomes `f_i * n_i` and decodes through `W_dec_i / n_i`, so
     every reconstruction is unchanged (the pre-activation, biases and
-    threshold of each latent scale by `n_i > 0`). With `uniform_only` (TopK,
-    whose selection compares latents) only one common norm is folded.
+    threshold of each latent scale by `n_i > 0`; a skip transcoder's
+    `W_skip` is untouched). With `uniform_only` (TopK, whose selection
+    compares latents) only one common norm is folded.
 
     Returns:
         True if the norms were folded, False if rows were already unit norm
@@ -216,6 +237,9 @@ def export_tensors(model):
         (or None) and `decoder_norms_folded`.
     """
     architecture, hyper = describe(model)
+    saelens = ARCHITECTURES[architecture].saelens
+    if "output_dim" in hyper:
+        saelens = _transcoders.saelens_name(architecture, hyper["skip"])
     scale = model.normalization_scale
     if scale is not None:
         model = fold_normalization(model)
@@ -224,18 +248,20 @@ def export_tensors(model):
     tensors = {"W_dec": _numpy(decoder.kernel), "b_dec": _numpy(decoder.bias)}
     tensors.update({name: _numpy(variable)
                     for name, variable in variables(encoder).items()})
+    if hyper.get("skip"):
+        tensors["W_skip"] = _numpy(_transcoders.skip_layer(model).kernel).T
     if threshold_kind == "learned":
         tensors["threshold"] = _numpy(encoder.learned_threshold)
     elif threshold_kind == "constant":
         threshold = float(_numpy(encoder.inference_threshold))
         if not threshold > 0:
+            kind = "transcoder" if "output_dim" in hyper else "SAE"
             raise ValueError(
-                f"A {architecture} SAE exports as JumpReLU with its learned inference "
+                f"A {architecture} {kind} exports as JumpReLU with its learned inference "
                 "threshold, but this model's threshold is "
                 f"{threshold} (never trained). Train it with `fit` first; the "
                 "threshold is estimated during training.")
         tensors["threshold"] = np.full(model.latent_dim, threshold)
-    saelens = ARCHITECTURES[architecture].saelens
     folded = fold_decoder_norms(tensors, saelens, uniform_only=saelens == "topk")
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
@@ -267,14 +293,18 @@ def log_threshold_for(threshold):
     return candidates[np.argmin(errors, axis=0), np.arange(target.shape[0])]
 
 
-def choose_architecture(saelens, tensors, info):
+def choose_architecture(saelens, tensors, info, d_out=None):
     """Our architecture and builder arguments for a folder's tensors.
 
     Our own metadata (`info`, from `cfg.json`'s `metadata.gated_sae_layers`)
     is used when it fits the tensors: BatchTopK and Matryoshka come back from
     a constant JumpReLU threshold. Otherwise the SAELens default: `standard`
     -> ReLU weighting its L1 penalty by decoder norm (as SAELens trains it).
+    A SAELens transcoder (`"skip_transcoder"`, ...) gets the choice of its
+    SAE architecture, with `output_dim=d_out` and `skip` from the folder
+    (never from the metadata: the folder says what it holds).
     """
+    saelens, skip = _transcoders.split(saelens)
     ours = info.get("architecture") if isinstance(info, dict) else None
     hyper = info.get("hyperparameters") if isinstance(info, dict) else None
     record = ARCHITECTURES.get(ours) if isinstance(ours, str) else None
@@ -283,11 +313,20 @@ def choose_architecture(saelens, tensors, info):
         threshold = tensors["threshold"]
         fits = threshold[0] > 0 and np.all(threshold == threshold[0])
     if fits and isinstance(hyper, dict):
-        return ours, dict(hyper)
-    for record in ARCHITECTURES.values():
-        if record.saelens == saelens and record.saelens_defaults is not None:
-            return record.name, dict(record.saelens_defaults)
-    raise ValueError(f"No architecture of the kit loads a SAELens {saelens!r} SAE.")
+        chosen = ours, dict(hyper)
+    else:
+        chosen = next(((record.name, dict(record.saelens_defaults))
+                       for record in ARCHITECTURES.values()
+                       if record.saelens == saelens
+                       and record.saelens_defaults is not None), None)
+    if chosen is None:
+        raise ValueError(f"No architecture of the kit loads a SAELens {saelens!r} SAE.")
+    hyper = chosen[1]
+    hyper.pop("output_dim", None)
+    hyper.pop("skip", None)
+    if skip is not None:
+        hyper.update(output_dim=d_out, skip=skip)
+    return chosen
 
 
 def _cast(tensors, variables, path):
@@ -312,17 +351,28 @@ def build_model(ours, hyper, tensors, d_in, d_sae, source, weights_path):
 
     Each tensor is cast to its variable's dtype first, and must stay finite
     there (a `ValueError` names `weights_path` and the tensor); `source`, the
-    config file, is named in the other errors and warnings.
+    config file, is named in the other errors and warnings. `hyper` with
+    `output_dim` builds a transcoder (`build_transcoder`; `W_skip`, in
+    SAELens's `(d_out, d_in)`, goes into its `SkipConnection` transposed).
     """
+    hyper = dict(hyper)
+    output_dim = hyper.pop("output_dim", None)
+    kind = "SAE" if output_dim is None else "transcoder"
     try:
-        model = build_sae(ours, d_in, d_sae, **hyper)
+        if output_dim is None:
+            model = build_sae(ours, d_in, d_sae, **hyper)
+        else:
+            model = build_transcoder(ours, d_in, output_dim, d_sae, **hyper)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: the saved hyperparameters do not build a {ours} "
-                         f"SAE: {error}") from None
+                         f"{kind}: {error}") from None
     encoder, decoder = model.encoder, model.decoder
     encoder_variables, threshold_kind = _codec(ours)
     variables = {"W_dec": decoder.kernel, "b_dec": decoder.bias,
                  **encoder_variables(encoder)}
+    if "W_skip" in tensors:
+        variables["W_skip"] = _transcoders.skip_layer(model).kernel
+        tensors = {**tensors, "W_skip": tensors["W_skip"].T}
     if threshold_kind == "learned":
         variables["threshold"] = encoder.log_threshold
     elif threshold_kind == "constant":
@@ -338,10 +388,15 @@ def build_model(ours, hyper, tensors, d_in, d_sae, source, weights_path):
     constrained = decoder.kernel_constraint is not None
     norms = np.linalg.norm(tensors["W_dec"], axis=1)
     if constrained and np.max(np.abs(norms - 1.0)) > UNIT_NORM_TOLERANCE:
+        if isinstance(encoder, (TopKEncoder, BatchTopKEncoder)):
+            advice = ("a k-budget encoder compares latents, so the norms cannot be "
+                      "folded into it without changing which latents fire")
+        else:
+            advice = ("fold the norms first (SAELens `fold_W_dec_norm()`) to train "
+                      "it further")
         warnings.warn(
             f"{source}: the decoder rows are not unit norm (norms from "
-            f"{norms.min():.4g} to {norms.max():.4g}). The loaded {ours} SAE "
+            f"{norms.min():.4g} to {norms.max():.4g}). The loaded {ours} {kind} "
             "reproduces the source's outputs, but its first training step "
-            "renormalizes the rows (`UnitNormRows`); fold the norms first "
-            "(SAELens `fold_W_dec_norm()`) to train it further.", stacklevel=3)
+            f"renormalizes the rows (`UnitNormRows`); {advice}.", stacklevel=3)
     return model

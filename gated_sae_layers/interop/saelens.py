@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from gated_sae_layers.interop import _architectures, _checks, _safetensors
+from gated_sae_layers.interop import _architectures, _checks, _safetensors, _transcoders
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -24,8 +24,11 @@ SAE_LENS_FORMAT_VERSION = "6.0.0"
 """The `metadata.sae_lens_version` written: the 6.x config layout (SAELens
 converts configs older than 6.0 on load, and leaves 6.x ones as they are)."""
 
-# The SAELens architectures a folder can have, from the `Architecture` records.
-_SAELENS_ARCHITECTURES = _architectures.saelens_architectures()
+# The SAELens architectures a folder can have, from the `Architecture` records,
+# and the SAELens transcoders of those.
+_SAELENS_ARCHITECTURES = _architectures.saelens_architectures() + tuple(
+    name for (sae, _), name in _transcoders.SAELENS_TRANSCODERS.items()
+    if sae in _architectures.saelens_architectures())
 _DEFAULT_METADATA = {"model_name": None, "hook_name": None, "context_size": None,
                      "prepend_bos": True}
 
@@ -45,8 +48,21 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
     hyperparameters and version go under `metadata["gated_sae_layers"]`, so
     `load_sae` rebuilds the same model.
 
+    A transcoder (`build_transcoder`) writes the SAELens transcoder of its
+    encoder, which `SAE.load_from_disk` reads as `Transcoder` (ReLU),
+    `SkipTranscoder` (ReLU, `skip=True`), `JumpReLUTranscoder` or
+    `JumpReLUSkipTranscoder` (JumpReLU, and BatchTopK and Matryoshka with
+    their inference threshold): `cfg.json` gets `d_out` and
+    `apply_b_dec_to_input: false` (the encoder reads `x` uncentered),
+    `sae_weights.safetensors` `W_dec` `(d_sae, d_out)`, `b_dec` `(d_out,)`
+    and `W_skip` `(d_out, d_in)` (our skip's kernel, transposed). A
+    `normalization_scale` is folded as `fold_normalization` folds it (`x`
+    and `y` scaled by the same factor). SAELens has no TopK or gated
+    transcoder: those raise `TypeError`.
+
     Args:
-        model: a `SparseAutoencoder` from `build_sae` (any architecture).
+        model: a `SparseAutoencoder` from `build_sae` (any architecture) or
+            `build_transcoder` (ReLU, JumpReLU, BatchTopK, Matryoshka).
         folder: the folder to write; created if needed. Other files in it
             are left alone.
         metadata: optional dict for `cfg.json`'s `metadata`, such as
@@ -98,7 +114,8 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
                          "save_sae writes it.")
     safetensors_numpy = _checks.import_safetensors_numpy()
     architecture, tensors, info = _architectures.export_tensors(model)
-    d_sae, d_in = tensors["W_dec"].shape
+    d_in, d_sae = tensors["W_enc"].shape
+    transcoder = _transcoders.split(architecture)[1] is not None
     files = {}
     if feature_density is not None:
         density = np.asarray(feature_density, dtype="float64")
@@ -113,8 +130,10 @@ def save_sae(model, folder, *, metadata=None, feature_density=None, dtype="float
 
     info["version"] = __version__
     cfg = {"architecture": architecture, "d_in": int(d_in), "d_sae": int(d_sae),
-           "dtype": dtype, "device": "cpu", "apply_b_dec_to_input": True,
+           "dtype": dtype, "device": "cpu", "apply_b_dec_to_input": not transcoder,
            "normalize_activations": "none", "reshape_activations": "none"}
+    if transcoder:
+        cfg["d_out"] = int(tensors["W_dec"].shape[1])
     if architecture == "topk":
         cfg.update(k=int(info["hyperparameters"]["k"]),
                    rescale_acts_by_decoder_norm=False)
@@ -161,15 +180,18 @@ def read_saelens_folder(folder):
         `(cfg, architecture, tensors, sparsity)`: the config dict, the
         SAELens architecture, the float64 tensors in the
         `apply_b_dec_to_input` form with unscaled decoder (see
-        `_architectures`), and the `sparsity` array or None.
+        `_architectures`; a transcoder's as SAELens holds them, its encoder
+        reading `x` uncentered), and the `sparsity` array or None.
     """
     folder = _checks.check_folder(folder)
     cfg_path = folder / CFG_FILENAME
     cfg = _checks.read_json_object(folder, CFG_FILENAME)
     architecture = _checks.cfg_choice(cfg, "architecture", cfg_path,
                                       _SAELENS_ARCHITECTURES)
+    transcoder = _transcoders.split(architecture)[1] is not None
     d_in = _checks.cfg_int(cfg, "d_in", cfg_path)
     d_sae = _checks.cfg_int(cfg, "d_sae", cfg_path)
+    d_out = _checks.cfg_int(cfg, "d_out", cfg_path) if transcoder else None
     _checks.cfg_choice(cfg, "dtype", cfg_path, _checks.EXPORT_DTYPES + tuple(
         f"torch.{name}" for name in _checks.EXPORT_DTYPES), default="float32")
     # SAELens' inference SAE leaves "expected_average_only_in" inputs as they are.
@@ -177,7 +199,14 @@ def read_saelens_folder(folder):
                        ("none", "expected_average_only_in"), default="none")
     _checks.cfg_choice(cfg, "reshape_activations", cfg_path, ("none", "hook_z"),
                        default="none")
-    apply_b_dec = _checks.cfg_bool(cfg, "apply_b_dec_to_input", cfg_path, True)
+    apply_b_dec = _checks.cfg_bool(cfg, "apply_b_dec_to_input", cfg_path,
+                                   not transcoder)
+    if transcoder and apply_b_dec:
+        raise ValueError(
+            f"{cfg_path}: `apply_b_dec_to_input` is true for a SAELens {architecture}; "
+            "a transcoder's encoder reads `x` uncentered (`b_dec` is in the output "
+            "space) and SAELens's `TranscoderConfig` refuses true. Set it to false. "
+            "Received: apply_b_dec_to_input=True")
     rescale = False
     if architecture == "topk":
         k = _checks.cfg_int(cfg, "k", cfg_path)
@@ -188,7 +217,7 @@ def read_saelens_folder(folder):
     if not isinstance(metadata, dict):
         raise ValueError(f"{cfg_path}: `metadata` must be a JSON object.")
     weights_path = folder / WEIGHTS_FILENAME
-    shapes = _architectures.expected_shapes(architecture, d_in, d_sae)
+    shapes = _architectures.expected_shapes(architecture, d_in, d_sae, d_out)
     tensors = _checks.check_tensors(
         _safetensors.read_safetensors(folder, WEIGHTS_FILENAME, shapes), shapes, weights_path)
     sparsity = None
@@ -197,7 +226,8 @@ def read_saelens_folder(folder):
         sparsity = _checks.check_tensors(
             _safetensors.read_safetensors(folder, SPARSITY_FILENAME, shapes), shapes,
             folder / SPARSITY_FILENAME)["sparsity"]
-    if not apply_b_dec:   # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
+    if not (apply_b_dec or transcoder):
+        # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
         shift = tensors["b_dec"] @ tensors["W_enc"]
         if architecture == "gated":
             tensors["b_gate"] = tensors["b_gate"] + shift
@@ -216,8 +246,10 @@ def load_sae(folder):
     """Loads a SAELens, sparsify or converted dictionary_learning folder as our SAE.
 
     The folder's format is read from its weights file: `sae_weights.safetensors`
-    (SAELens 6.x; `standard`, `gated`, `jumprelu`, `topk`),
-    `sae.safetensors` (sparsify, see `load_sparsify`) or `ae.safetensors`
+    (SAELens 6.x; `standard`, `gated`, `jumprelu`, `topk`, and the
+    transcoders `transcoder`, `skip_transcoder`, `jumprelu_transcoder`,
+    `jumprelu_skip_transcoder`), `sae.safetensors` (sparsify SAEs and
+    transcoders, see `load_sparsify`) or `ae.safetensors`
     (dictionary_learning converted with the recipe of `docs/interop.md`,
     see `load_dictionary_learning`). Safetensors only: no pickle is read.
 
@@ -237,10 +269,14 @@ def load_sae(folder):
     ReLU SAE with `weight_by_decoder_norm=True` (SAELens' L1 penalty);
     `apply_b_dec_to_input: false` and TopK's `rescale_acts_by_decoder_norm`
     are folded into the weights (same outputs); a JumpReLU threshold <= 0
-    becomes the smallest positive float32. Folders written by `save_sae` come
-    back as the architecture and hyperparameters they were saved from; others
-    get a sparsity coefficient of 0: set it (`set_sparsity_coefficient`)
-    before training further.
+    becomes the smallest positive float32. A SAELens transcoder loads as our
+    transcoder of the same encoder (`build_transcoder`: `output_dim` from
+    `d_out`, `skip=True` for the skip ones, whose `W_skip` `(d_out, d_in)`
+    becomes our skip's kernel transposed); its `cfg.json` needs an integer
+    `d_out` and `apply_b_dec_to_input` false or absent. Folders written by
+    `save_sae` come back as the architecture and hyperparameters they were
+    saved from; others get a sparsity coefficient of 0: set it
+    (`set_sparsity_coefficient`) before training further.
 
     Args:
         folder: the SAE folder.
@@ -266,7 +302,8 @@ def load_sae(folder):
             "converted) in this folder.")
     cfg, architecture, tensors, _ = read_saelens_folder(folder)
     info = cfg.get("metadata", {}).get("gated_sae_layers")
-    ours, hyper = _architectures.choose_architecture(architecture, tensors, info)
+    ours, hyper = _architectures.choose_architecture(architecture, tensors, info,
+                                                     cfg.get("d_out"))
     if ours == "topk":
         hyper["k"] = cfg["k"]
     model = _architectures.build_model(ours, hyper, tensors, cfg["d_in"],

@@ -16,13 +16,28 @@ ARCHITECTURES = ("gated", "relu", "topk", "batch_topk", "jumprelu", "matryoshka"
 `tests/test_cli.py` holds the two equal)."""
 K_ARCHITECTURES = ("topk", "batch_topk", "matryoshka")
 """The architectures whose L0 is set by `k`, not steered."""
+CROSSCODER_ARCHITECTURES = ("relu", "topk", "batch_topk")
+"""The names of `gsl.build_crosscoder`'s architectures (held equal by
+`tests/test_cli_transcoders.py`); the first is the default with `--crosscoder`."""
 
 EXAMPLES = """examples:
   gated-sae train --store store/ --latent-dim 4096 --out sae.keras      (to L0 ~ 82)
   gated-sae train --store store/ --latent-dim 4096 --target-l0 32 --out sae.keras
   gated-sae train --store store/ --sparsity-coefficient 1.0 --out sae.keras   (fixed)
   gated-sae train --store store/ --architecture topk --k 32 --out sae.keras
+  gated-sae train --store mlp_store/ --skip --architecture topk --k 32 --out tc.keras
+      (a store harvested with --target-layer: a skip transcoder, input -> target blocks)
+  gated-sae train --store layers_store/ --crosscoder --out crosscoder.keras
+      (a store of several --layer blocks of one width: a crosscoder over all of them)
 """
+
+
+def chosen_architecture(args):
+    """`--architecture`, or its default: `relu` with `--crosscoder` (the
+    paper's crosscoder), `gated` otherwise."""
+    if args.architecture is not None:
+        return args.architecture
+    return CROSSCODER_ARCHITECTURES[0] if args.crosscoder else "gated"
 
 
 def default_target_l0(latent_dim):
@@ -61,15 +76,28 @@ def add_train_command(subparsers, parents=()):
                     "(gsl.TargetL0) so that L0, the mean number of active latents per "
                     "row, reaches ~2% of --latent-dim. Pass --target-l0 for another L0, "
                     "or --sparsity-coefficient alone for a fixed coefficient. TopK, "
-                    "BatchTopK and Matryoshka SAEs keep --k latents per row instead.")
+                    "BatchTopK and Matryoshka SAEs keep --k latents per row instead. "
+                    "A store whose metadata has roles (harvested with --target-layer) "
+                    "trains a transcoder (gsl.build_transcoder) from its input blocks "
+                    "to its target blocks; --crosscoder trains a crosscoder "
+                    "(gsl.build_crosscoder) over every block of a store of several.")
     command.add_argument("--store", required=True, metavar="STORE_DIR",
                          help="the activation store to train on")
     command.add_argument("--out", required=True, metavar="SAE.keras",
                          help="the .keras file to write (its folder must exist)")
     command.add_argument("--latent-dim", type=positive_int, default=4096,
                          help="the number of latents (dictionary size)")
-    command.add_argument("--architecture", choices=ARCHITECTURES, default="gated",
-                         help="the SAE variant (gsl.build_sae)")
+    command.add_argument("--architecture", choices=ARCHITECTURES, help=(
+        "the SAE variant, gsl.build_sae (default: gated; relu with --crosscoder, "
+        "which takes relu, topk or batch_topk)"))
+    command.add_argument("--skip", action="store_true", help=(
+        "a skip transcoder (y_hat = f W_dec + b_dec + x W_skip): needs a store with "
+        "roles, harvested with --target-layer (such a store trains a transcoder "
+        "without the skip by default)"))
+    command.add_argument("--crosscoder", action="store_true", help=(
+        "a crosscoder over every block of the store (harvested with --layer "
+        "repeated), each block one layer: all blocks must have one width (roles, "
+        "if any, are ignored)"))
     command.add_argument("--k", type=positive_int, help=(
         "topk, batch_topk, matryoshka: the latents kept per row (default: "
         "--target-l0 if given, else 2%% of --latent-dim)"))
@@ -96,7 +124,8 @@ def add_train_command(subparsers, parents=()):
                          help="seed of the data order and of the decoder bias' estimate")
     command.add_argument("--no-normalize", dest="normalize", action="store_false", help=(
         "train on raw activations (default: scaled to mean squared norm = input_dim, "
-        "the scale folded into the saved weights)"))
+        "for a transcoder x and y together by one factor, the scale folded into the "
+        "saved weights)"))
     add_overwrite_option(command, "the --out file")
     command.set_defaults(run=Command(check_train, "gated_sae_layers.cli.train:run_train"))
     return command
@@ -108,19 +137,29 @@ def check_train(args):
     check_not_an_input("--out", args.out, {"--store": args.store})
     check_output_file(args.out, "--out", args.overwrite, suffix=".keras")
     check_store_folder(args.store)
-    fixed_k = args.architecture in K_ARCHITECTURES
+    architecture = chosen_architecture(args)
+    if args.skip and args.crosscoder:
+        raise ValueError(
+            "`--skip` trains a skip transcoder and `--crosscoder` a crosscoder: pass "
+            "one of them. Received: --skip --crosscoder")
+    if args.crosscoder and architecture not in CROSSCODER_ARCHITECTURES:
+        raise ValueError(
+            f"`--crosscoder` takes --architecture {', '.join(CROSSCODER_ARCHITECTURES)} "
+            f"(gsl.build_crosscoder; relu, the paper's, by default). Received: "
+            f"--architecture {architecture}")
+    fixed_k = architecture in K_ARCHITECTURES
     if fixed_k and args.sparsity_coefficient is not None:
         raise ValueError(
             f"`--sparsity-coefficient` does not apply to --architecture "
-            f"{args.architecture}: --k sets its L0. Received: "
+            f"{architecture}: --k sets its L0. Received: "
             f"--sparsity-coefficient={args.sparsity_coefficient:g}")
     if not fixed_k and args.k is not None:
         raise ValueError(
             f"`--k` applies to --architecture {', '.join(K_ARCHITECTURES)} only; "
-            f"{args.architecture} is steered by --target-l0. Received: --k={args.k}")
-    if args.architecture in ("relu", "jumprelu") and args.aux_coefficient is not None:
+            f"{architecture} is steered by --target-l0. Received: --k={args.k}")
+    if architecture in ("relu", "jumprelu") and args.aux_coefficient is not None:
         raise ValueError(
-            f"`--aux-coefficient` does not apply to --architecture {args.architecture} "
+            f"`--aux-coefficient` does not apply to --architecture {architecture} "
             f"(it has no auxiliary loss). Received: --aux-coefficient="
             f"{args.aux_coefficient:g}")
     if args.k is not None and args.k > args.latent_dim:

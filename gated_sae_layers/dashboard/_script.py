@@ -3,7 +3,12 @@
 It reads the JSON of `#dashboard-data` and draws, by the URL's hash, the
 overview (`#` or empty: cards, histograms as SVG, the latent table with
 sorting, search and paging of `PAGE_SIZE` rows, so 16k+ latents stay fast)
-or a latent's page (`#latent-12`).
+or a latent's page (`#latent-12`). For a transcoder (`summary.model_type`)
+the fidelity cards are of `y` and a page lists its top output features; for
+a crosscoder (`DATA.layer_norms`, one list of per-layer decoder norms per
+latent) the table and pages show each latent's norm in every layer. Text
+from the data only ever reaches the page as `textContent` or an attribute
+value: never as HTML.
 """
 
 SCRIPT = r"""
@@ -11,6 +16,7 @@ SCRIPT = r"""
   "use strict";
   var DATA = JSON.parse(document.getElementById("dashboard-data").textContent);
   var S = DATA.summary, L = DATA.latents, PAGES = DATA.pages;
+  var NORMS = DATA.layer_norms || null, TRANSCODER = S.model_type === "transcoder";
   var app = document.getElementById("app");
   var PAGE_SIZE = 50, SVG = "http://www.w3.org/2000/svg";
   var state = {sort: "frequency", descending: true, query: "", page: 0};
@@ -64,6 +70,34 @@ SCRIPT = r"""
     return el("div", {"class": "chart", id: id}, [el("div", {"class": "t", text: title}), chart]);
   }
 
+  // A crosscoder latent's decoder norm in each layer, one bar per layer,
+  // scaled to its largest norm; each bar's tooltip gives the value.
+  function layerBars(norms, width, height) {
+    var chart = svg("svg", {width: width, height: height, "class": "layer-bars"});
+    var top = Math.max.apply(null, norms.concat([1e-12])), step = width / Math.max(norms.length, 1);
+    norms.forEach(function (v, l) {
+      var h = v > 0 ? Math.max(height * v / top, 1) : 0;
+      var bar = svg("rect", {"class": "bar", x: l * step + 0.5, y: height - h,
+                             width: Math.max(step - 1, 1), height: h});
+      var tip = svg("title", {}); tip.textContent = "layer " + l + ": " + fmt(v);
+      bar.appendChild(tip); chart.appendChild(bar);
+    });
+    return chart;
+  }
+  function layerNormChart(i) {
+    var norms = NORMS[i];
+    var cells = function (head, values) {
+      return el("tr", {}, [el("th", {text: head})].concat(values.map(function (v) {
+        return el("td", {"class": "num", text: v}); })));
+    };
+    return el("div", {"class": "chart", id: "layer-norms"}, [
+      el("div", {"class": "t", text: "Decoder norm per layer (crosscoder)"}),
+      layerBars(norms, Math.min(420, Math.max(80, 40 * norms.length)), 80),
+      el("table", {"class": "layer-norms"}, [el("tbody", {}, [
+        cells("layer", norms.map(function (v, l) { return String(l); })),
+        cells("norm", norms.map(fmt))])])]);
+  }
+
   function l0Chart() {
     var counts = DATA.l0_histogram, width = Math.max(1, Math.ceil(counts.length / 60)), bars = [];
     for (var i = 0; i < counts.length; i += width) {
@@ -111,6 +145,8 @@ SCRIPT = r"""
         el("td", {"class": "num", text: fmt(L.frequency[i])}),
         el("td", {"class": "num", text: fmt(L.mean[i])}),
         el("td", {"class": "num", text: fmt(L.max[i])}),
+        NORMS ? el("td", {"class": "layers", title: NORMS[i].map(fmt).join(" / ")},
+                   [layerBars(NORMS[i], 12 * NORMS[i].length, 14)]) : null,
         L.label ? el("td", {text: L.label[i] || ""}) : null]));
     });
     table.replaceChild(body, table.tBodies[0]);
@@ -124,12 +160,15 @@ SCRIPT = r"""
     });
   }
   function overview() {
+    var of = TRANSCODER ? " of y" : "";
     var cards = el("div", {"class": "cards"}, [
       card("rows", String(S.num_rows)), card("latents", String(S.latent_dim)),
-      card("mean L0", fmt(S.l0)), card("FVU", fmt(S.fvu)), card("shrinkage", fmt(S.shrinkage)),
+      card("mean L0", fmt(S.l0)), card("FVU" + of, fmt(S.fvu)), card("shrinkage" + of, fmt(S.shrinkage)),
       card("dead latents", String(S.dead)),
       card("dense (> " + S.dense_threshold + ")", String(S.dense)),
       card("latent pages", String(S.pages.length))]);
+    if (TRANSCODER) { cards.appendChild(card("transcoder x \u2192 y", S.input_dim + " \u2192 " + S.output_dim)); }
+    (S.fvu_layers || []).forEach(function (v, l) { cards.appendChild(card("FVU layer " + l, fmt(v))); });
     var search = el("input", {type: "search", id: "search",
                               placeholder: L.label ? "latent index or token" : "latent index"});
     search.value = state.query;
@@ -139,6 +178,7 @@ SCRIPT = r"""
                    ["max", "max act."]].map(function (h) {
       return el("th", {}, [el("button", {"data-sort": h[0], "data-name": h[1], text: h[1]})]);
     });
+    if (NORMS) { headers.push(el("th", {text: "decoder norm by layer"})); }
     if (L.label) { headers.push(el("th", {text: "top tokens"})); }
     var table = el("table", {id: "latent-table"}, [el("thead", {}, [el("tr", {}, headers)]), el("tbody")]);
     var redraw = function () { renderTable(table, info, prev, next); };
@@ -229,13 +269,24 @@ SCRIPT = r"""
     var charts = [activationChart(page)];
     if (page.decoder_image) {
       charts.push(el("div", {"class": "chart img", id: "decoder-image"}, [
-        el("div", {"class": "t", text: "Decoder direction (red +, blue -)"}),
+        el("div", {"class": "t", text: "Decoder direction" + (TRANSCODER ? " in the output space" : "") +
+                                       " (red +, blue -)"}),
         el("img", imageAttributes(page.decoder_image, "decoder row " + i, "decoder"))]));
+    }
+    if (NORMS) { charts.push(layerNormChart(i)); }
+    var outputs = null;
+    if (page.top_outputs) {
+      outputs = el("p", {"class": "neighbors", id: "top-outputs"},
+                   [el("b", {text: "Top output features (decoder weight): "})]);
+      page.top_outputs.forEach(function (o) {
+        outputs.appendChild(el("span", {text: o[0] + " (" + (o[1] > 0 ? "+" : "") + fmt(o[1]) + ")"}));
+      });
     }
     app.replaceChildren(back, el("h2", {id: "latent-title", text: "Latent " + i + (L.label && L.label[i] ? ": " + L.label[i] : "")}),
       el("div", {"class": "cards"}, [card("frequency", fmt(page.frequency)), card("firing rows", String(page.count)),
         card("mean act.", fmt(page.mean)), card("max act.", fmt(page.max))]),
       el("div", {"class": "charts"}, charts), neighbors);
+    if (outputs) { app.appendChild(outputs); }
     page.sections.forEach(function (sec) { app.appendChild(section(page, sec)); });
   }
 

@@ -40,5 +40,8 @@ td.num { font-variant-numeric: tabular-nums; text-align: right; }
 .img { text-align: center; font-size: 11px; color: #5b6676; }
 .img img { image-rendering: pixelated; border: 1px solid #dde1e7; display: block; }
 .neighbors a, .neighbors span { margin-right: 10px; }
+td.layers svg { display: inline-block; vertical-align: middle; }
+table.layer-norms { width: auto; margin-top: 4px; }
+table.layer-norms th, table.layer-norms td { padding: 2px 6px; }
 .muted { color: #7a8595; }
 """

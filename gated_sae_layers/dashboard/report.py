@@ -4,20 +4,21 @@ import json
 import numbers
 
 import numpy as np
-from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.dashboard import output
 from gated_sae_layers.dashboard.collect import collect_statistics, pair_activations, read_rows
+from gated_sae_layers.dashboard.decoder import (
+    decoder_rows, layer_norms, model_type, nearest_latents, top_outputs)
 from gated_sae_layers.dashboard.html import render_html
 from gated_sae_layers.dashboard.statistics import BINS_PER_DECADE, LOG10_LOW
 from gated_sae_layers.activations import rows as activation_rows
+from gated_sae_layers.activations.store import ActivationStore
 from gated_sae_layers.evaluation.core import density_histogram
 
 TOP_EXAMPLES = 12                 # top-activating examples on a page
 QUANTILE_GROUPS, PER_GROUP = 4, 3  # examples from each quartile of the range
 SAMPLE_SIZE = 128                 # the per-latent uniform sample of the pass
-NEIGHBORS = 6                     # nearest latents by decoder cosine
 DENSE_THRESHOLD = 0.1             # a latent firing on more rows is dense
 EXAMPLE_IMAGE_BOX = 84            # the long side of an example's image, in CSS px
 DECODER_IMAGE_BOX = 150           # the long side of a decoder row's image
@@ -44,6 +45,11 @@ class RowContext:
         return ""
 
 
+def _finite(value):
+    """`value` as a float, or `None` (JSON's null) where it is NaN or Inf."""
+    return float(value) if np.isfinite(value) else None
+
+
 def _round(values):
     return [float(f"{v:.4g}") for v in np.asarray(values, "float64").tolist()]
 
@@ -66,6 +72,31 @@ def _check_context(context, num_rows, input_dim):
     return context
 
 
+def _check_targets(model, targets, num_rows):
+    """`targets` checked as a transcoder's `y`, row for row with `x`."""
+    if targets is None:
+        return None
+    if model_type(model) != "transcoder":
+        raise ValueError(
+            "`targets` are the `y` a transcoder reconstructs from `x`; this model "
+            f"({model_type(model)}) reconstructs `x` itself: pass targets=None. "
+            f"Received: targets for model '{model.name}'")
+    if not isinstance(targets, ActivationStore):
+        targets = np.asarray(targets)
+    width = (targets.input_dim if isinstance(targets, ActivationStore)
+             else (targets.shape[-1] if targets.ndim else None))
+    if width != model.output_dim:
+        raise ValueError(
+            f"`targets` must hold the transcoder's targets `y`, {model.output_dim} "
+            f"values a row (its output_dim). Received: targets of width {width}")
+    targets, target_rows = activation_rows.check_rows(targets, model.output_dim, "targets")
+    if target_rows != num_rows:
+        raise ValueError(
+            f"`targets` must hold one row per row of `x` ({num_rows}), in the same "
+            f"order. Received: {target_rows} rows of targets")
+    return targets
+
+
 def select_latents(stats, num_latents):
     """The latents given a page: those that fired, the non-dense ones first,
     each group by total activation `sum_n f_i(x_n)`, largest first."""
@@ -73,19 +104,6 @@ def select_latents(stats, num_latents):
     dense = stats.frequency[fired] > DENSE_THRESHOLD
     order = np.lexsort((fired, -stats.total[fired], dense))
     return fired[order][:num_latents]
-
-
-def nearest_latents(decoder, latents, count=NEIGHBORS):
-    """For each latent, the `count` others of largest decoder cosine, with it."""
-    unit = decoder / np.maximum(np.linalg.norm(decoder, axis=1, keepdims=True), 1e-12)
-    cosine = unit[latents] @ unit.T
-    cosine[np.arange(len(latents)), latents] = -np.inf
-    count = min(count, decoder.shape[0] - 1)
-    result = []
-    for i in range(len(latents)):
-        best = np.argsort(-cosine[i], kind="stable")[:count]
-        result.append([[int(j), float(f"{cosine[i, j]:.3f}")] for j in best])
-    return result
 
 
 def _examples_of(stats, latent):
@@ -111,8 +129,9 @@ def _pages(model, x, stats, selected, context, batch_size):
     pixel_rows = sorted({r for r, _ in known}) if context.kind == "image" and getattr(
         context, "images", 0) is None else []
     pixels = dict(zip(pixel_rows, read_rows(x, pixel_rows))) if pixel_rows else {}
-    decoder = np.asarray(ops.convert_to_numpy(model.decoder.kernel), "float64")
+    decoder = decoder_rows(model)  # (latent_dim, output_dim): the output space
     neighbors = nearest_latents(decoder, np.asarray(selected, "int64"))
+    transcoder = model_type(model) == "transcoder"
     names = ["top activations"] + [
         f"quantile {100 * g // QUANTILE_GROUPS}-{100 * (g + 1) // QUANTILE_GROUPS}%"
         for g in range(QUANTILE_GROUPS)][::-1]
@@ -139,11 +158,13 @@ def _pages(model, x, stats, selected, context, batch_size):
             "sections": sections, "neighbors": near,
             "decoder_image": context.decoder_image(decoder[latent]),
         }
+        if transcoder:
+            pages[str(latent)]["top_outputs"] = top_outputs(decoder[latent])
     return pages
 
 
 def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
-                      batch_size=1024, progress=True, overwrite=False):
+                      batch_size=1024, progress=True, overwrite=False, targets=None):
     """Writes a static HTML report of `model`'s latents on `x` to `output_dir`.
 
     One streaming pass of `x` through the SAE (`collect_statistics`) gives,
@@ -173,6 +194,16 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
       around the token, every token shaded by the latent's activation;
       with an `ImageContext`, the images, and the decoder row as an image.
 
+    Transcoders and crosscoders work too. A transcoder's latents come from
+    its input `x` (the examples are rows of `x`); its decoder writes in the
+    output space (`output_dim` wide, any width): the neighbours, the
+    decoder image and the page's "top output features" (the `y` features
+    of largest `|W_dec[i, j]|`) are there, and FVU and shrinkage measure
+    `y_hat` against `targets` (`y`); without `targets` they are left out
+    (n/a). A crosscoder's overview table and pages show each latent's
+    decoder norm in every layer (`crosscoder_decoder_norms`), and its
+    overview one FVU per layer.
+
     Files in `output_dir` other than those two are never touched. A file of
     either name that no dashboard wrote stops the call (`FileExistsError`)
     before any work, and so does an earlier dashboard's report unless
@@ -194,6 +225,9 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
         progress: bool, show a Keras progress bar during the pass.
         overwrite: bool, replace a report an earlier dashboard wrote in
             `output_dir` (without it, such a report raises `FileExistsError`).
+        targets: `None`, or for a transcoder `(num_rows, output_dim)` float
+            targets `y` (an array or an `ActivationStore`), row `n` the
+            target of `x`'s row `n`: FVU and shrinkage are measured on them.
 
     Returns:
         The `pathlib.Path` of `index.html`.
@@ -220,11 +254,14 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
         raise TypeError(f"`progress` must be True or False. Received: progress={progress!r}")
     x, num_rows = activation_rows.check_rows(x, model.input_dim)
     context = _check_context(context, num_rows, model.input_dim)
+    targets = _check_targets(model, targets, num_rows)
+    kind = model_type(model)
     activation_rows.check_finite_weights(
         model, "its report would hold NaN (which JSON cannot) instead of activations")
 
     stats, fidelity = collect_statistics(model, x, batch_size, top_k=TOP_EXAMPLES,
-                                         sample_size=SAMPLE_SIZE, progress=progress)
+                                         sample_size=SAMPLE_SIZE, progress=progress,
+                                         targets=targets)
     selected = select_latents(stats, num_latents)
     pages = _pages(model, x, stats, selected, context, batch_size)
     density_counts, density_edges = density_histogram(stats.frequency)
@@ -232,14 +269,17 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
     summary = {
         "generator": output.MARKER, "report_id": output.new_report_id(),
         "model": model.name, "num_rows": num_rows,
-        "latent_dim": model.latent_dim, "input_dim": model.input_dim,
-        "l0": fidelity["l0"],
-        "fvu": fidelity["fvu"] if np.isfinite(fidelity["fvu"]) else None,
-        "shrinkage": fidelity["shrinkage"],
+        "model_type": kind, "latent_dim": model.latent_dim,
+        "input_dim": model.input_dim, "output_dim": model.output_dim,
+        "l0": fidelity["l0"], "fvu": _finite(fidelity["fvu"]),
+        "shrinkage": _finite(fidelity["shrinkage"]),
         "dead": int((stats.fire_count == 0).sum()),
         "dense": int((stats.frequency > DENSE_THRESHOLD).sum()),
         "dense_threshold": DENSE_THRESHOLD, "pages": [int(i) for i in selected],
     }
+    if kind == "crosscoder":
+        summary["num_layers"] = len(fidelity["fvu_layers"])
+        summary["fvu_layers"] = [_finite(v) for v in fidelity["fvu_layers"]]
     labels = None
     if context.kind == "text":
         labels = [context.label(stats.top.row[i][:5][stats.top.row[i][:5] >= 0])
@@ -254,6 +294,9 @@ def feature_dashboard(model, x, output_dir, context=None, num_latents=100,
                     "max": _round(stats.max_activation), "label": labels},
         "pages": pages,
     }
+    if kind == "crosscoder":
+        # Per latent, its decoder norm in each layer (what the pages print).
+        data["layer_norms"] = layer_norms(model)
     if context.kind == "image":
         # `[width, height]` in CSS pixels, the image's aspect ratio kept.
         data["image_size"] = {"example": context.display_size(EXAMPLE_IMAGE_BOX),

@@ -30,8 +30,9 @@ class SplicedEvaluation(keras.callbacks.Callback):
     Args:
         every_n_steps: int, the evaluation period in training steps.
         model: the host Keras model the SAE reads from (not the SAE).
-        layer: the name of the layer of `model` whose output the SAE
-            reconstructs.
+        layer: the name (or path) of the layer of `model` whose output the
+            SAE reconstructs (for a transcoder: the MLP block's output,
+            which its prediction replaces).
         inputs: the host model's inputs to evaluate on (keep them small:
             each evaluation runs `model` five times over them).
         loss_fn: `loss_fn(outputs, clean_outputs, targets)` -> `(batch,)`.
@@ -41,6 +42,8 @@ class SplicedEvaluation(keras.callbacks.Callback):
         batch_size: int, examples per forward pass.
         log_dir: optional TensorBoard folder; each evaluation is written
             there at its step under `spliced/`.
+        input_layer: for a transcoder, the layer whose output it reads
+            (the MLP block's input; see `spliced_metrics`).
 
     Attributes:
         history: list of `(step, metrics dict)`, one per evaluation.
@@ -63,7 +66,7 @@ class SplicedEvaluation(keras.callbacks.Callback):
     coarse_batch_hooks = True
 
     def __init__(self, every_n_steps, model, layer, inputs, loss_fn, targets=None,
-                 outputs="logits", batch_size=64, log_dir=None):
+                 outputs="logits", batch_size=64, log_dir=None, input_layer=None):
         super().__init__()
         self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
         if not isinstance(model, keras.Model):
@@ -75,6 +78,7 @@ class SplicedEvaluation(keras.callbacks.Callback):
             raise ValueError(
                 f"`outputs` must be one of {OUTPUTS}. Received: outputs={outputs!r}")
         self.host_model, self.layer, self.inputs = model, layer, inputs
+        self.input_layer = input_layer
         self.loss_fn, self.targets, self.outputs = loss_fn, targets, outputs
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if log_dir is not None:
@@ -98,7 +102,8 @@ class SplicedEvaluation(keras.callbacks.Callback):
         """Runs `spliced_metrics` now; records and returns the dict."""
         metrics = spliced_metrics(
             self.host_model, self.layer, self.model, self.inputs, self.loss_fn,
-            targets=self.targets, batch_size=self.batch_size, outputs=self.outputs)
+            targets=self.targets, batch_size=self.batch_size, outputs=self.outputs,
+            input_layer=self.input_layer)
         self.history.append((self.step, metrics))
         if self.log_dir is not None:
             if self._writer is None:

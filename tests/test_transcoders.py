@@ -323,6 +323,34 @@ def test_sparse_path_trains_a_transcoder_as_the_dense_step_does():
         np.testing.assert_allclose(sparse, dense, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="the device-resident fit is JAX's")
+def test_device_resident_fit_of_pairs_equals_the_stock_loop():
+    """On JAX, `fit(x, y)` of a transcoder trains with the pairs on the
+    device (`[x | y]` side by side, one shuffle): the same weights as the
+    stock Keras loop, step for step."""
+    x, y = _pairs(96, seed=16)
+    weights = {}
+    for resident in (False, True):
+        keras.utils.set_random_seed(6)
+        model = gsl.build_transcoder("topk", INPUT_DIM, OUTPUT_DIM, 32, skip=True, k=4)
+        model.compile(keras.optimizers.Adam(1e-2))
+        history = model.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0,
+                            device_resident=resident)
+        weights[resident] = [np.asarray(v) for v in model.trainable_variables]
+        assert np.isfinite(history.history["fvu"]).all()
+    for stock, resident in zip(weights[False], weights[True]):
+        np.testing.assert_allclose(resident, stock, rtol=1e-5, atol=1e-6)
+    model = gsl.build_transcoder("topk", INPUT_DIM, OUTPUT_DIM, 32, k=4)
+    model.compile(keras.optimizers.Adam(1e-2))
+    bad = y.copy()
+    bad[5] = np.inf
+    with pytest.raises(ValueError, match="NaN|Inf|non-finite"):
+        model.fit(x, bad, epochs=1, verbose=0, device_resident=True)
+    with pytest.raises(ValueError, match="same rows"):
+        model.fit(x, y[:-1], epochs=1, verbose=0)
+
+
 @pytest.mark.parametrize("builder", ["transcoder", "crosscoder"])
 def test_mixed_bfloat16_keeps_float32_weights_and_trains(builder):
     x, y = _pairs(64, seed=14)

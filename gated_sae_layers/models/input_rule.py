@@ -83,6 +83,11 @@ def check_targets(model, x, y):
     A transcoder trained on `x` alone would be asked to reconstruct `x`
     (or fail on the widths); streams are checked as they flow (`guard_stream`).
     """
+    if y is not None and hasattr(x, "shape") and hasattr(y, "shape") and (
+            not callable(getattr(x, "element_spec", None))) and len(x) != len(y):
+        raise ValueError(
+            "`x` and `y` must hold the same rows (one target per input row). "
+            f"Received: {len(x)} rows of x and {len(y)} rows of y")
     if y is not None or not model.is_transcoder:
         return
     if (isinstance(x, ActivationStore) or is_array_like(x) or is_data_frame(x)

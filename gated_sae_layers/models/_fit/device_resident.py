@@ -68,7 +68,14 @@ def unsupported_reason(model, x, y, kwargs):
             getattr(x, "element_spec", None)):
         return "`x` is not an in-memory array or an ActivationStore"
     if y is not None and y is not x:
-        return "`y` is given"
+        if not model.is_transcoder:
+            return "`y` is given"
+        if isinstance(x, ActivationStore) or not (
+                hasattr(y, "shape") and hasattr(y, "dtype")) or callable(
+                getattr(y, "element_spec", None)):
+            return "`x` and `y` are not both in-memory arrays"
+        if len(y) != len(x):
+            return "`x` and `y` have different numbers of rows"
     for name, value in kwargs.items():
         if name not in RESIDENT_FIT_ARGUMENTS + ("callbacks",) and value is not None:
             return f"`{name}` is given"
@@ -115,7 +122,7 @@ def steps_per_dispatch(model, callbacks, steps_left):
     return max(1, min(limit, steps_left))
 
 
-def _make_runner(model, batch_size, input_dtype):
+def _make_runner(model, batch_size, input_dtype, input_dim=None):
     """A jitted loop of `num_steps` train steps on rows of a device chunk.
 
     `(state, logs, chunk, order, first_row, num_steps, stopped)` ->
@@ -123,6 +130,8 @@ def _make_runner(model, batch_size, input_dtype):
     `chunk[order[first_row + i * batch_size:][:batch_size]]`. The loop runs
     no step when `stopped` is true and ends after a step whose loss is not
     finite, keeping the state from before that step (`bad` is then true).
+    With `input_dim` (a transcoder's pairs, `[x | y]` side by side in the
+    chunk) each batch's first `input_dim` columns are `x`, the rest `y`.
     """
     import jax
     import jax.numpy as jnp
@@ -133,7 +142,11 @@ def _make_runner(model, batch_size, input_dtype):
             rows = jax.lax.dynamic_slice(
                 order, (first_row + step * batch_size,), (batch_size,))
             batch = jnp.take(chunk, rows, axis=0).astype(input_dtype)
-            state, logs, finite = guarded_train_step(model, state, logs, batch)
+            if input_dim is None:
+                state, logs, finite = guarded_train_step(model, state, logs, batch)
+            else:
+                state, logs, finite = guarded_train_step(
+                    model, state, logs, batch[:, :input_dim], batch[:, input_dim:])
             return step + 1, state, logs, jnp.logical_not(finite)
 
         def condition(carry):
@@ -164,12 +177,14 @@ def _permutation(seed, salt, rows):
 _jitted_permutation = None
 
 
-def _zero_logs(model, state, batch_size, input_dim, input_dtype):
+def _zero_logs(model, state, batch_size, input_dim, input_dtype, target_dim=None):
     import jax
     import jax.numpy as jnp
 
-    batch = jax.ShapeDtypeStruct((batch_size, input_dim), input_dtype)
-    logs, _ = jax.eval_shape(model.train_step, state, (batch,))
+    data = (jax.ShapeDtypeStruct((batch_size, input_dim), input_dtype),)
+    if target_dim is not None:
+        data += (jax.ShapeDtypeStruct((batch_size, target_dim), input_dtype),)
+    logs, _ = jax.eval_shape(model.train_step, state, data)
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), logs)
 
 
@@ -203,7 +218,7 @@ def lowered_train_loop(model, batch_size, chunk_rows, input_dtype="float32"):
 class _Trainer:
     """The epoch loop of the device-resident `fit` for one model and data."""
 
-    def __init__(self, model, x, batch_size, shuffle, chunk_rows):
+    def __init__(self, model, x, batch_size, shuffle, chunk_rows, y=None):
         import jax
 
         self.jax = jax
@@ -212,10 +227,16 @@ class _Trainer:
         self.shuffle = shuffle
         is_store = isinstance(x, ActivationStore)
         self.input_dim = x.input_dim if is_store else int(x.shape[1])
+        # A transcoder's pairs travel as one array, `[x | y]` side by side:
+        # one upload, one NaN check and one shuffle keep the rows aligned.
+        self.target_dim = None if y is None else int(y.shape[1])
+        if y is not None:
+            x = np.concatenate([np.asarray(x), np.asarray(y, dtype=np.asarray(x).dtype)],
+                               axis=1)
         self.input_dtype = model.inputs[0].dtype
         if chunk_rows is None:
             chunk_rows = default_chunk_rows(
-                self.input_dim * np.dtype(str(x.dtype)).itemsize, batch_size)
+                int(x.shape[1]) * np.dtype(str(x.dtype)).itemsize, batch_size)
         else:
             chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)
         self.chunks = (DeviceChunks.from_store(x, chunk_rows) if is_store
@@ -230,13 +251,14 @@ class _Trainer:
     def runner(self, batch_size):
         """The compiled loop for `batch_size` and logs to start it with."""
         plan = getattr(self.model, "sparse_plan", None)
+        paired = None if self.target_dim is None else self.input_dim
         key = (batch_size, str(self.input_dtype),
-               None if plan is None else plan.cache_key())
+               None if plan is None else plan.cache_key(), paired)
         if key not in self._runners:
             self._runners[key] = (
-                _make_runner(self.model, batch_size, self.input_dtype),
+                _make_runner(self.model, batch_size, self.input_dtype, paired),
                 _zero_logs(self.model, self.state, batch_size,
-                           self.input_dim, self.input_dtype))
+                           self.input_dim, self.input_dtype, self.target_dim))
         return self._runners[key]
 
     def order(self, index, epoch, rows):
@@ -305,7 +327,7 @@ class _Trainer:
         return logs
 
 
-def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
+def device_resident_fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto",
                         callbacks=None, validation_split=0.0,
                         validation_data=None, shuffle=True, initial_epoch=0,
                         validation_batch_size=None, validation_freq=1,
@@ -317,8 +339,10 @@ def device_resident_fit(model, x, batch_size=None, epochs=1, verbose="auto",
     batch_size = batch_size or 32
     if validation_split and validation_data is None:
         split_at = int(math.floor(len(x) * (1.0 - validation_split)))
-        x, validation_data = x[:split_at], (x[split_at:],)
-    trainer = _Trainer(model, x, batch_size, shuffle, device_chunk_rows)
+        x, validation_data = x[:split_at], (x[split_at:],) + (
+            () if y is None else (y[split_at:],))
+        y = None if y is None else y[:split_at]
+    trainer = _Trainer(model, x, batch_size, shuffle, device_chunk_rows, y)
     compat.symbolic_build(model, (keras.KerasTensor(
         (batch_size, trainer.input_dim), trainer.input_dtype),))
     steps_per_epoch = sum(math.ceil((stop - start) / batch_size)

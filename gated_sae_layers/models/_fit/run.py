@@ -91,7 +91,7 @@ def run_fit(model, stock_fit, x, y, args, kwargs, validation_data,
             tell_callbacks_on_error(callbacks):
         if resident:
             return device_resident.device_resident_fit(
-                model, x, validation_data=validation_data, callbacks=callbacks,
+                model, x, y, validation_data=validation_data, callbacks=callbacks,
                 device_chunk_rows=device_chunk_rows,
                 **{name: value for name, value in arguments.items()
                    if name in RESIDENT_FIT_ARGUMENTS})

@@ -161,9 +161,22 @@ VARIANTS = {
 }
 
 
+# Transcoders and crosscoders (tests/test_transcoders.py), saved and loaded in
+# the same new process: (builder, its arguments, whether fit takes targets).
+DICTIONARIES = {
+    "skip_topk_transcoder": (gsl.build_transcoder, ("topk", 6, 4, 16),
+                             {"k": 3, "skip": True}, True),
+    "gated_transcoder": (gsl.build_transcoder, ("gated", 6, 4, 16),
+                         {"sparsity_coefficient": 1e-3}, True),
+    "crosscoder": (gsl.build_crosscoder, (3, 2, 16), {"sparsity_coefficient": 1e-3}, False),
+}
+
+
 def test_every_variant_loads_in_a_fresh_process(tmp_path):
-    """Every variant saved here load and predict the same in one new process."""
+    """Every variant saved here, transcoders and crosscoders included, loads
+    (safe mode) and predicts the same in one new process, its record kept."""
     x = np.random.default_rng(2).normal(size=(32, 6)).astype("float32")
+    y = np.random.default_rng(3).normal(size=(32, 4)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     expected = {}
     for architecture, kwargs in sorted(VARIANTS.items()):
@@ -172,8 +185,15 @@ def test_every_variant_loads_in_a_fresh_process(tmp_path):
         model.fit(x, epochs=1, batch_size=8, verbose=0)
         model.save(tmp_path / f"{architecture}.keras")
         expected[architecture] = model.predict_on_batch(x)
+    for name, (builder, args, kwargs, paired) in DICTIONARIES.items():
+        model = builder(*args, **kwargs)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.fit(x, *((y,) if paired else ()), epochs=1, batch_size=8, verbose=0)
+        model.save(tmp_path / f"{name}.keras")
+        expected[name] = model.predict_on_batch(x)
+        (tmp_path / f"{name}.json").write_text(json.dumps(model.architecture))
     code = textwrap.dedent("""
-        import sys, numpy as np, keras
+        import json, sys, numpy as np, keras
         import gated_sae_layers
         folder, architectures = sys.argv[1], sys.argv[2:]
         x = np.load(f"{folder}/x.npy")
@@ -181,17 +201,24 @@ def test_every_variant_loads_in_a_fresh_process(tmp_path):
             model = keras.saving.load_model(f"{folder}/{architecture}.keras",
                                             safe_mode=True)
             out = model.predict_on_batch(x)
+            out["is_transcoder"] = np.asarray(model.is_transcoder)
+            with open(f"{folder}/{architecture}_record.json", "w") as handle:
+                json.dump(model.architecture, handle)
             np.savez(f"{folder}/{architecture}_out.npz",
                      **{k: np.asarray(v) for k, v in out.items()})
     """)
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path), *sorted(VARIANTS)],
+        [sys.executable, "-c", code, str(tmp_path), *sorted(VARIANTS), *DICTIONARIES],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     for architecture, outputs in expected.items():
-        loaded = np.load(tmp_path / f"{architecture}_out.npz")
-        assert sorted(loaded.files) == sorted(outputs), architecture
+        loaded = dict(np.load(tmp_path / f"{architecture}_out.npz"))
+        assert bool(loaded.pop("is_transcoder")) is architecture.endswith("transcoder")
+        if architecture in DICTIONARIES:
+            assert (json.loads((tmp_path / f"{architecture}_record.json").read_text())
+                    == json.loads((tmp_path / f"{architecture}.json").read_text()))
+        assert sorted(loaded) == sorted(outputs), architecture
         for name, value in outputs.items():
             np.testing.assert_array_equal(loaded[name], np.asarray(value),
                                           err_msg=f"{architecture}: {name}")

@@ -352,8 +352,8 @@ def test_mixed_bfloat16_keeps_float32_weights_and_trains(builder):
     x, y = _pairs(64, seed=14)
     with dtype_policy_scope("mixed_bfloat16"):
         if builder == "transcoder":
-            model = gsl.build_transcoder("batch_topk", INPUT_DIM, OUTPUT_DIM, 32,
-                                         skip=True, k=3)
+            model = gsl.build_transcoder("relu", INPUT_DIM, OUTPUT_DIM, 32,
+                                         skip=True, sparsity_coefficient=1e-3)
             data = (x, y)
         else:
             model = gsl.build_crosscoder(3, 2, 32, sparsity_coefficient=1e-3)
@@ -366,6 +366,18 @@ def test_mixed_bfloat16_keeps_float32_weights_and_trains(builder):
     assert keras.backend.standardize_dtype(out["reconstruction"].dtype) == "bfloat16"
     assert np.isfinite(history.history["loss"]).all()
     assert history.history["loss"][-1] < history.history["loss"][0]
+    # The same weights in float32 (whose math is numpy's, above) agree to
+    # bfloat16's precision (ReLU: no latent flips on or off at a boundary).
+    with dtype_policy_scope("float32"):
+        if builder == "transcoder":
+            reference = gsl.build_transcoder("relu", INPUT_DIM, OUTPUT_DIM, 32,
+                                             skip=True, sparsity_coefficient=1e-3)
+        else:
+            reference = gsl.build_crosscoder(3, 2, 32, sparsity_coefficient=1e-3)
+    reference.set_weights(model.get_weights())
+    want = reference.predict_on_batch(x)["reconstruction"]
+    got = np.asarray(out["reconstruction"], "float32")
+    assert np.linalg.norm(got - want) <= 2e-2 * np.linalg.norm(want)
 
 
 # ------------------------------------------------------------------ saving

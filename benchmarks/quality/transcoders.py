@@ -32,6 +32,11 @@ What it does, all offline:
 * Measures on the held-out rows: FVU of the MLP output `y`
   (`sum ||y - y_hat||^2 / sum ||y - mean(y)||^2`), L0, and dead latents
   (latents that fire on none of the held-out rows); seconds of training.
+  Then each trained transcoder (sparsify's through our `load_sae`) is spliced
+  in place of the MLP on `--splice-texts` held-out paragraphs
+  (`spliced_metrics`, `input_layer=` the MLP's input): the loss is `1 - cos`
+  of the mean-pooled sentence embedding against the clean model's, and loss
+  recovered is against zero- and mean-ablating the MLP's output.
   Written to `benchmarks/figures/transcoders.json` and printed as a table.
 """
 
@@ -40,6 +45,7 @@ from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
 import argparse
 import json
 import os
+import pathlib
 import random
 import subprocess
 import sys
@@ -99,6 +105,12 @@ def batches(rows, steps, batch_size, seed):
     return order[:steps * batch_size].reshape(steps, batch_size)
 
 
+def saved_dir():
+    path = cache_dir() / "transcoder_runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def held_out(predict, x_test, y_test):
     latents, y_hat = predict(x_test)
     fvu = float(np.sum((y_test - y_hat) ** 2) / np.sum((y_test - y_test.mean(0)) ** 2))
@@ -118,7 +130,7 @@ def _predict_keras(model):
     return predict
 
 
-def train_ours(architecture, data, order, args, seed):
+def train_ours(architecture, data, order, args, seed, save_to):
     import keras
 
     import gated_sae_layers as gsl
@@ -139,10 +151,12 @@ def train_ours(architecture, data, order, args, seed):
     start = time.perf_counter()
     model.fit(x[rows], y[rows], batch_size=args.batch_size, epochs=1, shuffle=False,
               verbose=0, callbacks=callbacks)
-    return _predict_keras(model), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    model.save(f"{save_to}.keras")
+    return _predict_keras(model), seconds
 
 
-def train_sparsify(optimizer, data, order, args, seed):
+def train_sparsify(optimizer, data, order, args, seed, save_to):
     import torch
     from sparsify import SparseCoder, SparseCoderConfig
 
@@ -170,7 +184,8 @@ def train_sparsify(optimizer, data, order, args, seed):
         opt.zero_grad()
     seconds = time.perf_counter() - start
     if optimizer != "adam":
-        opt.eval()
+        opt.eval()                 # schedule-free: the averaged weights
+    coder.save_to_disk(save_to)    # spliced later by our loader (`load_sae`)
 
     @torch.no_grad()
     def predict(x_eval):
@@ -185,6 +200,55 @@ def train_sparsify(optimizer, data, order, args, seed):
         return np.concatenate(latents), np.concatenate(y_hat)
 
     return predict, seconds
+
+
+def splice_all(layer, runs, texts, sequence_length=128):
+    """Loss recovered of each saved run spliced in place of MLP `layer` of MiniLM.
+
+    The loss is `1 - cos` of the mean-pooled sentence embeddings against the
+    clean model's (sentence-transformers' pooling), on held-out paragraphs;
+    recovered against zero- and mean-ablating the MLP's output
+    (`spliced_metrics`). sparsify's folders load with our `load_sae` (exact:
+    `tests/test_transcoder_proof.py`), so both run through the same splice.
+    """
+    import keras
+
+    import gated_sae_layers as gsl
+    from gated_sae_layers.activations import load_minilm
+    from gated_sae_layers.evaluation import spliced_metrics
+
+    backbone, preprocessor = load_minilm(sequence_length=sequence_length)
+    inputs = {k: np.asarray(v) for k, v in preprocessor(texts).items()}
+    mlp_in, mlp_out = mlp_places(layer)
+
+    def sentence_loss(out, clean, padding_mask):
+        weights = np.asarray(padding_mask, "float64")[..., None]
+
+        def embed(outputs):
+            pooled = (np.asarray(outputs["sequence_output"], "float64") * weights).sum(1)
+            pooled /= weights.sum(1)
+            return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+        return 1.0 - (embed(out) * embed(clean)).sum(1)
+
+    results = {}
+    for name, path in runs.items():
+        model = (keras.saving.load_model(path) if path.endswith(".keras")
+                 else gsl.load_sae(path))
+        metrics = spliced_metrics(backbone, mlp_out, model, inputs, sentence_loss,
+                                  targets=inputs["padding_mask"], outputs=None,
+                                  batch_size=32, input_layer=mlp_in)
+        results[name] = {key: float(value) for key, value in metrics.items()}
+    return results
+
+
+def held_out_texts(count, seed=0, test_fraction=0.1):
+    """The first `count` held-out paragraphs (the split of `harvest_pairs`)."""
+    from benchmarks.quality import minilm_activations as source
+
+    paras = source.paragraphs(source.docstrings(source.stdlib_module_names()))
+    random.Random(seed).shuffle(paras)
+    return paras[:int(round(len(paras) * test_fraction))][:count]
 
 
 RUNS = {
@@ -209,7 +273,15 @@ def main(argv=None):
     parser.add_argument("--runs", default=",".join(str(i) for i in range(len(RUNS))),
                         help="indices of the runs to do (default all)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--splice", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--splice-texts", type=int, default=256,
+                        help="held-out paragraphs the spliced loss is measured on")
     args = parser.parse_args(argv)
+    if args.splice:               # a worker: splice the saved runs, one JSON line
+        runs = json.loads(pathlib.Path(args.splice).read_text())
+        print(RESULT + json.dumps(splice_all(args.layer, runs, held_out_texts(
+            args.splice_texts))), flush=True)
+        return
     x_train, y_train, x_test, y_test = harvest_pairs(args.layer, args.max_tokens)
     print(f"MLP {args.layer}: train {x_train.shape} -> {y_train.shape}, held-out "
           f"{x_test.shape}", flush=True)
@@ -220,7 +292,8 @@ def main(argv=None):
     if args.one:                  # a worker: one run, one seed, one JSON line
         index, seed = (int(v) for v in args.one.split(":"))
         order = batches(len(x_train), args.steps, args.batch_size, seed)
-        predict, seconds = RUNS[names[index]]((x_train, y_train), order, args, seed)
+        predict, seconds = RUNS[names[index]]((x_train, y_train), order, args, seed,
+                                              str(saved_dir() / f"run{index}_seed{seed}"))
         print(RESULT + json.dumps({"run": names[index], "seed": seed,
                                    "seconds": round(seconds, 1),
                                    **held_out(predict, x_test, y_test)}), flush=True)
@@ -241,9 +314,33 @@ def main(argv=None):
             row = json.loads(lines[-1][len(RESULT):])
             results.append(row)
             print(json.dumps(row), flush=True)
+    runs = {}
+    for row in results:
+        index = names.index(row["run"])
+        path = saved_dir() / f"run{index}_seed{row['seed']}"
+        runs[f"{index}:{row['seed']}"] = str(path) + (".keras" if "ours" in row["run"] else "")
+    runs_file = saved_dir() / "runs.json"
+    runs_file.write_text(json.dumps(runs))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.quality.transcoders",
+                           "--layer", str(args.layer), "--splice", str(runs_file),
+                           "--splice-texts", str(args.splice_texts)],
+                          capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode or not lines:
+        raise RuntimeError(f"the splice failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    spliced = json.loads(lines[-1][len(RESULT):])
+    for row in results:
+        metrics = spliced[f"{names.index(row['run'])}:{row['seed']}"]
+        row["loss_recovered_zero"] = metrics["loss_recovered_zero_ablation"]
+        row["loss_recovered_mean"] = metrics["loss_recovered_mean_ablation"]
+        row["loss_spliced"] = metrics["loss_spliced"]
     table = column_table(results, [("run", "run", "s"), ("seed", "seed", "d"),
                                    ("held-out FVU", "fvu", ".4f"), ("L0", "l0", ".1f"),
-                                   ("dead", "dead", "d"), ("train s", "seconds", ".1f")])
+                                   ("dead", "dead", "d"),
+                                   ("spliced loss", "loss_spliced", ".5f"),
+                                   ("recovered vs zero", "loss_recovered_zero", ".4f"),
+                                   ("recovered vs mean", "loss_recovered_mean", ".4f"),
+                                   ("train s", "seconds", ".1f")])
     print(f"\nleast-squares linear map (x -> y) held-out FVU: {linear_fvu:.4f}\n{table}")
     write_json(figures_dir() / "transcoders.json", {
         "arguments": vars(args), "machine": machine_info(),

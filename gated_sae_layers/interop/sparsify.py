@@ -11,9 +11,8 @@ reads `x` uncentered, as ours does, and `W_dec`, `b_dec` write the target (of
 width `d_in` too, in sparsify 1.x); with `skip_connection=True` it adds
 `x @ W_skip.T`, `W_skip` `(d_in, d_in)` (zeros at first): our TopK transcoder
 (`build_transcoder("topk", ...)`, with `skip=True`), `W_skip.T` its skip's
-kernel. A transcoder's decoder rows are never normalized by sparsify: they
-load as they are (the same outputs; `build_model` warns that a training step
-would renormalize them).
+kernel. A transcoder's decoder rows are never normalized by sparsify, nor by
+our k-sparse transcoders (free rows): they load as they are, the same outputs.
 """
 
 from gated_sae_layers.interop import _architectures, _checks, _safetensors

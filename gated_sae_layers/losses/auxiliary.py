@@ -106,13 +106,14 @@ class AuxKLoss(CoefficientLoss):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class AuxKTargetLoss(CoefficientLoss):
+class AuxKTargetLoss(AuxReconstruction):
     """AuxK loss of a transcoder, `alpha * ||y - (stop_gradient(y_hat) + e_hat)||^2`.
 
     The `AuxKLoss` of Gao et al. 2024 (arXiv:2406.04093, sec. A.2) for a
     dictionary whose target `y` is not its input: `AuxKPrediction` outputs
     `stop_gradient(y_hat) + e_hat`, and `y - that = e - e_hat` with
-    `e = y - stop_gradient(y_hat)`. Per example, mean over the batch.
+    `e = y - stop_gradient(y_hat)`. The squared error of `AuxReconstruction`
+    (per example, mean over the batch), with the AuxK paper's default alpha.
 
     Args:
         coefficient: float >= 0, alpha. Default 1/32.
@@ -134,7 +135,3 @@ class AuxKTargetLoss(CoefficientLoss):
     def __init__(self, coefficient=1 / 32, name="aux",
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(coefficient, name, reduction, dtype)
-
-    def call(self, y_true, y_pred):
-        check_same_shape(y_true, y_pred, "AuxKTargetLoss")
-        return self.scaled(squared_error(y_true, y_pred))

@@ -67,13 +67,19 @@ def mlp_places(layer):
 
 
 def harvest_pairs(layer, max_tokens, sequence_length=128, batch_size=32, seed=0,
-                  test_fraction=0.1, force=False):
-    """`(x_train, y_train, x_test, y_test)`: the MLP's inputs and outputs, cached."""
+                  test_fraction=0.1, force=False, keep_special=False):
+    """`(x_train, y_train, x_test, y_test)`: the MLP's inputs and outputs, cached.
+
+    `keep_special=True` keeps the `[CLS]` and `[SEP]` positions (padding is
+    always dropped): a transcoder spliced in place of the MLP replaces it at
+    every position, those included.
+    """
     from benchmarks.quality import minilm_activations as source
 
     out = cache_dir()
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"minilm_l6_mlp{layer}_seq{sequence_length}_tokens{max_tokens}"
+    stem = (f"minilm_l6_mlp{layer}_seq{sequence_length}_tokens{max_tokens}"
+            + ("_all" if keep_special else ""))
     paths = {split: out / f"{stem}_{split}.npy" for split in ("train", "test")}
     if not force and all(path.exists() for path in paths.values()):
         rows = {split: np.load(path) for split, path in paths.items()}
@@ -89,13 +95,32 @@ def harvest_pairs(layer, max_tokens, sequence_length=128, batch_size=32, seed=0,
         budgets = {"test": budget_test, "train": max_tokens - budget_test}
         rows = {}
         for split in ("train", "test"):
-            rows[split], _ = source.harvest_split(
-                splits[split], budgets[split], backbone, preprocessor,
-                list(mlp_places(layer)), batch_size)
+            if keep_special:
+                rows[split] = _harvest_all_positions(
+                    splits[split], budgets[split], backbone, preprocessor,
+                    list(mlp_places(layer)), batch_size)
+            else:
+                rows[split], _ = source.harvest_split(
+                    splits[split], budgets[split], backbone, preprocessor,
+                    list(mlp_places(layer)), batch_size)
             np.save(paths[split], rows[split])
     width = rows["train"].shape[1] // 2
     return (rows["train"][:, :width], rows["train"][:, width:],
             rows["test"][:, :width], rows["test"][:, width:])
+
+
+def _harvest_all_positions(texts, budget, backbone, preprocessor, places, batch_size):
+    """`harvest_split` keeping every non-padding position ([CLS], [SEP] too)."""
+    from gated_sae_layers.activations import harvest
+
+    rows, kept = [], 0
+    for i in range(0, len(texts), batch_size):
+        rows.append(harvest(backbone, places, preprocessor(texts[i:i + batch_size]),
+                            batch_size=batch_size, progress=False))
+        kept += len(rows[-1])
+        if kept >= budget:
+            break
+    return np.concatenate(rows)[:budget]
 
 
 def batches(rows, steps, batch_size, seed):
@@ -274,6 +299,9 @@ def main(argv=None):
                         help="indices of the runs to do (default all)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--splice", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-special", action="store_true",
+                        help="train and test on [CLS] and [SEP] positions too (the "
+                             "splice replaces the MLP there as well)")
     parser.add_argument("--splice-texts", type=int, default=256,
                         help="held-out paragraphs the spliced loss is measured on")
     args = parser.parse_args(argv)
@@ -282,7 +310,8 @@ def main(argv=None):
         print(RESULT + json.dumps(splice_all(args.layer, runs, held_out_texts(
             args.splice_texts))), flush=True)
         return
-    x_train, y_train, x_test, y_test = harvest_pairs(args.layer, args.max_tokens)
+    x_train, y_train, x_test, y_test = harvest_pairs(args.layer, args.max_tokens,
+                                                     keep_special=args.keep_special)
     print(f"MLP {args.layer}: train {x_train.shape} -> {y_train.shape}, held-out "
           f"{x_test.shape}", flush=True)
     linear = np.linalg.lstsq(np.c_[x_train, np.ones(len(x_train))], y_train, rcond=None)[0]
@@ -342,7 +371,8 @@ def main(argv=None):
                                    ("recovered vs mean", "loss_recovered_mean", ".4f"),
                                    ("train s", "seconds", ".1f")])
     print(f"\nleast-squares linear map (x -> y) held-out FVU: {linear_fvu:.4f}\n{table}")
-    write_json(figures_dir() / "transcoders.json", {
+    write_json(figures_dir() / ("transcoders_all_positions.json" if args.keep_special
+                                else "transcoders.json"), {
         "arguments": vars(args), "machine": machine_info(),
         "train_rows": int(len(x_train)), "test_rows": int(len(x_test)),
         "linear_fvu": linear_fvu, "results": results})

@@ -363,6 +363,8 @@ def main(argv=None):
         row["loss_recovered_zero"] = metrics["loss_recovered_zero_ablation"]
         row["loss_recovered_mean"] = metrics["loss_recovered_mean_ablation"]
         row["loss_spliced"] = metrics["loss_spliced"]
+        row["loss_zero_ablation"] = metrics["loss_zero_ablation"]
+        row["loss_mean_ablation"] = metrics["loss_mean_ablation"]
     table = column_table(results, [("run", "run", "s"), ("seed", "seed", "d"),
                                    ("held-out FVU", "fvu", ".4f"), ("L0", "l0", ".1f"),
                                    ("dead", "dead", "d"),

@@ -170,7 +170,8 @@ def train_ours(architecture, data, order, args, seed, save_to):
         model = gsl.build_transcoder("gated", x.shape[1], y.shape[1], args.latents,
                                      sparsity_coefficient=1e-3, skip=True)
         callbacks = [gsl.TargetL0(float(args.k))]
-    model.initialize_decoder_bias(y, method="mean")
+    if args.ours_b_dec == "mean":
+        model.initialize_decoder_bias(y, method="mean")
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     rows = order.reshape(-1)
     start = time.perf_counter()
@@ -299,6 +300,10 @@ def main(argv=None):
                         help="indices of the runs to do (default all)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--splice", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ours-b-dec", choices=("mean", "zero"), default="mean",
+                        help="our b_dec at the start: the targets' mean, or the "
+                             "builder's zero (sparsify's start)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON's name")
     parser.add_argument("--keep-special", action="store_true",
                         help="train and test on [CLS] and [SEP] positions too (the "
                              "splice replaces the MLP there as well)")
@@ -373,8 +378,8 @@ def main(argv=None):
                                    ("recovered vs mean", "loss_recovered_mean", ".4f"),
                                    ("train s", "seconds", ".1f")])
     print(f"\nleast-squares linear map (x -> y) held-out FVU: {linear_fvu:.4f}\n{table}")
-    write_json(figures_dir() / ("transcoders_all_positions.json" if args.keep_special
-                                else "transcoders.json"), {
+    write_json(figures_dir() / ("transcoders" + ("_all_positions" if args.keep_special
+                                                 else "") + args.tag + ".json"), {
         "arguments": vars(args), "machine": machine_info(),
         "train_rows": int(len(x_train)), "test_rows": int(len(x_test)),
         "linear_fvu": linear_fvu, "results": results})

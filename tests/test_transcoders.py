@@ -421,3 +421,23 @@ def test_transcoder_arguments_are_checked():
     with pytest.raises(ValueError, match="one row per row"):
         gsl.DeadLatentResampler(np.ones((4, 6), "float32"), 1,
                                 targets=np.ones((3, 4), "float32"))
+
+
+def test_core_metrics_of_a_transcoder_measure_against_its_targets():
+    """`evaluate_sae` / `core_metrics` compare a transcoder's prediction with
+    `y`; without `targets` they raise (the widths may even agree, and an FVU
+    against `x` would be silent nonsense)."""
+    model = _transcoder("topk", skip=True)
+    _randomize(model, seed=17)
+    x, y = _pairs(40, seed=18)
+    with pytest.raises(ValueError, match="Pass `targets=y`"):
+        gsl.evaluate_sae(model, x)
+    metrics = gsl.core_metrics(model, x, targets=y, batch_size=16)
+    y_hat = model.predict_on_batch(x)["reconstruction"].astype("float64")
+    fvu = np.sum((y - y_hat) ** 2) / np.sum((y - y.mean(0)) ** 2)
+    np.testing.assert_allclose(metrics["fvu"], fvu, rtol=1e-5)
+    assert np.isnan(metrics["encoder_decoder_cosine"]).all()
+    with pytest.raises(ValueError, match="one target row per row"):
+        gsl.core_metrics(model, x, targets=y[:-1])
+    with pytest.raises(ValueError, match="`targets` are for a transcoder"):
+        gsl.core_metrics(gsl.build_topk_sae(INPUT_DIM, 16, k=2), x, targets=y)

@@ -58,7 +58,32 @@ def _check_threshold(value):
     return float(value)
 
 
-def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
+def _check_targets(model, x, targets):
+    """`(x, targets)` checked: a transcoder needs in-memory targets, one per row
+    of an in-memory `x`; an SAE takes none."""
+    if targets is None:
+        if getattr(model, "is_transcoder", False):
+            raise ValueError(
+                f"Model '{model.name}' is a transcoder: its fidelity compares its "
+                f"predictions with the targets `y` ({model.output_dim} wide), not with "
+                "the inputs `x`. Pass `targets=y`. Received: targets=None")
+        return activation_rows.check_rows(x, model.input_dim)[0], None
+    if not getattr(model, "is_transcoder", False):
+        raise ValueError(
+            "`targets` are for a transcoder (`build_transcoder`); an SAE is measured "
+            "against its own inputs. Received: targets with an SAE")
+    x, _ = activation_rows.check_rows(x, model.input_dim)
+    targets, _ = activation_rows.check_rows(targets, model.output_dim, "targets")
+    if not hasattr(x, "shape") or not hasattr(targets, "shape") or len(x) != len(targets):
+        raise ValueError(
+            "`x` and `targets` must be in-memory arrays with one target row per row "
+            f"of x. Received: {type(x).__name__} and {type(targets).__name__}"
+            + (f" of {len(x)} and {len(targets)} rows"
+               if hasattr(x, "shape") and hasattr(targets, "shape") else ""))
+    return x, targets
+
+
+def core_metrics(model, x, batch_size=1024, dense_threshold=0.1, targets=None):
     """SAEBench's core metrics of `model` on the rows of `x`, streamed in batches.
 
     With `f` the latents and `x_hat` the reconstruction of each row `x`
@@ -93,6 +118,11 @@ def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
         batch_size: int, rows through the model at a time.
         dense_threshold: float in `[0, 1]`, the firing frequency above which
             a latent counts as dense.
+        targets: `None`, or for a transcoder (`model.is_transcoder`, which
+            needs them) the `(num_rows, output_dim)` targets `y` of the rows
+            of `x`, in memory: `fvu`, `cosine_similarity` and `shrinkage`
+            then compare `y_hat` with `y`, and `encoder_decoder_cosine` is
+            NaN (`W_enc` and `W_dec` live in different spaces).
 
     Returns:
         A dict of floats `l0`, `fvu`, `explained_variance`,
@@ -114,18 +144,23 @@ def core_metrics(model, x, batch_size=1024, dense_threshold=0.1):
     (4.0, 32)
     """
     dense_threshold = _check_threshold(dense_threshold)
-    x, _ = activation_rows.check_rows(x, model.input_dim)
-    sums = activation_rows.FidelitySums(model.input_dim, model.latent_dim)
-    for batch in activation_rows.row_batches(x, batch_size):
+    x, targets = _check_targets(model, x, targets)
+    sums = activation_rows.FidelitySums(model.output_dim, model.latent_dim)
+    target_batches = (activation_rows.row_batches(x, batch_size) if targets is None
+                      else activation_rows.row_batches(targets, batch_size))
+    for batch, target in zip(activation_rows.row_batches(x, batch_size), target_batches):
         latents, reconstruction = activation_rows.sae_outputs(model, batch)
-        sums.update(batch, latents, reconstruction)
+        sums.update(target, latents, reconstruction)
     fvu = sums.fvu()
     density = sums.feature_density()
     counts, edges = density_histogram(density)
     decoder_kernel = ops.convert_to_numpy(model.decoder.kernel)
     max_cosine = max_decoder_cosine(decoder_kernel)
-    own_cosine = encoder_decoder_cosine(
-        ops.convert_to_numpy(model.encoder.input_kernel), decoder_kernel)
+    if model.is_transcoder:
+        own_cosine = np.full((model.latent_dim,), np.nan)
+    else:
+        own_cosine = encoder_decoder_cosine(
+            ops.convert_to_numpy(model.encoder.input_kernel), decoder_kernel)
     return {
         "l0": sums.l0(),
         "fvu": fvu,

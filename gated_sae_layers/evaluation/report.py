@@ -30,7 +30,8 @@ def _splice_options(splice):
     return {k: splice[k] for k in SPLICE_OPTIONAL if k in splice}
 
 
-def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
+def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0,
+                 targets=None):
     """SAEBench-lite: core metrics, plus probing and splicing when they apply.
 
     * always `core_metrics(model, x)`: L0, FVU, explained variance, cosine
@@ -50,6 +51,8 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     Args:
         model: a `SparseAutoencoder`.
         x: `(N, input_dim)` float activations, or an `ActivationStore`.
+        targets: `None`, or a transcoder's targets `y` of the rows of `x`
+            (`core_metrics`; a transcoder needs them).
         labels: optional `(N,)` class labels of the rows of `x`.
         splice: optional dict of `spliced_metrics` arguments.
         log_dir: optional TensorBoard log folder.
@@ -79,7 +82,7 @@ def evaluate_sae(model, x, labels=None, splice=None, log_dir=None, step=0):
     if labels is not None:
         ks = tuple(k for k in DEFAULT_KS if k <= model.latent_dim)
         probe = plan_probe(model, x, labels, ks=ks)
-    result = core_metrics(model, x)
+    result = core_metrics(model, x, targets=targets)
     if probe is not None:
         result.update(run_probe(model, probe))
     if splice is not None:

@@ -163,8 +163,10 @@ def train_ours(architecture, data, order, args, seed, save_to):
     x, y = data
     keras.utils.set_random_seed(seed)
     if architecture == "topk":
+        extra = ({} if args.ours_aux_coefficient is None
+                 else {"aux_coefficient": args.ours_aux_coefficient})
         model = gsl.build_transcoder("topk", x.shape[1], y.shape[1], args.latents,
-                                     k=args.k, skip=True)
+                                     k=args.k, skip=True, **extra)
         callbacks = []
     else:
         model = gsl.build_transcoder("gated", x.shape[1], y.shape[1], args.latents,
@@ -303,6 +305,9 @@ def main(argv=None):
     parser.add_argument("--ours-b-dec", choices=("mean", "zero"), default="mean",
                         help="our b_dec at the start: the targets' mean, or the "
                              "builder's zero (sparsify's start)")
+    parser.add_argument("--ours-aux-coefficient", type=float, default=None,
+                        help="alpha of our TopK's AuxK term (default: the "
+                             "builder's 1/32; sparsify trains without AuxK)")
     parser.add_argument("--tag", default="", help="suffix of the JSON's name")
     parser.add_argument("--keep-special", action="store_true",
                         help="train and test on [CLS] and [SEP] positions too (the "

@@ -18,8 +18,9 @@ What it does, all offline:
 * Runs, each on the same train rows in the same order (`--steps` batches of
   `--batch-size`, one pass, seeds `--seeds`), raw activations:
   - ours: `build_transcoder("topk", 384, 384, latents, k=k, skip=True)` at
-    its defaults (AuxK, unit-norm decoder rows, `b_dec` at the targets' mean),
-    Adam(`--lr`), JAX.
+    its defaults (AuxK; `W_dec = 0` with free rows, `W_enc` columns of norm
+    1/sqrt(3), `b_dec = 0`: sparsify's start), Adam(`--lr`, epsilon 1e-8 as
+    torch's), JAX.
   - sparsify (`eai-sparsify`, PyTorch, `SPARSIFY_DISABLE_TRITON=1`: its eager
     decoder): `SparseCoder(384, SparseCoderConfig(num_latents, k,
     transcode=True, skip_connection=True))`, its forward's `fvu` as the loss
@@ -174,7 +175,10 @@ def train_ours(architecture, data, order, args, seed, save_to):
         callbacks = [gsl.TargetL0(float(args.k))]
     if args.ours_b_dec == "mean":
         model.initialize_decoder_bias(y, method="mean")
-    model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    if args.ours_encoder_scale != 1.0:
+        kernel = model.get_layer("encoder").input_kernel
+        kernel.assign(kernel * args.ours_encoder_scale)
+    model.compile(optimizer=keras.optimizers.Adam(args.lr, epsilon=args.ours_adam_epsilon))
     rows = order.reshape(-1)
     start = time.perf_counter()
     model.fit(x[rows], y[rows], batch_size=args.batch_size, epochs=1, shuffle=False,
@@ -302,12 +306,18 @@ def main(argv=None):
                         help="indices of the runs to do (default all)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--splice", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--ours-b-dec", choices=("mean", "zero"), default="mean",
+    parser.add_argument("--ours-b-dec", choices=("mean", "zero"), default="zero",
                         help="our b_dec at the start: the targets' mean, or the "
                              "builder's zero (sparsify's start)")
     parser.add_argument("--ours-aux-coefficient", type=float, default=None,
                         help="alpha of our TopK's AuxK term (default: the "
                              "builder's 1/32; sparsify trains without AuxK)")
+    parser.add_argument("--ours-encoder-scale", type=float, default=1.0,
+                        help="multiply our starting W_enc (columns of norm 1/sqrt(3), "
+                             "`TRANSCODER_ENCODER_SCALE`) by this")
+    parser.add_argument("--ours-adam-epsilon", type=float, default=1e-8,
+                        help="our Adam's epsilon (default torch's 1e-8, the peer's; "
+                             "Keras's default is 1e-7)")
     parser.add_argument("--tag", default="", help="suffix of the JSON's name")
     parser.add_argument("--keep-special", action="store_true",
                         help="train and test on [CLS] and [SEP] positions too (the "

@@ -116,4 +116,3 @@ def _collect_then_freeze_between_modules():
     yield
     gc.collect()
     gc.freeze()
-

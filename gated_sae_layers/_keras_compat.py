@@ -93,6 +93,16 @@ def optimizer_slots(optimizer, variable):
     return slots
 
 
+def optimizer_variable_index(optimizer, variable):
+    """The position of `variable` among the optimizer's variables.
+
+    `Optimizer._get_variable_index` (keras/src/optimizers/base_optimizer.py;
+    on TensorFlow it also maps the raw `tf.Variable`s and the replicas of a
+    `tf.distribute` strategy that `update_step` receives).
+    """
+    return optimizer._get_variable_index(variable)
+
+
 # --------------------------------------- Trainer (keras/src/trainers/trainer.py)
 def assert_compiled(model, method):
     """Raises Keras's own error when `model.compile` was not called.

@@ -63,6 +63,13 @@ def test_optimizer_slots_are_the_adam_moments_of_a_variable():
     assert all(tuple(s.shape) == tuple(kernel.shape) for s in slots)
 
 
+def test_optimizer_variable_index_is_the_position_in_its_variables():
+    model = _model()
+    model.fit(np.ones((8, 4), "float32"), epochs=1, verbose=0)
+    for position, variable in enumerate(model.trainable_variables):
+        assert compat.optimizer_variable_index(model.optimizer, variable) == position
+
+
 def test_trainer_internals():
     with pytest.raises(ValueError, match="compile"):
         compat.assert_compiled(_model(compiled=False), "fit")

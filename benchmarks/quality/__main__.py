@@ -1,7 +1,8 @@
 """Training quality of our gated SAE against the peers', at equal budget (issue 10).
 
     python -m benchmarks.quality --quick                  # smoke run, ~2 minutes
-    python -m benchmarks.quality                          # peers, both datasets, 2 seeds
+    python -m benchmarks.quality                          # peers, all three datasets, 2 seeds
+    python -m benchmarks.quality --study candidates       # issue 23: default candidates
     python -m benchmarks.quality --study recipe           # our gated recipe, 2 seeds
     python -m benchmarks.quality --study ablation --seeds 0
     python -m benchmarks.quality --datasets synthetic --seeds 0 --resume
@@ -19,6 +20,15 @@ Datasets (held-out rows score every run):
   (`ground_truth.make_data`); 50,000 train / 10,000 held-out rows; the data
   seed is the run seed, so each seed is a new dictionary. 1,024 latents,
   2,940 steps x 256 (15 epochs), peak lr 5e-3.
+* `hierarchy` (issue 23: features not orthogonal enough to be easy): 256
+  parent directions in R^128, each with 3 children whose directions share
+  0.6 cosine with it (`ground_truth.make_hierarchical_data`); a child fires
+  only when its parent fires (w.p. 0.35), so one latent can absorb a
+  parent into a child (feature absorption); parents fire with p ∝
+  (i+1)^-0.5, 8 active per row on average, lognormal(0, 0.5) magnitudes,
+  noise 0.01; 50,000 train / 10,000 held-out rows, data seed = run seed.
+  2,048 latents, 2,940 steps x 256, peak lr 5e-3. Scored like `synthetic`,
+  plus the fraction of the parents recovered.
 * `minilm`: all-MiniLM-L6-v2 residual stream after block 3 on stdlib
   docstrings (`pareto.load_dataset("minilm")`: 54,000 train / 6,000 held-out
   tokens, scaled so that E||x||^2 = 384). 768 latents, 1,200 steps x 256
@@ -50,6 +60,11 @@ Studies (`--study`):
   (`WarmupStableDecay`, 20%), each with and without
   `remove_parallel_gradient=True`; `b_dec` at the mean / zero / geometric
   median; and the aux term training the decoder (SAELens's choice).
+* `candidates` (issue 23): the default (`OURS_BEST`) against candidates
+  that keep its unit-norm decoder: `W_dec` stepped 3x or 10x faster than
+  the other weights (`decoder_lr_multiplier`: the angular speed SAELens's
+  rows get from starting at norm 0.1), the aux term training `W_dec`, and
+  both.
 * `ablation`: what makes SAELens's gated SAE recover more directions than
   ours (seed 0): our init scale (x1, x0.3, x0.1, x0.03) and aux term
   (frozen decoder, as the paper, or trained); SAELens with its aux term
@@ -58,7 +73,7 @@ Studies (`--study`):
 Each gated trainer runs a sweep of its sparsity coefficient (`--grid`);
 the scores are read at matched L0 (`--targets`): interpolated linearly in
 log L0 between the two sweep points that bracket the target (blank when
-the sweep does not bracket it). Scores: synthetic: recovered@0.9 (the
+the sweep does not bracket it). Scores: synthetic, hierarchy: recovered@0.9 (the
 fraction of true directions whose best decoder row has cosine > 0.9),
 MMCS (mean over true directions of that best cosine); MiniLM: FVU and
 shrinkage gamma = E||x_hat||^2 / E[x_hat . x]; both: L0 and dead latents on
@@ -81,6 +96,7 @@ every run: `--resume` continues an interrupted run) and `.png`.
 """
 
 from benchmarks import jax_backend  # noqa: F401 - first: JAX by default
+from benchmarks import torch_first  # noqa: F401 - before TensorFlow loads
 
 import argparse
 import pathlib
@@ -99,8 +115,12 @@ SIZES = {  # dataset -> (latent_dim, steps, batch_size, peak_lr)
     ("minilm", False): (768, 1200, 256, 3e-3),
     ("synthetic", True): (256, 300, 128, 5e-3),     # --quick
     ("minilm", True): (256, 150, 256, 3e-3),
+    ("hierarchy", False): (2048, 2940, 256, 5e-3),
+    ("hierarchy", True): (512, 300, 128, 5e-3),
 }
-TARGETS = {"synthetic": [6.0], "minilm": [16.0, 32.0]}
+TARGETS = {"synthetic": [6.0], "minilm": [16.0, 32.0], "hierarchy": [8.0]}
+GROUND_TRUTH = ("synthetic", "hierarchy")   # datasets scored against known directions
+HIERARCHY = {False: (128, 256, 8.0), True: (64, 64, 6.0)}  # quick -> (d, parents, L0)
 GRIDS = {  # the sparsity coefficient sweep of each gated trainer
     ("synthetic", "ours_gated"): [1.25, 1.75, 2.5],
     ("synthetic", "dictionary_learning"): [1.25, 1.75, 2.5],
@@ -108,6 +128,9 @@ GRIDS = {  # the sparsity coefficient sweep of each gated trainer
     ("minilm", "ours_gated"): [1.5, 3.0, 6.0],
     ("minilm", "dictionary_learning"): [1.5, 3.0, 6.0],
     ("minilm", "saelens"): [0.75, 1.5, 3.0],
+    ("hierarchy", "ours_gated"): [0.6, 0.8, 1.05],
+    ("hierarchy", "dictionary_learning"): [0.6, 0.8, 1.1],
+    ("hierarchy", "saelens"): [0.45, 0.6, 0.8],
 }
 WARMUP_FRACTION, SPARSITY_WARMUP_FRACTION, DECAY_FRACTION = 0.05, 0.1, 0.2
 
@@ -200,15 +223,38 @@ ABLATION_CONTENDERS = [  # what makes SAELens's gated SAE recover more direction
       "grid": {"synthetic": [0.6, 0.8, 1.1], "minilm": [0.75, 1.5, 3.0]}}),
 ]
 
+# Issue 23: candidates for a default at or above the best peer, each on the
+# unit-norm decoder (the default's `OURS_BEST` first, as the baseline).
+FAST_DECODER_GRID = {"synthetic": [0.75, 1.0, 1.35, 1.8], "hierarchy": [0.7, 0.9, 1.2],
+                     "minilm": [1.5, 3.0, 6.0]}   # it fires more latents per lambda
+CANDIDATE_CONTENDERS = [
+    ("ours gated (default)", "ours_gated", OURS_BEST),
+    *[(f"ours gated, W_dec lr x{m:g}", "ours_gated",
+       {**OURS_BEST, "decoder_lr_multiplier": m, "grid": FAST_DECODER_GRID})
+      for m in (2.0, 3.0, 5.0, 10.0)],
+    ("ours gated, aux trains W_dec", "ours_gated",
+     {**OURS_BEST, "aux": "trained", "grid": FAST_DECODER_GRID}),
+    ("ours gated, aux trains W_dec, W_dec lr x3", "ours_gated",
+     {**OURS_BEST, "aux": "trained", "decoder_lr_multiplier": 3.0,
+      "grid": FAST_DECODER_GRID}),
+    ("ours gated, aux trains W_dec, W_dec lr x10", "ours_gated",
+     {**OURS_BEST, "aux": "trained", "decoder_lr_multiplier": 10.0,
+      "grid": FAST_DECODER_GRID}),
+]
+
 
 # ------------------------------------------------------------------ data
-def load(dataset, seed, quick):
-    """(x_train, x_test, directions or None, description)."""
+def load(dataset, seed, quick, train_rows=None):
+    """(x_train, x_test, directions or None, description).
+
+    `train_rows`: the ground-truth datasets' training rows (None: 10,000
+    with `quick`, else 50,000, the size of the studies before issue 23).
+    """
     if dataset == "synthetic":
         from benchmarks.quality import ground_truth
 
         d, n_true, l0 = (32, 128, 4.0) if quick else (64, 512, 6.0)
-        train_rows = 10000 if quick else 50000
+        train_rows = train_rows or (10000 if quick else 50000)
         x, directions, p, _, true_l0 = ground_truth.make_data(
             d, n_true, l0, alpha=0.5, magnitude_sigma=0.5, noise=0.01,
             n_rows=train_rows + 10000, seed=seed)
@@ -217,6 +263,20 @@ def load(dataset, seed, quick):
                 f"({p.max():.3f}..{p.min():.4f}), true L0 {true_l0.mean():.2f}, "
                 f"lognormal(0, 0.5) magnitudes, noise 0.01; {train_rows} train / "
                 f"10000 held-out rows, data seed {seed}")
+    if dataset == "hierarchy":
+        from benchmarks.quality import ground_truth
+
+        d, parents, l0 = HIERARCHY[quick]
+        train_rows = train_rows or (10000 if quick else 50000)
+        x, directions, p, _, true_l0 = ground_truth.make_hierarchical_data(
+            d, parents, 3, l0, alpha=0.5, child_probability=0.35, parent_share=0.75,
+            magnitude_sigma=0.5, noise=0.01, n_rows=train_rows + 10000, seed=seed)
+        return (x[:train_rows], x[train_rows:], directions,
+                f"{parents} parent + {3 * parents} child unit directions in R^{d} "
+                "(a child fires only with its parent, w.p. 0.35; parent-child cosine "
+                f"0.6), parents p ∝ (i+1)^-0.5 ({p.max():.3f}..{p.min():.4f} with the "
+                f"children), true L0 {true_l0.mean():.2f}, lognormal(0, 0.5) magnitudes, "
+                f"noise 0.01; {train_rows} train / 10000 held-out rows, data seed {seed}")
     if dataset == "minilm":
         from benchmarks.quality import pareto
 
@@ -226,7 +286,10 @@ def load(dataset, seed, quick):
 
 
 # --------------------------------------------------------------- scoring
-def score(trained, x_test, directions, threshold=0.9):
+def score(trained, x_test, directions, threshold=0.9, parents=0):
+    """Held-out L0, dead latents, FVU, shrinkage; with `directions`, MMCS and
+    recovered@`threshold` (all, the rarest half, and the first `parents`
+    directions of a hierarchy, the ones absorption takes)."""
     latents, recon = trained.predict(x_test)
     x = np.asarray(x_test, "float64")
     recon = recon.astype("float64")
@@ -244,6 +307,8 @@ def score(trained, x_test, directions, threshold=0.9):
         half = len(best) // 2
         row.update(mmcs=float(best.mean()), recovered=float((best > threshold).mean()),
                    recovered_rare_half=float((best[half:] > threshold).mean()))
+        if parents:
+            row["recovered_parents"] = float((best[:parents] > threshold).mean())
     return row
 
 
@@ -266,7 +331,8 @@ def at_target(points, target, key):
 def contenders(args):
     if args.study == "peers":
         return PEER_CONTENDERS + (PEER_EXTRA_CONTENDERS if args.extra else [])
-    return {"recipe": RECIPE_CONTENDERS, "ablation": ABLATION_CONTENDERS}[args.study]
+    return {"recipe": RECIPE_CONTENDERS, "ablation": ABLATION_CONTENDERS,
+            "candidates": CANDIDATE_CONTENDERS}[args.study]
 
 
 def run_one(trainer, kwargs, data, x_train, latent_dim, value, seed, steps,
@@ -310,7 +376,10 @@ def run(args):
         latent_dim, steps, batch_size, lr = SIZES[(dataset, args.quick)]
         for seed in args.seeds:
             try:
-                x_train, x_test, directions, description = load(dataset, seed, args.quick)
+                x_train, x_test, directions, description = load(
+                    dataset, seed, args.quick, train_rows=(
+                        steps * batch_size if args.train_rows == "one-pass"
+                        else int(args.train_rows) if args.train_rows else None))
             except FileNotFoundError as error:
                 print(f"skipping {dataset}: {error}")
                 skipped[dataset] = str(error)
@@ -339,7 +408,8 @@ def run(args):
                         skipped[label] = str(error)
                         print(f"  {label}: skipped ({error})", flush=True)
                         break
-                    row.update(score(trained, x_test, directions),
+                    row.update(score(trained, x_test, directions, parents=(
+                        HIERARCHY[args.quick][1] if dataset == "hierarchy" else 0)),
                                seconds=round(trained.seconds, 1), library=trained.library)
                     rows.append(row)
                     extra = (f"recovered {row['recovered']:.1%} MMCS {row['mmcs']:.3f} "
@@ -374,6 +444,8 @@ def summarize(rows, args):
     """Per (dataset, contender, target): matched-L0 scores per seed and mean."""
     out = []
     keys = {"synthetic": ("recovered", "mmcs", "fvu", "shrinkage", "dead"),
+            "hierarchy": ("recovered", "mmcs", "recovered_parents", "fvu",
+                          "shrinkage", "dead"),
             "minilm": ("fvu", "shrinkage", "dead")}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         for label in dict.fromkeys(r["contender"] for r in rows if r["dataset"] == dataset):
@@ -384,8 +456,12 @@ def summarize(rows, args):
                 for key in keys[dataset]:
                     per_seed = {}
                     for seed in sorted({r["seed"] for r in mine}):
-                        per_seed[seed] = at_target(
-                            [r for r in mine if r["seed"] == seed], target, key)
+                        runs = [r for r in mine if r["seed"] == seed]
+                        at_k = [r.get(key) for r in runs
+                                if r["knob"] == "k" and r["value"] == target]
+                        # A TopK SAE is read at k = the target: its held-out
+                        # L0 sits a little under k where a selected latent is 0.
+                        per_seed[seed] = at_k[0] if at_k else at_target(runs, target, key)
                     values = [v for v in per_seed.values() if v is not None]
                     entry[key] = {"per_seed": per_seed,
                                   "mean": float(np.mean(values)) if len(values) == len(
@@ -406,20 +482,23 @@ def _cell(metric, spec):
 def print_tables(result):
     for dataset in dict.fromkeys(r["dataset"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["dataset"] == dataset]
-        synthetic = dataset == "synthetic"
+        synthetic = dataset in GROUND_TRUTH
         columns = [("contender", "contender", "s"), ("seed", "seed", "d"),
                    ("knob", "knob", "s"), ("value", "value", "g"), ("L0", "l0", ".2f")]
         if synthetic:
             columns += [("recovered@0.9", "recovered", ".1%"),
                         ("rarest half", "recovered_rare_half", ".1%"),
                         ("MMCS", "mmcs", ".3f")]
+        if dataset == "hierarchy":
+            columns += [("parents", "recovered_parents", ".1%")]
         columns += [("FVU", "fvu", ".3f"), ("shrinkage γ", "shrinkage", ".3f"),
                     ("dead", "dead", "d"), ("train s", "seconds", ".0f")]
         print(f"\n### {dataset}: every run (held-out rows)\n")
         print(column_table(rows, columns))
         summary = [s for s in result["summary"] if s["dataset"] == dataset]
         metrics = ([("recovered@0.9", "recovered", ".1%"), ("MMCS", "mmcs", ".3f")]
-                   if synthetic else []) + [("FVU", "fvu", ".3f"),
+                   if synthetic else []) + ([("parents recovered", "recovered_parents",
+                                              ".1%")] if dataset == "hierarchy" else []) + [("FVU", "fvu", ".3f"),
                                             ("shrinkage γ", "shrinkage", ".3f")]
         for target in dict.fromkeys(s["target_l0"] for s in summary):
             print(f"\n### {dataset}: at matched L0 = {target:g} (mean over seeds; "
@@ -449,7 +528,7 @@ def plot(result, path):
     peer = ("dictionary_learning", "saelens")
     for row_axes, dataset in zip(axes, datasets):
         keys = ([("recovered", "recovered@0.9"), ("mmcs", "MMCS")]
-                if dataset == "synthetic" else
+                if dataset in GROUND_TRUTH else
                 [("fvu", "FVU (held out)"), ("shrinkage", "shrinkage γ")])
         rows = [r for r in result["rows"] if r["dataset"] == dataset]
         for ax, (key, name) in zip(row_axes, keys):
@@ -496,8 +575,8 @@ def parse_grid(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--study", choices=("peers", "recipe", "ablation"), default="peers")
-    parser.add_argument("--datasets", default="synthetic,minilm")
+    parser.add_argument("--study", choices=("peers", "recipe", "ablation", "candidates"), default="peers")
+    parser.add_argument("--datasets", default="synthetic,hierarchy,minilm")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--contenders", default="",
                         help="semicolon-separated substrings of the contender labels to "
@@ -511,6 +590,11 @@ def main(argv=None):
                         help="peers study: also each peer with its own linear lr "
                              "decay over the last 20%% of the steps, and our gated "
                              "SAE with the aux term training W_dec")
+    parser.add_argument("--train-rows", default="",
+                        help="training rows of the ground-truth datasets: a number, "
+                             "or `one-pass` (steps x batch: every row seen once, as an "
+                             "SAE sees LLM activations); default 50,000 (10,000 with "
+                             "--quick), which the SAEs see 15 times")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: small data and models, 1 seed, 2-point sweeps")
     parser.add_argument("--resume", action="store_true",
@@ -540,7 +624,7 @@ def main(argv=None):
     args.grid = parse_grid(args.grid)
     targets = {k: list(v) for k, v in TARGETS.items()}
     if args.quick:
-        targets = {"synthetic": [4.0], "minilm": [32.0]}
+        targets = {"synthetic": [4.0], "minilm": [32.0], "hierarchy": [6.0]}
     targets.update(parse_grid(args.targets))
     args.targets = targets
     return run(args)

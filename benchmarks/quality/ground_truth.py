@@ -86,6 +86,57 @@ def make_data(d, n_true, target_l0, alpha, magnitude_sigma, noise, n_rows, seed)
     return x, directions, p, active_counts, l0
 
 
+def make_hierarchical_data(d, n_parents, children_per_parent, target_l0, alpha,
+                           child_probability, parent_share, magnitude_sigma, noise,
+                           n_rows, seed):
+    """Rows of a feature hierarchy: children fire only with their parent.
+
+    The hard case for an SAE (feature absorption, Chanin et al. 2024): a
+    child never fires without its parent, so a latent that decodes "parent +
+    child" explains both with one active latent, and the child's direction
+    shares `parent_share` of its parent's (cosine about `parent_share /
+    sqrt(parent_share^2 + 1)`), so the dictionary is far from orthogonal.
+
+    Parent i fires with probability p_i ∝ (i + 1)^-alpha; given its parent
+    fires, each child fires independently with `child_probability`; p is
+    scaled so that the expected L0 (parents and children) is `target_l0`.
+    Magnitudes lognormal(0, sigma), noise `noise` per coordinate.
+
+    Returns (x, directions, p, active_counts, l0) as `make_data`; the
+    directions are ordered parents first, then children (`parent * c + j`).
+    """
+    rng = np.random.default_rng(seed)
+    parents = rng.normal(size=(n_parents, d))
+    parents /= np.linalg.norm(parents, axis=1, keepdims=True)
+    children = rng.normal(size=(n_parents, children_per_parent, d)) / np.sqrt(d)
+    children = children / np.linalg.norm(children, axis=2, keepdims=True)
+    children = children + parent_share * parents[:, None, :]
+    children /= np.linalg.norm(children, axis=2, keepdims=True)
+    directions = np.concatenate([parents, children.reshape(-1, d)])
+    p_parent = (np.arange(n_parents) + 1.0) ** -alpha
+    p_parent *= target_l0 / (1 + children_per_parent * child_probability) / p_parent.sum()
+    if p_parent.max() > 1:
+        raise ValueError("target_l0 too large for this alpha and n_parents")
+    p = np.concatenate([p_parent, np.repeat(p_parent * child_probability,
+                                            children_per_parent)])
+    x = np.empty((n_rows, d), "float32")
+    active_counts = np.zeros(len(directions), "int64")
+    l0 = np.empty(n_rows)
+    chunk = 10000
+    for start in range(0, n_rows, chunk):
+        m = min(chunk, n_rows - start)
+        parent_on = rng.random((m, n_parents)) < p_parent
+        child_on = (rng.random((m, n_parents, children_per_parent)) < child_probability
+                    ) & parent_on[:, :, None]
+        active = np.concatenate([parent_on, child_on.reshape(m, -1)], axis=1)
+        magnitudes = rng.lognormal(0.0, magnitude_sigma, size=active.shape)
+        codes = active * magnitudes
+        x[start:start + m] = codes @ directions + noise * rng.normal(size=(m, d))
+        active_counts += active.sum(axis=0)
+        l0[start:start + m] = active.sum(axis=1)
+    return x, directions, p, active_counts, l0
+
+
 def recovery(model, directions, threshold=0.9):
     weights = np.asarray(model.decoder.kernel, "float64")
     weights = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)

@@ -10,6 +10,7 @@ from gated_sae_layers.layers.decoder_norm_weighting import attach_decoder
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 from gated_sae_layers.models import inference
 from gated_sae_layers.models import input_rule
+from gated_sae_layers.models import learning_rates
 from gated_sae_layers.models._fit import finite_step
 from gated_sae_layers.models._fit.arguments import check_steps_per_execution
 from gated_sae_layers.models._fit.run import run_fit
@@ -102,6 +103,10 @@ class SparseAutoencoder(keras.Model):
         architecture: `None`, or the record of the builder that made the
             model, `{"name": ..., "arguments": {...}}` (the `build_*`
             functions set it; see `architecture`). Saved with the model.
+        learning_rate_multipliers: `None`, or `{variable path: float > 0}`:
+            `compile` makes the optimizer step each of those variables that
+            many times as far as the rest (`models/learning_rates.py`), e.g.
+            `{"decoder/kernel": 3.0}`. Saved with the model.
 
     Example:
 
@@ -113,10 +118,12 @@ class SparseAutoencoder(keras.Model):
     """
 
     def __init__(self, *args, loss_terms=None, metric_terms=None, target=None,
-                 normalization_scale=None, architecture=None, **kwargs):
+                 normalization_scale=None, architecture=None,
+                 learning_rate_multipliers=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.normalization_scale = normalization_scale
         self.architecture = architecture
+        self.learning_rate_multipliers = learning_rate_multipliers
         # Untracked, unsaved; see `ModelCaches`.
         object.__setattr__(self, "caches", ModelCaches())
         outputs = output_structure(self)
@@ -305,6 +312,20 @@ class SparseAutoencoder(keras.Model):
         """
         return inference.initialize_decoder_bias(self, data, method, sample_rows, seed)
 
+    @property
+    def learning_rate_multipliers(self):
+        """`{variable path: multiplier}`: the variables `compile` makes the
+        optimizer step that many times as far (empty: none)."""
+        return dict(self._learning_rate_multipliers)
+
+    @learning_rate_multipliers.setter
+    def learning_rate_multipliers(self, value):
+        value = learning_rates.check_multipliers(value)
+        learning_rates.scaled_variables(self, value)      # every path exists
+        object.__setattr__(self, "_learning_rate_multipliers", value)
+        if getattr(self, "optimizer", None) is not None:
+            learning_rates.apply_multipliers(self.optimizer, self, value)
+
     # ------------------------------------------------------------ training
     def compile(self, *args, sparse="auto", sparse_cap=None, **kwargs):
         """`keras.Model.compile`, plus the choice of the sparse training path.
@@ -346,6 +367,8 @@ class SparseAutoencoder(keras.Model):
             kwargs["steps_per_execution"] = check_steps_per_execution(
                 kwargs["steps_per_execution"])
         super().compile(*args, **kwargs)
+        learning_rates.apply_multipliers(
+            self.optimizer, self, self._learning_rate_multipliers)
         plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile)
         object.__setattr__(self, "_sparse_plan", plan)
         object.__setattr__(self, "_sparse_path_reason", reason)
@@ -525,4 +548,6 @@ class SparseAutoencoder(keras.Model):
         config["target"] = self.target
         config["normalization_scale"] = self.normalization_scale
         config["architecture"] = self.architecture
+        if self._learning_rate_multipliers:
+            config["learning_rate_multipliers"] = self.learning_rate_multipliers
         return config

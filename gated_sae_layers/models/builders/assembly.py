@@ -94,7 +94,7 @@ def standard_metrics(input_dim, latent_dim):
             "reconstruction": [FractionOfVarianceUnexplained(input_dim)]}
 
 
-def check_init_scale(value, name="encoder_init_scale"):
+def check_positive(value, name):
     """`value` as a float in (0, inf); a `ValueError`/`TypeError` otherwise."""
     value = check_coefficient(value, name)
     if value == 0.0:

@@ -175,7 +175,7 @@ def build_sae(architecture, input_dim, latent_dim, **kwargs):
             `build_gated_sae(input_dim, latent_dim, sparsity_coefficient,
             aux_coefficient=1.0, remove_parallel_gradient=False,
             encoder_init_scale=0.1, aux_trains_decoder=False,
-            weight_by_decoder_norm=False)`,
+            weight_by_decoder_norm=False, decoder_learning_rate_multiplier=1.0)`,
             `build_relu_sae(..., sparsity_coefficient, weight_by_decoder_norm=False)`,
             `build_jumprelu_sae(..., sparsity_coefficient, initial_threshold=1e-3,
             bandwidth=1e-3)`, `build_topk_sae(..., k, k_aux=512,

@@ -244,6 +244,12 @@ CANDIDATE_CONTENDERS = [
     ("ours gated, aux trains W_dec, W_dec lr x10", "ours_gated",
      {**OURS_BEST, "aux": "trained", "decoder_lr_multiplier": 10.0,
       "grid": FAST_DECODER_GRID}),
+    *[(f"ours gated, aux x{alpha:g} trains W_dec, W_dec lr x3", "ours_gated",
+       {**OURS_BEST, "aux": "trained", "aux_coefficient": alpha,
+        "decoder_lr_multiplier": 3.0,
+        # The gate's balance is lambda / alpha: the sweep scales with alpha.
+        "grid": {d: [round(v * alpha, 4) for v in g] for d, g in FAST_DECODER_GRID.items()}})
+      for alpha in (0.25, 0.5)],
 ]
 
 

@@ -143,7 +143,7 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
 def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
                      remove_parallel_gradient=False, aux="frozen",
                      encoder_init_scale=1.0, free_decoder=False,
-                     decoder_lr_multiplier=1.0, **fit_kwargs):
+                     decoder_lr_multiplier=1.0, aux_coefficient=1.0, **fit_kwargs):
     """`build_gated_sae` with `encoder_init_scale` (`W_gate = s W_dec^T`).
 
     `aux="trained"` (`aux_trains_decoder=True`) and `free_decoder=True`
@@ -151,7 +151,7 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
     `W_gate = W_dec^T`, the penalty weighted by the row norms) are SAELens's
     choices, not the paper's. `decoder_lr_multiplier`:
     `decoder_learning_rate_multiplier` (the optimizer steps `W_dec` that many
-    times as far as the other weights).
+    times as far as the other weights). `aux_coefficient`: alpha of the aux term.
     """
     import keras
 
@@ -165,7 +165,8 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
         remove_parallel_gradient=remove_parallel_gradient and not free_decoder,
         encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux == "trained",
         weight_by_decoder_norm=free_decoder,
-        decoder_learning_rate_multiplier=decoder_lr_multiplier)
+        decoder_learning_rate_multiplier=decoder_lr_multiplier,
+        aux_coefficient=aux_coefficient)
     return _fit_ours(model, data, x_train, **fit_kwargs)
 
 

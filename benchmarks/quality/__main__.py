@@ -250,6 +250,12 @@ CANDIDATE_CONTENDERS = [
         # The gate's balance is lambda / alpha: the sweep scales with alpha.
         "grid": {d: [round(v * alpha, 4) for v in g] for d, g in FAST_DECODER_GRID.items()}})
       for alpha in (0.25, 0.5)],
+    *[(f"ours gated, W_dec lr x{start:g} falling to x1", "ours_gated",
+       {**OURS_BEST, "decoder_lr_decaying_from": start, "grid": FAST_DECODER_GRID})
+      for start in (5.0, 10.0)],
+    ("ours gated, aux trains W_dec, W_dec lr x5 falling to x1", "ours_gated",
+     {**OURS_BEST, "aux": "trained", "decoder_lr_decaying_from": 5.0,
+      "grid": FAST_DECODER_GRID}),
 ]
 
 

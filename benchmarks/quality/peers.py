@@ -103,9 +103,28 @@ def _schedule(name, lr, steps, warmup, decay_fraction):
     raise ValueError(f"unknown schedule {name!r}")
 
 
+def _adam_with_decaying_decoder_rate(model, start, steps, **kwargs):
+    """Adam stepping `W_dec` `start` times as far at step 0, falling linearly to
+    1x at the last step (an issue-23 probe: SAELens's free rows start at norm
+    0.1 and grow, so their turning speed falls as they train)."""
+    import keras
+    from keras import ops
+
+    kernel = model.decoder.kernel
+
+    class Adam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            if variable is kernel:
+                progress = ops.minimum(ops.cast(self.iterations, "float32") / steps, 1.0)
+                learning_rate = learning_rate * (1.0 + (start - 1.0) * (1.0 - progress))
+            return super().update_step(gradient, variable, learning_rate)
+
+    return Adam(**kwargs)
+
+
 def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
               decay_fraction, warmup_fraction, sparsity_warmup_fraction,
-              global_clipnorm=None):
+              global_clipnorm=None, decoder_lr_decaying_from=None):
     import keras
 
     import gated_sae_layers as gsl
@@ -117,9 +136,11 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
     elif b_dec != "zero":
         raise ValueError(f"unknown b_dec {b_dec!r}")
     warmup, sparsity_warmup = _warmups(steps, warmup_fraction, sparsity_warmup_fraction)
-    model.compile(optimizer=keras.optimizers.Adam(
-        _schedule(schedule, lr, steps, warmup, decay_fraction), beta_1=0.0,
-        global_clipnorm=global_clipnorm), jit_compile=True)
+    adam = dict(learning_rate=_schedule(schedule, lr, steps, warmup, decay_fraction),
+                beta_1=0.0, global_clipnorm=global_clipnorm)
+    model.compile(optimizer=(
+        _adam_with_decaying_decoder_rate(model, decoder_lr_decaying_from, steps, **adam)
+        if decoder_lr_decaying_from else keras.optimizers.Adam(**adam)), jit_compile=True)
     callbacks = ([gsl.SparsityWarmup(steps=sparsity_warmup)]
                  if model.sparsity_penalties() else [])
     start = time.perf_counter()

@@ -28,7 +28,8 @@ def _one_step(model, optimizer, jit_compile=False):
 @pytest.mark.parametrize("optimizer", [
     lambda: keras.optimizers.SGD(0.05),
     lambda: keras.optimizers.Adam(1e-3, beta_1=0.0),
-])
+    lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)),
+], ids=["sgd", "adam", "loss_scaled_sgd"])
 def test_the_decoder_steps_that_many_times_as_far_and_nothing_else_changes(
         optimizer, jit_compile):
     plain = _one_step(_free_decoder_sae(1.0), optimizer(), jit_compile)

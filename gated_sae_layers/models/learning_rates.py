@@ -6,7 +6,8 @@ rest: `SparseAutoencoder(..., learning_rate_multipliers={"decoder/kernel":
 record is saved with the model; `compile` (and so a loaded model's
 recompilation) makes the optimizer scale the learning rate it passes to its
 `update_step` for those variables, so it works with every Keras optimizer
-(SGD, Adam, ...), its schedule, clipping and loss scaling, on every backend.
+(SGD, Adam, ...), its schedule, clipping and a `LossScaleOptimizer`, on
+TensorFlow and JAX (tested; not yet under a `tf.distribute` strategy).
 
 Why a decoder wants it: Adam's step is about `lr` per element whatever the
 gradient's scale, so a weight row of norm `r` turns by about `lr / r` radians
@@ -50,9 +51,9 @@ def apply_multipliers(optimizer, model, multipliers):
 
     Wraps the `update_step` of the optimizer instance (of its inner optimizer
     under a `LossScaleOptimizer`); the variables are matched by the
-    optimizer's own index of its variables, so the TensorFlow backend's raw
-    `tf.Variable`s and a `tf.distribute` strategy's replicas match too.
-    Calling it again replaces the earlier multipliers.
+    optimizer's own index of its variables, so the raw `tf.Variable`s the
+    TensorFlow backend passes to `update_step` match too. Calling it again
+    replaces the earlier multipliers.
     """
     scaled = scaled_variables(model, multipliers)
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):

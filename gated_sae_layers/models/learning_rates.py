@@ -10,8 +10,8 @@ recompilation) makes the optimizer scale the learning rate it passes to its
 TensorFlow and JAX (tested; not yet under a `tf.distribute` strategy).
 
 Why a decoder wants it: Adam's step is about `lr` per element whatever the
-gradient's scale, so a weight row of norm `r` turns by about `lr / r` radians
-per step. A unit-norm decoder row turns 10x slower than the `0.1 W_dec^T`
+gradient's scale, so a weight row of norm `r` turns by an angle proportional
+to `lr / r` per step. A unit-norm decoder row turns 10x slower than the `0.1 W_dec^T`
 columns of the gated SAE's encoder start, or than SAELens's free decoder
 rows, which start at norm 0.1. `docs/training_recipe.md` has the measurements.
 """

@@ -68,10 +68,10 @@ def build_gated_sae(
             weighted by their norms (see above).
         decoder_learning_rate_multiplier: float > 0, how many times as far
             the optimizer steps `W_dec` as the other weights (the model's
-            `learning_rate_multipliers`, applied by `compile`). Adam turns a
-            unit-norm decoder row by about `lr` radians a step and the
-            `0.1 W_dec^T` encoder columns by about `10 lr`; 3 lets the
-            decoder keep up (`docs/training_recipe.md`: MiniLM FVU 0.144
+            `learning_rate_multipliers`, applied by `compile`). Adam turns
+            the `0.1 W_dec^T` encoder columns about 10x as fast as the
+            unit-norm decoder rows (an angle proportional to `lr / norm`
+            a step); 3 lets the decoder keep up (`docs/training_recipe.md`: MiniLM FVU 0.144
             against 0.152 at L0 32).
         name: the model name.
         dtype: `None` (the global policy, `keras.config.dtype_policy()`) or

@@ -82,6 +82,7 @@ from gated_sae_layers.models.builders import (
     get_architecture,
     register_architecture,
 )
+from gated_sae_layers.models.learning_rates import falling_multiplier
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 from gated_sae_layers.plots import (
     plot_decoder_gallery,
@@ -152,6 +153,7 @@ __all__ = [
     "crosscoder_decoder_norms",
     "decoder_sharpness",
     "evaluate_sae",
+    "falling_multiplier",
     "feature_dashboard",
     "feature_density",
     "fold_normalization",

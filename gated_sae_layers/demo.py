@@ -41,9 +41,12 @@ def train(latent_dim=1024, sparsity_coefficient=1.0, epochs=40, batch_size=128,
         "held_out": (images[:HELD_OUT], labels[:HELD_OUT]),
     }
     x_train = splits["train"][0]
-    model = gsl.build_gated_sae(784, latent_dim, sparsity_coefficient)
-    model.initialize_decoder_bias(x_train)  # b_dec at the geometric median
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    # W_dec stepped 5x as far as the rest at first, falling to 1x (issue 23).
+    model = gsl.build_gated_sae(
+        784, latent_dim, sparsity_coefficient,
+        decoder_learning_rate_multiplier=gsl.falling_multiplier(steps))
+    model.initialize_decoder_bias(x_train)  # b_dec at the geometric median
     # Warm-up, then the peak lr held, then a linear decay over the last 20%.
     schedule = gsl.WarmupStableDecay(peak_lr, warmup_steps=max(steps // 20, 1),
                                      total_steps=steps)

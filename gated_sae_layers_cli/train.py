@@ -111,6 +111,11 @@ def add_train_command(subparsers, parents=()):
     command.add_argument("--aux-coefficient", type=non_negative_float, help=(
         "the weight of the auxiliary loss (default: the builder's, 1.0 for the gated "
         "SAE's, 1/32 for AuxK; relu and jumprelu have none)"))
+    command.add_argument("--decoder-lr-multiplier", type=positive_float, metavar="M",
+                         help=(
+        "gated SAEs: the optimizer steps W_dec M times as far as the other weights at "
+        "the first step, falling linearly to 1x at the last (gsl.falling_multiplier; "
+        "default 5, the measured best; 1 = the paper's constant step)"))
     command.add_argument("--epochs", type=positive_int, help=(
         f"passes over the store (default: as many as make {DEFAULT_STEPS:,} steps, at "
         "least 1, logged as at most 10 epochs: the steering to --target-l0 needs a "
@@ -162,6 +167,17 @@ def check_train(args):
             f"`--aux-coefficient` does not apply to --architecture {architecture} "
             f"(it has no auxiliary loss). Received: --aux-coefficient="
             f"{args.aux_coefficient:g}")
+    if args.decoder_lr_multiplier is not None and (
+            architecture != "gated" or args.skip or args.crosscoder):
+        raise ValueError(
+            "`--decoder-lr-multiplier` applies to gated SAEs (--architecture gated, "
+            f"no --skip or --crosscoder). Received: --decoder-lr-multiplier="
+            f"{args.decoder_lr_multiplier:g} with --architecture {architecture}"
+            f"{' --skip' if args.skip else ''}{' --crosscoder' if args.crosscoder else ''}")
+    if args.decoder_lr_multiplier is not None and args.decoder_lr_multiplier < 1:
+        raise ValueError(
+            "`--decoder-lr-multiplier` must be >= 1: it falls from there to 1. "
+            f"Received: --decoder-lr-multiplier={args.decoder_lr_multiplier:g}")
     if args.k is not None and args.k > args.latent_dim:
         raise ValueError(
             f"`--k` must be at most --latent-dim ({args.latent_dim}). Received: "

@@ -333,6 +333,31 @@ def test_train_steers_to_two_percent_l0_by_default(tmp_path, capsys):
     assert report["target_l0"] == 4 and report["sparsity_coefficient"] != 0.5
 
 
+def test_train_gives_a_gated_sae_the_falling_decoder_multiplier(tmp_path, capsys):
+    store = _tiny_store(tmp_path / "store")
+    base = ["train", "--store", store, "--latent-dim", "16", "--epochs", "2",
+            "--batch-size", "64", "--quiet"]
+    for extra, start in (([], 5.0), (["--decoder-lr-multiplier", "3"], 3.0),
+                         (["--decoder-lr-multiplier", "1"], 1.0)):
+        out = tmp_path / f"sae_{start:g}.keras"
+        report = _run(base + extra + ["--out", str(out)], capsys)
+        model = keras.saving.load_model(out, safe_mode=True)
+        recorded = model.architecture["arguments"]["decoder_learning_rate_multiplier"]
+        assert report["decoder_lr_multiplier"] == start
+        if start == 1.0:           # the paper's constant step: no multiplier at all
+            assert recorded == 1.0 and model.learning_rate_multipliers == {}
+            continue
+        schedule = model.learning_rate_multipliers["decoder/kernel"]
+        assert float(schedule(0)) == start and recorded["class_name"] == "PolynomialDecay"
+        assert float(schedule(report["steps"])) == 1.0           # 1x by the last step
+    assert "applies to gated SAEs" in _fails(
+        base + ["--out", str(tmp_path / "t.keras"), "--architecture", "relu",
+                "--decoder-lr-multiplier", "3"], capsys)
+    assert "must be >= 1" in _fails(
+        base + ["--out", str(tmp_path / "t.keras"), "--decoder-lr-multiplier", "0.5"],
+        capsys)
+
+
 @pytest.mark.parametrize("latent_dim, expected", [(4096, 82), (100, 2), (16, 1), (1, 1)])
 def test_the_default_target_l0(latent_dim, expected):
     assert default_target_l0(latent_dim) == expected

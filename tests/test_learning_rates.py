@@ -99,3 +99,66 @@ def test_bad_multipliers_are_refused_before_anything_changes(value, error, match
 def test_the_builder_refuses_a_bad_decoder_multiplier(value):
     with pytest.raises(ValueError, match="decoder_learning_rate_multiplier"):
         gsl.build_gated_sae(6, 12, 0.05, decoder_learning_rate_multiplier=value)
+
+
+def _falling(start=5.0, steps=4):
+    return keras.optimizers.schedules.PolynomialDecay(start, steps, 1.0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_scheduled_multiplier_scales_each_step_by_its_value_at_that_step(jit_compile):
+    # SGD on free rows: step t of W_dec is m(t) times the plain step t when
+    # the weights are the same, so compare a run step by step, re-syncing.
+    schedule = _falling(5.0, 4)
+    plain, scaled = _free_decoder_sae(1.0), _free_decoder_sae(schedule)
+    for model in (plain, scaled):
+        model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit_compile)
+    for step in range(6):                                   # past the schedule's end
+        for a, b in zip(plain.trainable_variables, scaled.trainable_variables):
+            b.assign(np.array(a))                           # no shared buffer
+        before = np.array(plain.decoder.kernel)
+        for model in (plain, scaled):
+            model.fit(X, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        expected = float(schedule(step))                    # 5, 4, 3, 2, 1, 1
+        np.testing.assert_allclose(
+            np.array(scaled.decoder.kernel) - before,
+            expected * (np.array(plain.decoder.kernel) - before), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(np.array(scaled.encoder.gate_bias),
+                                   np.array(plain.encoder.gate_bias), rtol=1e-5, atol=1e-7)
+    assert int(scaled.optimizer.iterations) == 6
+
+
+def test_a_scheduled_multiplier_survives_a_save_and_reload(tmp_path):
+    model = _free_decoder_sae(_falling(5.0, 4))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
+    model.fit(X, batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    schedule = reloaded.learning_rate_multipliers["decoder/kernel"]
+    assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay)
+    assert schedule.get_config() == _falling(5.0, 4).get_config()
+    recorded = reloaded.architecture["arguments"]["decoder_learning_rate_multiplier"]
+    assert recorded["class_name"] == "PolynomialDecay"
+    rebuilt = gsl.build_sae("gated", 6, 12, **reloaded.architecture["arguments"])
+    assert rebuilt.learning_rate_multipliers["decoder/kernel"].get_config() == \
+        schedule.get_config()
+    reloaded.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
+    reloaded.optimizer.iterations.assign(1)                 # where model's stands
+    for trained in (model, reloaded):
+        trained.fit(X, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(model.trainable_variables, reloaded.trainable_variables):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("value, match", [
+    (keras.optimizers.schedules.PolynomialDecay(0.0, 4, 1.0), "step 0.*must be > 0"),
+    (keras.optimizers.schedules.PolynomialDecay(float("nan"), 4, 1.0), "step 0.*finite"),
+    ({"class_name": "NoSuchSchedule", "config": {}}, "serialized Keras LearningRateSchedule"),
+])
+def test_bad_scheduled_multipliers_are_refused(value, match):
+    model = gsl.build_gated_sae(6, 12, 0.05)
+    with pytest.raises(ValueError, match=match):
+        model.learning_rate_multipliers = {"decoder/kernel": value}
+    with pytest.raises(ValueError, match="decoder_learning_rate_multiplier"):
+        gsl.build_gated_sae(6, 12, 0.05, decoder_learning_rate_multiplier=value)
+    assert model.learning_rate_multipliers == {}

@@ -45,10 +45,12 @@ Everything else is each trainer's own (see `benchmarks/quality/peers.py`).
 
 Studies (`--study`):
 
-* `peers` (default): our gated SAE with the recommended recipe (`OURS_BEST`:
-  `WarmupStableDecay`, linear decay over the last 20%; decoder-parallel
-  gradient removed; `b_dec` at the data mean; `W_gate` initialized at
-  0.1 x `W_dec^T`, the builder's default since this study), our TopK (k = the
+* `peers` (default): our gated SAE with the kit's default recipe
+  (`OURS_DEFAULT`: `WarmupStableDecay`, linear decay over the last 20%;
+  decoder-parallel gradient removed; `b_dec` at the data mean; `W_gate`
+  initialized at 0.1 x `W_dec^T`, the builder's default since this study;
+  `W_dec` stepped 5x as far at first, falling to 1x, since issue 23) and
+  without that multiplier (`OURS_BEST`), our TopK (k = the
   target L0, same schedule), `dictionary_learning`'s `GatedSAETrainer`
   (constant lr after warm-up, as shipped) and SAELens's `GatedTrainingSAE`
   + `SAETrainer` (its `"constant"` schedule). `--extra` adds each peer
@@ -64,11 +66,12 @@ Studies (`--study`):
   (`WarmupStableDecay`, 20%), each with and without
   `remove_parallel_gradient=True`; `b_dec` at the mean / zero / geometric
   median; and the aux term training the decoder (SAELens's choice).
-* `candidates` (issue 23): the default (`OURS_BEST`) against candidates
-  that keep its unit-norm decoder: `W_dec` stepped 3x or 10x faster than
-  the other weights (`decoder_lr_multiplier`: the angular speed SAELens's
-  rows get from starting at norm 0.1), the aux term training `W_dec`, and
-  both.
+* `candidates` (issue 23): the earlier default (`OURS_BEST`, the paper's
+  constant step for `W_dec`) against candidates that keep its unit-norm
+  decoder: `W_dec` stepped 2-10x as far as the other weights
+  (`decoder_lr_multiplier`: the angular speed SAELens's rows get from
+  starting at norm 0.1), constant or falling to 1x (by the last step or by
+  mid-run), the aux term training `W_dec`, both, and dead latents resampled.
 * `ablation`: what makes SAELens's gated SAE recover more directions than
   ours (seed 0): our init scale (x1, x0.3, x0.1, x0.03) and aux term
   (frozen decoder, as the paper, or trained); SAELens with its aux term
@@ -142,8 +145,15 @@ WARMUP_FRACTION, SPARSITY_WARMUP_FRACTION, DECAY_FRACTION = 0.05, 0.1, 0.2
 OURS_BEST = {"schedule": "wsd", "remove_parallel_gradient": True, "b_dec": "mean",
              "encoder_init_scale": 0.1,
              "grid": {"synthetic": [0.75, 1.0, 1.35], "minilm": [1.5, 3.0, 6.0]}}
+# The kit's default recipe since issue 23: `OURS_BEST` with W_dec stepped 5x
+# as far at the first step, falling to 1x at the last (`gsl.falling_multiplier`).
+FAST_DECODER_GRID = {"synthetic": [0.75, 1.0, 1.35, 1.8], "hierarchy": [0.7, 0.9, 1.2],
+                     "minilm": [1.5, 3.0, 6.0]}   # it fires more latents per lambda
+OURS_DEFAULT = {**OURS_BEST, "decoder_lr_decaying_from": 5.0, "grid": FAST_DECODER_GRID}
 
 PEER_CONTENDERS = [  # (label, trainer, kwargs)
+    ("ours gated (default: wsd, rpg, W_gate x0.1, W_dec lr x5 falling to x1)",
+     "ours_gated", OURS_DEFAULT),
     ("ours gated (wsd, rpg, W_gate x0.1)", "ours_gated", OURS_BEST),
     ("ours topk (wsd)", "ours_topk", {"schedule": "wsd", "b_dec": "mean"}),
     ("dictionary_learning (constant)", "dictionary_learning", {"decay": False}),
@@ -228,11 +238,9 @@ ABLATION_CONTENDERS = [  # what makes SAELens's gated SAE recover more direction
 ]
 
 # Issue 23: candidates for a default at or above the best peer, each on the
-# unit-norm decoder (the default's `OURS_BEST` first, as the baseline).
-FAST_DECODER_GRID = {"synthetic": [0.75, 1.0, 1.35, 1.8], "hierarchy": [0.7, 0.9, 1.2],
-                     "minilm": [1.5, 3.0, 6.0]}   # it fires more latents per lambda
+# unit-norm decoder (the earlier default, `OURS_BEST`, first as the baseline).
 CANDIDATE_CONTENDERS = [
-    ("ours gated (default)", "ours_gated", OURS_BEST),
+    ("ours gated (paper's constant W_dec step)", "ours_gated", OURS_BEST),
     *[(f"ours gated, W_dec lr x{m:g}", "ours_gated",
        {**OURS_BEST, "decoder_lr_multiplier": m, "grid": FAST_DECODER_GRID})
       for m in (2.0, 3.0, 5.0, 10.0)],
@@ -252,7 +260,13 @@ CANDIDATE_CONTENDERS = [
       for alpha in (0.25, 0.5)],
     *[(f"ours gated, W_dec lr x{start:g} falling to x1", "ours_gated",
        {**OURS_BEST, "decoder_lr_decaying_from": start, "grid": FAST_DECODER_GRID})
-      for start in (5.0, 10.0)],
+      for start in (3.0, 5.0, 7.0, 10.0)],
+    ("ours gated, W_dec lr x5 falling to x1 by mid-run", "ours_gated",
+     {**OURS_BEST, "decoder_lr_decaying_from": 5.0, "decoder_lr_falling_fraction": 0.5,
+      "grid": FAST_DECODER_GRID}),
+    ("ours gated, W_dec lr x5 falling to x1, dead latents resampled", "ours_gated",
+     {**OURS_BEST, "decoder_lr_decaying_from": 5.0, "resample_dead": True,
+      "grid": FAST_DECODER_GRID}),
     ("ours gated, aux trains W_dec, W_dec lr x5 falling to x1", "ours_gated",
      {**OURS_BEST, "aux": "trained", "decoder_lr_decaying_from": 5.0,
       "grid": FAST_DECODER_GRID}),

@@ -103,28 +103,9 @@ def _schedule(name, lr, steps, warmup, decay_fraction):
     raise ValueError(f"unknown schedule {name!r}")
 
 
-def _adam_with_decaying_decoder_rate(model, start, steps, **kwargs):
-    """Adam stepping `W_dec` `start` times as far at step 0, falling linearly to
-    1x at the last step (an issue-23 probe: SAELens's free rows start at norm
-    0.1 and grow, so their turning speed falls as they train)."""
-    import keras
-    from keras import ops
-
-    kernel = model.decoder.kernel
-
-    class Adam(keras.optimizers.Adam):
-        def update_step(self, gradient, variable, learning_rate):
-            if variable is kernel:
-                progress = ops.minimum(ops.cast(self.iterations, "float32") / steps, 1.0)
-                learning_rate = learning_rate * (1.0 + (start - 1.0) * (1.0 - progress))
-            return super().update_step(gradient, variable, learning_rate)
-
-    return Adam(**kwargs)
-
-
 def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
               decay_fraction, warmup_fraction, sparsity_warmup_fraction,
-              global_clipnorm=None, decoder_lr_decaying_from=None):
+              global_clipnorm=None, resample_dead=False):
     import keras
 
     import gated_sae_layers as gsl
@@ -138,11 +119,12 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
     warmup, sparsity_warmup = _warmups(steps, warmup_fraction, sparsity_warmup_fraction)
     adam = dict(learning_rate=_schedule(schedule, lr, steps, warmup, decay_fraction),
                 beta_1=0.0, global_clipnorm=global_clipnorm)
-    model.compile(optimizer=(
-        _adam_with_decaying_decoder_rate(model, decoder_lr_decaying_from, steps, **adam)
-        if decoder_lr_decaying_from else keras.optimizers.Adam(**adam)), jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(**adam), jit_compile=True)
     callbacks = ([gsl.SparsityWarmup(steps=sparsity_warmup)]
                  if model.sparsity_penalties() else [])
+    if resample_dead:   # Bricken et al.'s resampling, over the first half
+        callbacks.append(gsl.DeadLatentResampler(
+            x_train[:8192], check_every=max(steps // 10, 1), until_step=steps // 2))
     start = time.perf_counter()
     model.fit(data, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
               callbacks=callbacks)
@@ -164,7 +146,8 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
 def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
                      remove_parallel_gradient=False, aux="frozen",
                      encoder_init_scale=1.0, free_decoder=False,
-                     decoder_lr_multiplier=1.0, aux_coefficient=1.0, **fit_kwargs):
+                     decoder_lr_multiplier=1.0, decoder_lr_decaying_from=None,
+                     decoder_lr_falling_fraction=1.0, aux_coefficient=1.0, **fit_kwargs):
     """`build_gated_sae` with `encoder_init_scale` (`W_gate = s W_dec^T`).
 
     `aux="trained"` (`aux_trains_decoder=True`) and `free_decoder=True`
@@ -172,7 +155,10 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
     `W_gate = W_dec^T`, the penalty weighted by the row norms) are SAELens's
     choices, not the paper's. `decoder_lr_multiplier`:
     `decoder_learning_rate_multiplier` (the optimizer steps `W_dec` that many
-    times as far as the other weights). `aux_coefficient`: alpha of the aux term.
+    times as far as the other weights). `decoder_lr_decaying_from=m0`: that
+    multiplier falls linearly from `m0` at step 0 to 1 at
+    `decoder_lr_falling_fraction` of the steps (`PolynomialDecay`), 1 after.
+    `aux_coefficient`: alpha of the aux term.
     """
     import keras
 
@@ -181,6 +167,10 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
     keras.utils.set_random_seed(seed)
     if aux not in ("frozen", "trained"):
         raise ValueError(f"unknown aux {aux!r}")
+    if decoder_lr_decaying_from:
+        decoder_lr_multiplier = keras.optimizers.schedules.PolynomialDecay(
+            float(decoder_lr_decaying_from),
+            max(int(round(fit_kwargs["steps"] * decoder_lr_falling_fraction)), 1), 1.0)
     model = gsl.build_gated_sae(
         x_train.shape[1], latent_dim, float(coefficient),
         remove_parallel_gradient=remove_parallel_gradient and not free_decoder,

@@ -32,6 +32,7 @@ import numpy as np
 
 import gated_sae_layers as gsl
 from gated_sae_layers.activations import ActivationStore, paired_dataset, store_dataset
+from gated_sae_layers.models.learning_rates import DECODER_MULTIPLIER_START
 from gated_sae_layers.activations.normalization import (
     estimate_center, estimate_norm_scale, sample_activations)
 from gated_sae_layers_cli.options import import_modules
@@ -106,11 +107,16 @@ def store_layout(args, store):
     return Layout("transcoder", chosen["inputs"], chosen["targets"])
 
 
-def _built(args, layout, target, coefficient):
+def _built(args, layout, target, coefficient, steps):
     """The model `args` ask for on `layout`, by its architecture record
-    (`gsl.build_sae`, `gsl.build_transcoder`, `gsl.build_crosscoder`)."""
+    (`gsl.build_sae`, `gsl.build_transcoder`, `gsl.build_crosscoder`), for a
+    run of `steps` optimizer steps."""
     architecture = chosen_architecture(args)
     options = {}
+    if architecture == "gated" and layout.kind == "sae":
+        start = args.decoder_lr_multiplier or DECODER_MULTIPLIER_START
+        options["decoder_learning_rate_multiplier"] = (
+            gsl.falling_multiplier(steps, start) if start > 1 else 1.0)
     if args.aux_coefficient is not None:
         options["aux_coefficient"] = args.aux_coefficient
     if architecture in K_ARCHITECTURES:
@@ -178,11 +184,6 @@ def run_train(args):
         target = default_target_l0(args.latent_dim)
     coefficient = 1.0 if args.sparsity_coefficient is None else args.sparsity_coefficient
     scale, center = _scale_and_center(args, store, layout)
-    model = _built(args, layout, target, coefficient)
-    k = model.encoder.k if fixed_k else None
-    # b_dec at the geometric median of the scaled rows (the median commutes
-    # with the scale).
-    model.decoder.bias.assign(center)
     dataset = _dataset(args, store, layout, scale)
     per_pass = int(np.ceil(store.num_rows / args.batch_size))
     if args.epochs:
@@ -202,6 +203,11 @@ def run_train(args):
             f"Training needs at least 2 steps; {store.num_rows} rows in batches of "
             f"{args.batch_size} for {epochs} epoch(s) make {steps}. Lower --batch-size "
             "or raise --epochs.")
+    model = _built(args, layout, target, coefficient, steps)
+    k = model.encoder.k if fixed_k else None
+    # b_dec at the geometric median of the scaled rows (the median commutes
+    # with the scale).
+    model.decoder.bias.assign(center)
     # Warm-up, the peak lr held, a linear decay over the last 20% (issue 10).
     model.compile(optimizer=keras.optimizers.Adam(
         gsl.WarmupStableDecay(args.lr, max(steps // 20, 1), steps), beta_1=0.0),
@@ -219,6 +225,10 @@ def run_train(args):
     with replacing_file(args.out, args.overwrite) as temporary:
         exported.save(temporary)
     report = {k: float(v[-1]) for k, v in history.history.items()}
+    multiplier = model.architecture["arguments"].get("decoder_learning_rate_multiplier")
+    if multiplier is not None:   # a gated SAE: the start of W_dec's falling multiplier
+        report.update(decoder_lr_multiplier=multiplier if isinstance(multiplier, float)
+                      else multiplier["config"]["initial_learning_rate"])
     if fixed_k:
         report.update(k=k)
     else:

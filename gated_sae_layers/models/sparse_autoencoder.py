@@ -103,10 +103,12 @@ class SparseAutoencoder(keras.Model):
         architecture: `None`, or the record of the builder that made the
             model, `{"name": ..., "arguments": {...}}` (the `build_*`
             functions set it; see `architecture`). Saved with the model.
-        learning_rate_multipliers: `None`, or `{variable path: float > 0}`:
-            `compile` makes the optimizer step each of those variables that
-            many times as far as the rest (`models/learning_rates.py`), e.g.
-            `{"decoder/kernel": 3.0}`. Saved with the model.
+        learning_rate_multipliers: `None`, or `{variable path: multiplier}`,
+            each a float > 0 or a Keras `LearningRateSchedule` of the
+            optimizer's step: `compile` makes the optimizer step each of
+            those variables that many times as far as the rest
+            (`models/learning_rates.py`), e.g. `{"decoder/kernel": 3.0}`.
+            Saved with the model.
 
     Example:
 
@@ -549,5 +551,7 @@ class SparseAutoencoder(keras.Model):
         config["normalization_scale"] = self.normalization_scale
         config["architecture"] = self.architecture
         if self._learning_rate_multipliers:
-            config["learning_rate_multipliers"] = self.learning_rate_multipliers
+            config["learning_rate_multipliers"] = {
+                path: learning_rates.serialize_multiplier(multiplier)
+                for path, multiplier in self._learning_rate_multipliers.items()}
         return config

@@ -178,9 +178,12 @@ def _plain(value, name):
         return float(value)
     if isinstance(value, (list, tuple)):
         return [_plain(item, name) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _plain(item, f"{name}[{key!r}]") for key, item in value.items()}
     raise TypeError(
         f"`record_architecture` saves the builder's arguments with the model, as "
-        f"JSON: `{name}` must be None, a bool, a number, a string or a list of them. "
+        f"JSON: `{name}` must be None, a bool, a number, a string or a list or "
+        f"dict of them. "
         f"Received: {name}={value!r} of type {type(value).__name__}")
 
 

@@ -5,6 +5,7 @@ import keras
 from gated_sae_layers.layers.decoder_norm_weighting import DecoderNormWeighting
 from gated_sae_layers.layers.gated_encoder import GatedEncoder
 from gated_sae_layers.losses import AuxReconstruction, ReconstructionLoss, SparsityPenalty
+from gated_sae_layers.models import learning_rates
 from gated_sae_layers.models.builders import assembly
 from gated_sae_layers.models.sparse_autoencoder import SparseAutoencoder
 
@@ -66,13 +67,16 @@ def build_gated_sae(
             term through `stop_gradient(W_dec)` and `stop_gradient(b_dec)`.
         weight_by_decoder_norm: bool, free decoder rows and a penalty
             weighted by their norms (see above).
-        decoder_learning_rate_multiplier: float > 0, how many times as far
-            the optimizer steps `W_dec` as the other weights (the model's
-            `learning_rate_multipliers`, applied by `compile`). Adam turns
+        decoder_learning_rate_multiplier: float > 0, or a Keras
+            `LearningRateSchedule` of the optimizer's step: how many times
+            as far the optimizer steps `W_dec` as the other weights (the
+            model's `learning_rate_multipliers`, applied by `compile`). Adam turns
             the `0.1 W_dec^T` encoder columns about 10x as fast as the
             unit-norm decoder rows (an angle proportional to `lr / norm`
-            a step); 3 lets the decoder keep up (`docs/training_recipe.md`: MiniLM FVU 0.144
-            against 0.152 at L0 32).
+            a step). The default 1 is the paper's; the recipe passes
+            `gsl.falling_multiplier(steps)`, 5x at the first step falling to
+            1x at the last (`docs/training_recipe.md`: held-out MiniLM FVU
+            0.141 against 0.152 at L0 32).
         name: the model name.
         dtype: `None` (the global policy, `keras.config.dtype_policy()`) or
             the dtype policy of the model's layers, such as
@@ -107,7 +111,7 @@ def build_gated_sae(
     encoder_init_scale = assembly.check_positive(encoder_init_scale, "encoder_init_scale")
     assembly.check_bool(aux_trains_decoder, "aux_trains_decoder")
     assembly.check_bool(weight_by_decoder_norm, "weight_by_decoder_norm")
-    decoder_learning_rate_multiplier = assembly.check_positive(
+    decoder_learning_rate_multiplier = learning_rates.check_multiplier(
         decoder_learning_rate_multiplier, "decoder_learning_rate_multiplier")
     if weight_by_decoder_norm and remove_parallel_gradient:
         raise ValueError(
@@ -149,7 +153,8 @@ def build_gated_sae(
         },
         metric_terms=assembly.standard_metrics(ends.output_dim, latent_dim),
         learning_rate_multipliers=(
-            None if decoder_learning_rate_multiplier == 1.0
+            None if isinstance(decoder_learning_rate_multiplier, float)
+            and decoder_learning_rate_multiplier == 1.0
             else {ends.decoder.kernel.path: decoder_learning_rate_multiplier}),
         name=name,
     )
@@ -163,5 +168,6 @@ def build_gated_sae(
         aux_coefficient=aux_coefficient, remove_parallel_gradient=remove_parallel_gradient,
         encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux_trains_decoder,
         weight_by_decoder_norm=weight_by_decoder_norm,
-        decoder_learning_rate_multiplier=decoder_learning_rate_multiplier,
+        decoder_learning_rate_multiplier=learning_rates.serialize_multiplier(
+            decoder_learning_rate_multiplier),
         **ends.record())

@@ -29,14 +29,57 @@ def check_positive_int(value, name):
     return int(value)
 
 
-def check_non_negative_float(value, name):
-    """Returns `value` as a float, or raises if it is negative or not finite."""
+def check_int_at_least(value, name, minimum):
+    """Returns `value`, or raises unless it is a Python `int` >= `minimum`.
+
+    Stricter than `check_positive_int`: a numpy integer or a bool is refused.
+
+    Example:
+
+    >>> check_int_at_least(3, "warmup_steps", 0)
+    3
+    >>> check_int_at_least(-1, "warmup_steps", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `warmup_steps` must be an integer >= 0. Received: warmup_steps=-1
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_real(value, name, expected):
+    """Returns `value` as a float, or raises a `TypeError` unless it is a real
+    number (a bool is not one).
+
+    Args:
+        value: the argument.
+        name: its name, used in the error message.
+        expected: what it must be, completing "`name` must be ...", e.g.
+            `"a number in [0, 1]"`.
+
+    Example:
+
+    >>> check_real(1, "alpha", "a number in [0, 1]")
+    1.0
+    >>> check_real("1", "alpha", "a number in [0, 1]")
+    Traceback (most recent call last):
+    ...
+    TypeError: `alpha` must be a number in [0, 1]. Received: alpha='1' of type str
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"`{name}` must be a non-negative number. "
+            f"`{name}` must be {expected}. "
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
-    value = float(value)
+    return float(value)
+
+
+def check_non_negative_float(value, name):
+    """Returns `value` as a float, or raises if it is negative or not finite."""
+    value = check_real(value, name, "a non-negative number")
     if not np.isfinite(value) or value < 0 or value > FLOAT32_MAX:
         raise ValueError(
             f"`{name}` must be a finite number >= 0 that float32 can hold "

@@ -1,35 +1,28 @@
 """Callbacks for SAE training: decoder renormalization and sparsity warm-up."""
 
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
 
-from gated_sae_layers._validation import check_positive_int
+from gated_sae_layers._validation import FLOAT32_MAX, check_positive_int, check_real
 from gated_sae_layers.constraints import normalize_rows
 from gated_sae_layers.layers.unit_norm_decoder import unit_norm_decoders
 
 
-# The smallest and largest positive normal float32: an `epsilon` outside is
-# 0 or Inf in the float32 division of `normalize_rows`.
+# The smallest positive normal float32: an `epsilon` below it (or above
+# `FLOAT32_MAX`) is 0 or Inf in the float32 division of `normalize_rows`.
 _FLOAT32_TINY = float(np.finfo("float32").tiny)
-_FLOAT32_MAX = float(np.finfo("float32").max)
 
 
 def _check_epsilon(epsilon):
     """`epsilon` as a float, or raises unless float32 holds it as a number > 0."""
     expected = ("a finite number > 0 that float32 can hold (from "
-                f"{_FLOAT32_TINY:.4g} to {_FLOAT32_MAX:.4g}): rows of smaller "
+                f"{_FLOAT32_TINY:.4g} to {FLOAT32_MAX:.4g}): rows of smaller "
                 "norm are divided by it")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(
-            f"`epsilon` must be {expected}. Received: epsilon={epsilon!r} of "
-            f"type {type(epsilon).__name__}"
-        )
-    if not _FLOAT32_TINY <= float(epsilon) <= _FLOAT32_MAX:  # NaN fails too
+    value = check_real(epsilon, "epsilon", expected)
+    if not _FLOAT32_TINY <= value <= FLOAT32_MAX:  # NaN fails too
         raise ValueError(f"`epsilon` must be {expected}. Received: epsilon={epsilon!r}")
-    return float(epsilon)
+    return value
 
 
 class DecoderNormalizer(keras.callbacks.Callback):
@@ -103,6 +96,27 @@ def find_sparsity_penalties(model):
     return penalties() if callable(penalties) else []
 
 
+def read_sparsity_coefficients(model, refusal):
+    """`[(loss, coefficient)]` of every sparsity term of `model`, read now.
+
+    The callbacks that scale the coefficients (`SparsityWarmup`, `TargetL0`)
+    read them in `set_model`, before any callback's `on_train_begin` can
+    restore a checkpointed coefficient into the variables.
+
+    Args:
+        model: the model `fit` trains.
+        refusal: the message of the `ValueError` raised when `model` has no
+            sparsity term (a TopK-family SAE, or not a `SparseAutoencoder`).
+
+    Returns:
+        A list of `(loss term, its coefficient as a Python float)`.
+    """
+    penalties = find_sparsity_penalties(model)
+    if not penalties:
+        raise ValueError(refusal)
+    return [(loss, float(ops.convert_to_numpy(loss.coefficient))) for loss in penalties]
+
+
 class SparsityWarmup(keras.callbacks.Callback):
     """Ramps every sparsity coefficient linearly from 0 over the first `steps` steps.
 
@@ -142,18 +156,12 @@ class SparsityWarmup(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        penalties = find_sparsity_penalties(model)
-        if not penalties:
-            raise ValueError(
-                "SparsityWarmup needs a SparseAutoencoder with a sparsity term "
-                f"loss term. Received: a model of type {type(model).__name__}"
-            )
         # Read here, before any callback's `on_train_begin` can restore a
         # checkpointed, half-ramped coefficient into the variable.
-        self._targets = [
-            (loss, float(ops.convert_to_numpy(loss.coefficient)))
-            for loss in penalties
-        ]
+        self._targets = read_sparsity_coefficients(
+            model,
+            "SparsityWarmup needs a SparseAutoencoder with a sparsity term "
+            f"loss term. Received: a model of type {type(model).__name__}")
         self._done = False
 
     def on_train_batch_begin(self, batch, logs=None):

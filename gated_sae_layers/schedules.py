@@ -1,28 +1,20 @@
 """Learning-rate schedules for SAE training."""
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from gated_sae_layers._validation import check_positive_float
-
-
-def _check_steps(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return value
+from gated_sae_layers._validation import (
+    check_int_at_least, check_positive_float, check_real)
 
 
 def _check_warmup(peak_lr, warmup_steps, total_steps):
     """`(peak_lr, warmup_steps, total_steps)` checked: a positive lr and
     `0 <= warmup_steps < total_steps`, integers."""
     peak_lr = check_positive_float(peak_lr, "peak_lr")
-    warmup_steps = _check_steps(warmup_steps, "warmup_steps", 0)
-    total_steps = _check_steps(total_steps, "total_steps", 1)
+    warmup_steps = check_int_at_least(warmup_steps, "warmup_steps", 0)
+    total_steps = check_int_at_least(total_steps, "total_steps", 1)
     if total_steps <= warmup_steps:
         raise ValueError(
             "`total_steps` must be greater than `warmup_steps`. Received: "
@@ -32,19 +24,57 @@ def _check_warmup(peak_lr, warmup_steps, total_steps):
 
 
 def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{name}` must be a number in [0, 1]. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    value = float(value)
+    value = check_real(value, name, "a number in [0, 1]")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
     return value
 
 
+class _LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear warm-up from 0 to `peak_lr`, then what a subclass gives.
+
+    ```
+    lr(step) = peak_lr * step / warmup_steps     step < warmup_steps
+    lr(step) = self._after_warmup(step)           otherwise
+    ```
+
+    Subclasses implement `_after_warmup(step)` (`step` a float32 tensor)
+    and `_schedule_config()`, their `get_config` keys after `peak_lr`,
+    `warmup_steps` and `total_steps`.
+
+    Args:
+        peak_lr: float > 0, the learning rate at the end of the warm-up.
+        warmup_steps: int >= 0, the number of warm-up steps.
+        total_steps: int > warmup_steps, the step at which the schedule ends.
+    """
+
+    def __init__(self, peak_lr, warmup_steps, total_steps):
+        self.peak_lr, self.warmup_steps, self.total_steps = _check_warmup(
+            peak_lr, warmup_steps, total_steps)
+
+    def _after_warmup(self, step):
+        raise NotImplementedError
+
+    def _schedule_config(self):
+        raise NotImplementedError
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = float(self.warmup_steps)
+        warmup_lr = self.peak_lr * step / max(warmup, 1.0)
+        return ops.where(step < warmup, warmup_lr, self._after_warmup(step))
+
+    def get_config(self):
+        return {
+            "peak_lr": self.peak_lr,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            **self._schedule_config(),
+        }
+
+
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
-class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupCosineDecay(_LinearWarmup):
     """Linear warm-up to `peak_lr`, then cosine decay to `alpha * peak_lr`.
 
     ```
@@ -72,35 +102,26 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak_lr, warmup_steps, total_steps, alpha=0.0):
-        self.peak_lr, self.warmup_steps, self.total_steps = _check_warmup(
-            peak_lr, warmup_steps, total_steps)
+        super().__init__(peak_lr, warmup_steps, total_steps)
         alpha = float(alpha)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
         self.alpha = alpha
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
+    def _after_warmup(self, step):
         warmup = float(self.warmup_steps)
-        warmup_lr = self.peak_lr * step / max(warmup, 1.0)
         progress = ops.minimum(
             ops.maximum(step - warmup, 0.0) / float(self.total_steps - warmup), 1.0
         )
         cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        decay_lr = self.peak_lr * (self.alpha + (1.0 - self.alpha) * cosine)
-        return ops.where(step < warmup, warmup_lr, decay_lr)
+        return self.peak_lr * (self.alpha + (1.0 - self.alpha) * cosine)
 
-    def get_config(self):
-        return {
-            "peak_lr": self.peak_lr,
-            "warmup_steps": self.warmup_steps,
-            "total_steps": self.total_steps,
-            "alpha": self.alpha,
-        }
+    def _schedule_config(self):
+        return {"alpha": self.alpha}
 
 
 @keras.saving.register_keras_serializable(package="gated_sae_layers")
-class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupStableDecay(_LinearWarmup):
     """Linear warm-up, constant `peak_lr`, then a short linear decay at the end.
 
     The warmup-stable-decay ("WSD", trapezoidal) schedule of Hu et al. 2024
@@ -148,8 +169,7 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_lr, warmup_steps, total_steps, decay_fraction=0.2,
                  final_lr_fraction=0.0):
-        self.peak_lr, self.warmup_steps, self.total_steps = _check_warmup(
-            peak_lr, warmup_steps, total_steps)
+        super().__init__(peak_lr, warmup_steps, total_steps)
         decay_fraction = _check_fraction(decay_fraction, "decay_fraction")
         if decay_fraction == 1.0:
             raise ValueError(
@@ -168,23 +188,14 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
     def _decay_steps(self, decay_fraction):
         return int(round(decay_fraction * self.total_steps))
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warmup = float(self.warmup_steps)
-        warmup_lr = self.peak_lr * step / max(warmup, 1.0)
+    def _after_warmup(self, step):
         decay_steps = self._decay_steps(self.decay_fraction)
         if decay_steps == 0:
-            return ops.where(step < warmup, warmup_lr, self.peak_lr)
+            return self.peak_lr
         decay_start = float(self.total_steps - decay_steps)
         progress = ops.clip((step - decay_start) / float(decay_steps), 0.0, 1.0)
-        decay_lr = self.peak_lr * (1.0 - (1.0 - self.final_lr_fraction) * progress)
-        return ops.where(step < warmup, warmup_lr, decay_lr)
+        return self.peak_lr * (1.0 - (1.0 - self.final_lr_fraction) * progress)
 
-    def get_config(self):
-        return {
-            "peak_lr": self.peak_lr,
-            "warmup_steps": self.warmup_steps,
-            "total_steps": self.total_steps,
-            "decay_fraction": self.decay_fraction,
-            "final_lr_fraction": self.final_lr_fraction,
-        }
+    def _schedule_config(self):
+        return {"decay_fraction": self.decay_fraction,
+                "final_lr_fraction": self.final_lr_fraction}

@@ -5,8 +5,9 @@ import math
 import keras
 from keras import ops
 
-from gated_sae_layers._validation import check_positive_float, check_positive_int
-from gated_sae_layers.callbacks import SparsityWarmup, find_sparsity_penalties
+from gated_sae_layers._validation import (
+    check_int_at_least, check_positive_float, check_positive_int)
+from gated_sae_layers.callbacks import SparsityWarmup, read_sparsity_coefficients
 
 
 class TargetL0(keras.callbacks.Callback):
@@ -69,12 +70,7 @@ class TargetL0(keras.callbacks.Callback):
                  proportional_gain=0.5, steps_per_update=8, metric="l0"):
         super().__init__()
         self.target_l0 = check_positive_float(target_l0, "target_l0")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) \
-                or warmup_steps < 0:
-            raise ValueError(
-                "`warmup_steps` must be an integer >= 0. "
-                f"Received: warmup_steps={warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = check_int_at_least(warmup_steps, "warmup_steps", 0)
         self.integral_gain = check_positive_float(integral_gain, "integral_gain")
         if not (isinstance(proportional_gain, (int, float))
                 and math.isfinite(proportional_gain) and proportional_gain >= 0):
@@ -118,18 +114,17 @@ class TargetL0(keras.callbacks.Callback):
     # ------------------------------------------------ the coefficient
     def set_model(self, model):
         super().set_model(model)
-        penalties = find_sparsity_penalties(model)
-        if not penalties:
-            raise ValueError(
-                "TargetL0 steers a sparsity coefficient, and this model has none "
-                f"(a model of type {type(model).__name__}"
-                f"{', named ' + repr(model.name) if hasattr(model, 'name') else ''}). "
-                "A TopK-family SAE sets its L0 with `k`; use TargetL0 with a gated, "
-                "ReLU or JumpReLU SAE.")
-        self._reset()
         # Read here, before any callback's `on_train_begin` can restore a
         # checkpointed coefficient: the ramp's end point if `fit` starts in it.
-        self._penalties = [(loss, _value(loss.coefficient)) for loss in penalties]
+        penalties = read_sparsity_coefficients(
+            model,
+            "TargetL0 steers a sparsity coefficient, and this model has none "
+            f"(a model of type {type(model).__name__}"
+            f"{', named ' + repr(model.name) if hasattr(model, 'name') else ''}). "
+            "A TopK-family SAE sets its L0 with `k`; use TargetL0 with a gated, "
+            "ReLU or JumpReLU SAE.")
+        self._reset()
+        self._penalties = penalties
         for loss, value in self._penalties:
             if not value > 0:
                 raise ValueError(

@@ -168,15 +168,23 @@ def test_the_report_works_in_chromium(browser, text_report, tmp_path):
     assert (tmp_path / "dashboard_text.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_image_report_shows_images_in_chromium(browser, tmp_path):
-    sae = gsl.build_sae("topk", 16, 12, k=3)
-    x = np.random.default_rng(1).random((200, 16)).astype("float32")
-    index = gsl.feature_dashboard(sae, x, tmp_path / "report", gsl.ImageContext((4, 4)),
+def _open_image_report(browser, tmp_path, shape):
+    """Opens the first latent's page of an image report (random images of
+    `shape`, a TopK SAE) once its images are there; returns the examples' images."""
+    width = int(np.prod(shape))
+    sae = gsl.build_sae("topk", width, 12, k=3)
+    x = np.random.default_rng(1).random((200, width)).astype("float32")
+    index = gsl.feature_dashboard(sae, x, tmp_path / "report", gsl.ImageContext(shape),
                                   num_latents=3, progress=False)
     latent = json.loads((tmp_path / "report" / "summary.json").read_text())["pages"][0]
     browser.get(index.resolve().as_uri() + f"#latent-{latent}")
     images = _wait(browser, ".section .img img")
     _wait(browser, "#decoder-image img")
+    return images
+
+
+def test_an_image_report_shows_images_in_chromium(browser, tmp_path):
+    images = _open_image_report(browser, tmp_path, (4, 4))
     loaded = browser.execute_script(
         "return Array.from(document.images).map(function (i) { return i.naturalWidth; });")
     assert len(loaded) == len(images) + 1 and all(width == 4 for width in loaded)
@@ -187,14 +195,7 @@ def test_an_image_report_shows_images_in_chromium(browser, tmp_path):
 def test_a_non_square_image_keeps_its_aspect_ratio_in_chromium(browser, tmp_path):
     """Issue 20: a 4 x 8 image was drawn into an 84 x 84 square (pixels twice
     as tall as wide), and its decoder row into 150 x 150."""
-    sae = gsl.build_sae("topk", 32, 12, k=3)
-    x = np.random.default_rng(1).random((200, 32)).astype("float32")
-    index = gsl.feature_dashboard(sae, x, tmp_path / "report", gsl.ImageContext((4, 8)),
-                                  num_latents=3, progress=False)
-    latent = json.loads((tmp_path / "report" / "summary.json").read_text())["pages"][0]
-    browser.get(index.resolve().as_uri() + f"#latent-{latent}")
-    _wait(browser, ".section .img img")
-    _wait(browser, "#decoder-image img")
+    _open_image_report(browser, tmp_path, (4, 8))
     sizes = browser.execute_script(
         "return Array.from(document.images).map(function (i) { return [i.naturalWidth, "
         "i.naturalHeight, i.clientWidth, i.clientHeight, i.complete]; });")

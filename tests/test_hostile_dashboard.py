@@ -13,7 +13,6 @@
 import json
 import re
 
-import keras
 import numpy as np
 import pytest
 
@@ -22,28 +21,21 @@ from gated_sae_layers import cli
 from gated_sae_layers.dashboard import ImageContext, feature_dashboard, output
 from gated_sae_layers.dashboard._script import SCRIPT
 from gated_sae_layers.dashboard._style import STYLE
+from tests.helpers_hostile import refuse_passes, small_topk_sae
 
 INPUT_DIM = 8
 X = np.random.default_rng(0).normal(size=(60, INPUT_DIM)).astype("float32")
 
 
-class PassOverData(AssertionError):
-    pass
-
-
 @pytest.fixture
 def no_pass(monkeypatch):
     """Any pass over the rows raises `PassOverData`."""
-    def refuse(*args, **kwargs):
-        raise PassOverData("a pass over the data began before the arguments were checked")
-
-    monkeypatch.setattr("gated_sae_layers.activations.rows.row_batches", refuse)
+    refuse_passes(monkeypatch, "gated_sae_layers.activations.rows.row_batches")
 
 
 @pytest.fixture(scope="module")
 def sae():
-    keras.utils.set_random_seed(0)
-    return gsl.build_sae("topk", INPUT_DIM, 16, k=2)
+    return small_topk_sae(INPUT_DIM)
 
 
 def _report_data(index):

@@ -17,6 +17,7 @@ from gated_sae_layers.activations import ActivationStore
 from gated_sae_layers.evaluation import (
     SplicedEvaluation, create_writer, evaluate_sae, k_sparse_probe, spliced_metrics,
     stratified_split, write_metrics)
+from tests.helpers_hostile import refuse_passes, small_topk_sae
 
 ROWS, INPUT_DIM = 40, 8
 X = np.random.default_rng(0).normal(size=(ROWS, INPUT_DIM)).astype("float32")
@@ -24,24 +25,16 @@ LABELS = np.arange(ROWS) % 2
 INPUTS = np.random.default_rng(1).normal(size=(12, 6)).astype("float32")
 
 
-class PassOverData(AssertionError):
-    pass
-
-
 @pytest.fixture
 def no_pass(monkeypatch):
     """Any pass over the rows (or the host model's inputs) raises `PassOverData`."""
-    def refuse(*args, **kwargs):
-        raise PassOverData("a pass over the data began before the arguments were checked")
-
-    monkeypatch.setattr("gated_sae_layers.activations.rows.row_batches", refuse)
-    monkeypatch.setattr("gated_sae_layers.activations.rows.example_batches", refuse)
+    refuse_passes(monkeypatch, "gated_sae_layers.activations.rows.row_batches",
+                  "gated_sae_layers.activations.rows.example_batches")
 
 
 @pytest.fixture(scope="module")
 def sae():
-    keras.utils.set_random_seed(0)
-    return gsl.build_sae("topk", INPUT_DIM, 16, k=2)
+    return small_topk_sae(INPUT_DIM)
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +81,20 @@ def test_spliced_evaluation_refuses_a_log_dir_that_is_a_file(host, tmp_path):
                           log_dir=existing)
 
 
-def test_cli_evaluate_log_dir_that_is_a_file_is_one_line_not_a_traceback(
-        sae, tmp_path, capsys):
+def _cli_evaluate_with_a_file_as_log_dir(sae, tmp_path):
+    """`gated-sae evaluate` of `sae` on a store of `X`, `--log-dir` a file: its status."""
     store = ActivationStore.create(tmp_path / "store", INPUT_DIM, dtype="float32")
     store.append(X)
     store.close()
     sae.save(tmp_path / "sae.keras")
     (tmp_path / "logs").write_text("not a folder")
-    status = cli.main(["evaluate", str(tmp_path / "sae.keras"), "--store",
-                       str(tmp_path / "store"), "--log-dir", str(tmp_path / "logs")])
+    return cli.main(["evaluate", str(tmp_path / "sae.keras"), "--store",
+                     str(tmp_path / "store"), "--log-dir", str(tmp_path / "logs")])
+
+
+def test_cli_evaluate_log_dir_that_is_a_file_is_one_line_not_a_traceback(
+        sae, tmp_path, capsys):
+    status = _cli_evaluate_with_a_file_as_log_dir(sae, tmp_path)
     error = capsys.readouterr().err
     assert status == 2
     assert "gated-sae: error: `log_dir` must be a folder" in error or \
@@ -106,13 +104,7 @@ def test_cli_evaluate_log_dir_that_is_a_file_is_one_line_not_a_traceback(
 
 def test_cli_evaluate_log_dir_that_is_a_file_fails_before_any_pass(
         sae, tmp_path, capsys, no_pass):
-    store = ActivationStore.create(tmp_path / "store", INPUT_DIM, dtype="float32")
-    store.append(X)
-    store.close()
-    sae.save(tmp_path / "sae.keras")
-    (tmp_path / "logs").write_text("not a folder")
-    status = cli.main(["evaluate", str(tmp_path / "sae.keras"), "--store",
-                       str(tmp_path / "store"), "--log-dir", str(tmp_path / "logs")])
+    status = _cli_evaluate_with_a_file_as_log_dir(sae, tmp_path)
     assert status == 2 and "--log-dir" in capsys.readouterr().err
 
 

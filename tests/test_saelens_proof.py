@@ -30,18 +30,15 @@ Run with `-s` to see the table of differences that `benchmarks/RESULTS.md`
 quotes.
 """
 
-import os
 import pathlib
-import shutil
-import warnings
 
-import keras
-import numpy as np
 import pytest
-from keras import ops
 
 import gated_sae_layers as gsl
 from gated_sae_layers.interop import load_sae, save_sae
+from tests.helpers_proof import (
+    max_diff, quiet_load, randomize_export_cases, randomize_torch_parameters,
+    start_proof, store_fixture)
 from tests.torch_peers import import_torch
 
 torch = import_torch()
@@ -54,11 +51,6 @@ OURS = ("gated", "relu", "relu_weighted", "jumprelu", "topk", "topk_scaled",
         "batch_topk", "matryoshka")
 THEIRS = ("standard", "gated", "jumprelu", "topk", "topk_rescaled",
           "standard_no_b_dec")
-
-
-def _inputs(seed):
-    rng = np.random.default_rng(seed)
-    return (rng.normal(size=(ROWS, D_IN)) + 0.3).astype("float32")
 
 
 def _randomize_ours(model, rng):
@@ -81,15 +73,7 @@ def _ours(rng):
         model = gsl.build_sae(arch.split("_w")[0].replace("topk_scaled", "topk"),
                               D_IN, D_SAE, **kwargs[arch])
         _randomize_ours(model, rng)
-        if arch == "relu_weighted":
-            kernel = ops.convert_to_numpy(model.decoder.kernel)
-            model.decoder.kernel.assign(
-                kernel * rng.uniform(0.5, 2.0, size=(D_SAE, 1)).astype("float32"))
-        if arch == "jumprelu":
-            model.encoder.log_threshold.assign(
-                np.log(rng.uniform(0.05, 0.4, size=D_SAE)).astype("float32"))
-        if arch in ("batch_topk", "matryoshka"):
-            model.encoder.inference_threshold.assign(0.2)
+        randomize_export_cases(model, arch, rng)
         if arch == "topk_scaled":
             model.normalization_scale = 2.5
         models[arch] = model
@@ -111,15 +95,7 @@ def _saelens_sae(name, rng):
     else:
         sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(
             k=4, rescale_acts_by_decoder_norm=name == "topk_rescaled", **common))
-    generator = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
-    with torch.no_grad():
-        for param_name, param in sae.named_parameters():
-            if param_name == "threshold":
-                param.copy_(torch.rand(param.shape, generator=generator) * 0.3 + 0.05)
-            elif param.ndim == 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-            else:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.4)
+    randomize_torch_parameters(sae, rng)
     return sae
 
 
@@ -129,10 +105,6 @@ def _saelens_outputs(sae, inputs):
         return latents.numpy(), sae.decode(latents).numpy()
 
 
-def _max_diff(a, b):
-    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
-
-
 @pytest.fixture(scope="module")
 def differences(tmp_path_factory):
     """{(direction, name): (max |diff| latents, max |diff| reconstruction)}.
@@ -140,12 +112,8 @@ def differences(tmp_path_factory):
     One pass in the order the fixtures were written (the same random draws),
     our exports first; prints the table.
     """
-    torch.manual_seed(0)
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    inputs = _inputs(1)
-    work = tmp_path_factory.mktemp("saelens_proof")
-    write_fixtures = os.environ.get("SAELENS_WRITE_FIXTURES") == "1"
+    rng, inputs, work, write_fixtures = start_proof(
+        tmp_path_factory, "saelens_proof", ROWS, D_IN)
     found = {}
     for name, model in _ours(rng).items():
         folder = save_sae(model, work / name, metadata={"model_name": "random"})
@@ -156,27 +124,20 @@ def differences(tmp_path_factory):
                 model.predict_on_batch(inputs * scale).items()}
         back = load_sae(folder).predict_on_batch(inputs)
         found["ours -> SAELens", f"{name} ({sae.cfg.architecture()})"] = (
-            _max_diff(latents, back["latents"]),
-            _max_diff(reconstruction, ours["reconstruction"]))
+            max_diff(latents, back["latents"]),
+            max_diff(reconstruction, ours["reconstruction"]))
     for name in THEIRS:
         sae = _saelens_sae(name, rng)
         folder = work / f"saelens_{name}"
         sae.save_model(folder)
         latents, reconstruction = _saelens_outputs(sae, inputs)
-        with warnings.catch_warnings():   # SAELens decoders are not unit norm
-            warnings.simplefilter("ignore")
-            ours = load_sae(folder).predict_on_batch(inputs)
+        ours = quiet_load(folder).predict_on_batch(inputs)
         # topk_rescaled: SAELens' latents are hidden_pre * |W_dec_i|, as ours.
         found["SAELens -> ours", name] = (
-            _max_diff(latents, ours["latents"]),
-            _max_diff(reconstruction, ours["reconstruction"]))
+            max_diff(latents, ours["latents"]),
+            max_diff(reconstruction, ours["reconstruction"]))
         if write_fixtures:
-            target = FIXTURES / name
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(folder, target)
-            np.save(target / "inputs.npy", inputs[:16])
-            np.save(target / "expected_latents.npy", latents[:16])
-            np.save(target / "expected_reconstruction.npy", reconstruction[:16])
+            store_fixture(folder, FIXTURES / name, inputs, latents, reconstruction)
     print(f"\nsae-lens {sae_lens.__version__}, torch {torch.__version__}, "
           f"gated-sae-layers {gsl.__version__}; d_in={D_IN}, d_sae={D_SAE}, "
           f"{ROWS} rows, float32")
@@ -190,24 +151,22 @@ def differences(tmp_path_factory):
     return found
 
 
-def _lookup(differences, direction, name):
+def _check(differences, direction, name):
+    """The one row of `direction` for `name` is under `TOLERANCE` in both columns."""
     keys = [key for key in differences
             if key[0] == direction and key[1].split(" (")[0] == name]
     assert len(keys) == 1, f"{direction} {name}: found {keys}"
-    return keys[0][1], differences[keys[0]]
+    label, (latents, reconstruction) = keys[0][1], differences[keys[0]]
+    assert latents < TOLERANCE, f"{label}: latents differ by {latents:.2e}"
+    assert reconstruction < TOLERANCE, (
+        f"{label}: reconstructions differ by {reconstruction:.2e}")
 
 
 @pytest.mark.parametrize("name", OURS)
 def test_our_export_reads_the_same_in_saelens(differences, name):
-    label, (latents, reconstruction) = _lookup(differences, "ours -> SAELens", name)
-    assert latents < TOLERANCE, f"{label}: latents differ by {latents:.2e}"
-    assert reconstruction < TOLERANCE, (
-        f"{label}: reconstructions differ by {reconstruction:.2e}")
+    _check(differences, "ours -> SAELens", name)
 
 
 @pytest.mark.parametrize("name", THEIRS)
 def test_saelens_export_reads_the_same_in_ours(differences, name):
-    label, (latents, reconstruction) = _lookup(differences, "SAELens -> ours", name)
-    assert latents < TOLERANCE, f"{label}: latents differ by {latents:.2e}"
-    assert reconstruction < TOLERANCE, (
-        f"{label}: reconstructions differ by {reconstruction:.2e}")
+    _check(differences, "SAELens -> ours", name)

@@ -26,6 +26,7 @@ from keras import ops
 import gated_sae_layers as gsl
 from gated_sae_layers.interop import load_sae, load_sparsify, save_sae
 from gated_sae_layers.interop._safetensors import read_safetensors
+from tests.helpers_proof import quiet_load
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -82,24 +83,23 @@ def _tensors(folder, name=WEIGHTS):
             read_safetensors(pathlib.Path(folder), name).items()}
 
 
-def _quiet_load(folder):
-    with warnings.catch_warnings():   # the peers' decoder rows are not unit norm
-        warnings.simplefilter("ignore")
-        return load_sae(folder)
-
-
-# ------------------------------------------------------- SAELens's folders in
-@pytest.mark.parametrize("kind", SAELENS_KINDS)
-def test_saelens_fixture_loads_as_our_transcoder(kind):
-    folder = FIXTURES / "saelens" / kind
-    model = _quiet_load(folder)
+def _check_reproduces_fixture(model, folder):
+    """`model` gives the peer's own outputs on the fixture's inputs; returns its cfg."""
     x = np.load(folder / "inputs.npy")
     outputs = model.predict_on_batch(x)
     np.testing.assert_allclose(outputs["reconstruction"],
                                np.load(folder / "expected_reconstruction.npy"), atol=1e-5)
     np.testing.assert_allclose(outputs["latents"],
                                np.load(folder / "expected_latents.npy"), atol=1e-5)
-    cfg = json.loads((folder / "cfg.json").read_text())
+    return json.loads((folder / "cfg.json").read_text())
+
+
+# ------------------------------------------------------- SAELens's folders in
+@pytest.mark.parametrize("kind", SAELENS_KINDS)
+def test_saelens_fixture_loads_as_our_transcoder(kind):
+    folder = FIXTURES / "saelens" / kind
+    model = quiet_load(folder)
+    cfg = _check_reproduces_fixture(model, folder)
     assert model.is_transcoder
     assert (model.input_dim, model.output_dim, model.latent_dim) == (
         cfg["d_in"], cfg["d_out"], cfg["d_sae"])
@@ -111,7 +111,7 @@ def test_saelens_fixture_loads_as_our_transcoder(kind):
 
 def test_saelens_skip_is_our_skip_kernel_transposed():
     folder = FIXTURES / "saelens" / "skip_transcoder"
-    model = _quiet_load(folder)
+    model = quiet_load(folder)
     np.testing.assert_array_equal(ops.convert_to_numpy(model.get_layer("skip").kernel),
                                   _tensors(folder)["W_skip"].T.astype("float32"))
 
@@ -129,7 +129,7 @@ def test_relu_transcoder_loads_with_free_decoder_rows():
 
 
 def test_loaded_transcoder_trains_on_pairs_and_round_trips_keras(tmp_path):
-    model = _quiet_load(FIXTURES / "saelens" / "skip_transcoder")
+    model = quiet_load(FIXTURES / "saelens" / "skip_transcoder")
     model.set_sparsity_coefficient(0.01)
     x = np.load(FIXTURES / "saelens" / "skip_transcoder" / "inputs.npy")
     y = np.load(FIXTURES / "saelens" / "skip_transcoder" / "expected_reconstruction.npy")
@@ -148,7 +148,7 @@ def test_saelens_fixture_round_trips_through_our_export(tmp_path, kind):
     shapes as SAELens wrote, and its forward (numpy) unchanged; the decoder
     rows come out unit norm (the fold of `save_sae`)."""
     source = FIXTURES / "saelens" / kind
-    folder = save_sae(_quiet_load(source), tmp_path / "out")
+    folder = save_sae(quiet_load(source), tmp_path / "out")
     theirs, ours = _tensors(source), _tensors(folder)
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
     cfg = json.loads((folder / "cfg.json").read_text())
@@ -255,13 +255,7 @@ def test_sparsify_fixture_loads_as_our_topk_transcoder(kind):
         warnings.simplefilter("error", UserWarning)
         model = load_sae(folder)
     assert model.decoder.kernel_constraint is None
-    x = np.load(folder / "inputs.npy")
-    outputs = model.predict_on_batch(x)
-    np.testing.assert_allclose(outputs["reconstruction"],
-                               np.load(folder / "expected_reconstruction.npy"), atol=1e-5)
-    np.testing.assert_allclose(outputs["latents"],
-                               np.load(folder / "expected_latents.npy"), atol=1e-5)
-    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg = _check_reproduces_fixture(model, folder)
     assert type(model.encoder) is gsl.TopKEncoder and model.is_transcoder
     assert model.architecture["arguments"]["k"] == cfg["k"]
     assert model.architecture["arguments"]["skip"] == cfg["skip_connection"]

@@ -35,18 +35,16 @@ checks without torch::
     SAELENS_WRITE_FIXTURES=1 python -m pytest tests/test_transcoder_proof.py -n 0
 """
 
-import os
 import pathlib
-import shutil
-import warnings
 
-import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import gated_sae_layers as gsl
 from gated_sae_layers.interop import load_sae, save_sae
+from tests.helpers_proof import (
+    max_diff, quiet_load, randomize_export_cases, randomize_torch_parameters,
+    start_proof, store_fixture)
 from tests.torch_peers import import_torch
 
 torch = import_torch()
@@ -72,11 +70,6 @@ OUR_CASES = [f"{name}{suffix}" for name in OURS for suffix in ("", "_skip")] + [
 SPARSIFY_KINDS = ("transcoder", "skip_transcoder")
 
 
-def _inputs(seed):
-    rng = np.random.default_rng(seed)
-    return (rng.normal(size=(ROWS, D_IN)) + 0.3).astype("float32")
-
-
 def _our_transcoder(case, rng):
     """A random transcoder of `case` (`relu_skip`, `jumprelu`, ...)."""
     name = case.removesuffix("_scaled").removesuffix("_skip")
@@ -86,15 +79,7 @@ def _our_transcoder(case, rng):
     for variable in model.trainable_variables:
         if variable.path.endswith(("bias", "skip/kernel")):
             variable.assign(rng.normal(0, 0.3, size=variable.shape).astype("float32"))
-    if name == "relu_weighted":
-        kernel = ops.convert_to_numpy(model.decoder.kernel)
-        model.decoder.kernel.assign(
-            kernel * rng.uniform(0.5, 2.0, size=(D_SAE, 1)).astype("float32"))
-    if name == "jumprelu":
-        model.encoder.log_threshold.assign(
-            np.log(rng.uniform(0.05, 0.4, size=D_SAE)).astype("float32"))
-    if name in ("batch_topk", "matryoshka"):
-        model.encoder.inference_threshold.assign(0.2)
+    randomize_export_cases(model, name, rng)
     if case.endswith("_scaled"):
         model.normalization_scale = 2.5
     return model
@@ -108,15 +93,7 @@ def _saelens_transcoder(kind, rng):
         d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, apply_b_dec_to_input=False,
         metadata=metadata)
     sae = getattr(sae_lens, SAELENS_KINDS[kind])(config)
-    generator = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
-    with torch.no_grad():
-        for param_name, param in sae.named_parameters():
-            if param_name == "threshold":
-                param.copy_(torch.rand(param.shape, generator=generator) * 0.3 + 0.05)
-            elif param.ndim == 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-            else:   # W_enc, W_dec (rows not unit norm), W_skip
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.4)
+    randomize_torch_parameters(sae, rng)
     return sae.eval()
 
 
@@ -132,11 +109,7 @@ def _sparsify_transcoder(kind, rng):
     config = sparsify.SparseCoderConfig(num_latents=D_SAE, k=4, transcode=True,
                                         skip_connection=kind == "skip_transcoder")
     coder = sparsify.SparseCoder(D_IN, config)
-    generator = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
-    with torch.no_grad():
-        for param in coder.parameters():
-            scale = 0.2 if param.ndim == 1 else 0.4
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    randomize_torch_parameters(coder, rng)   # it has no `threshold`
     return coder
 
 
@@ -160,22 +133,18 @@ def _l0(latents):
     return float(np.mean(np.sum(latents != 0, axis=1)))
 
 
-def _max_diff(a, b):
-    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
-
-
-def _quiet_load(folder):
-    with warnings.catch_warnings():   # the peers' decoder rows are not unit norm
-        warnings.simplefilter("ignore")
-        return load_sae(folder)
-
-
-def _store_fixture(folder, target, inputs, latents, reconstruction):
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(folder, target)
-    np.save(target / "inputs.npy", inputs[:16])
-    np.save(target / "expected_latents.npy", latents[:16])
-    np.save(target / "expected_reconstruction.npy", reconstruction[:16])
+def _peer_in_ours(found, direction, kind, peer_class, folder, inputs, peer_outputs,
+                  fixture):
+    """Reads a peer's `folder` with `load_sae` and records, under `(direction,
+    kind)`, how far our outputs are from the peer's `(latents, output)`;
+    writes the folder as `fixture` unless it is `None`."""
+    latents, output = peer_outputs
+    ours = quiet_load(folder).predict_on_batch(inputs)
+    found[direction, kind] = (
+        peer_class, _l0(latents), max_diff(latents, ours["latents"]),
+        max_diff(output, ours["reconstruction"]))
+    if fixture is not None:
+        store_fixture(folder, fixture, inputs, latents, output)
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +156,8 @@ def differences(tmp_path_factory):
 
     One pass in a fixed order (the same random draws each run); prints the table.
     """
-    torch.manual_seed(0)
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    inputs = _inputs(1)
-    work = tmp_path_factory.mktemp("transcoder_proof")
-    write_fixtures = os.environ.get("SAELENS_WRITE_FIXTURES") == "1"
+    rng, inputs, work, write_fixtures = start_proof(
+        tmp_path_factory, "transcoder_proof", ROWS, D_IN)
     found = {}
     for case in OUR_CASES:
         model = _our_transcoder(case, rng)
@@ -203,32 +168,23 @@ def differences(tmp_path_factory):
         ours = model.predict_on_batch(inputs * scale)["reconstruction"] / scale
         back = load_sae(folder).predict_on_batch(inputs)
         found["ours -> SAELens", case] = (
-            type(sae).__name__, _l0(latents), _max_diff(latents, back["latents"]),
-            _max_diff(output, ours))
+            type(sae).__name__, _l0(latents), max_diff(latents, back["latents"]),
+            max_diff(output, ours))
     for kind in SAELENS_KINDS:
         sae = _saelens_transcoder(kind, rng)
         folder = work / f"saelens_{kind}"
         sae.save_model(folder)
-        latents, output = _saelens_outputs(sae, inputs)
-        ours = _quiet_load(folder).predict_on_batch(inputs)
-        found["SAELens -> ours", kind] = (
-            type(sae).__name__, _l0(latents), _max_diff(latents, ours["latents"]),
-            _max_diff(output, ours["reconstruction"]))
-        if write_fixtures:
-            _store_fixture(folder, FIXTURES / "saelens" / kind, inputs, latents, output)
+        _peer_in_ours(found, "SAELens -> ours", kind, type(sae).__name__, folder, inputs,
+                      _saelens_outputs(sae, inputs),
+                      FIXTURES / "saelens" / kind if write_fixtures else None)
     if importlib_available("sparsify"):
         for kind in SPARSIFY_KINDS:
             coder = _sparsify_transcoder(kind, rng)
             folder = work / f"sparsify_{kind}"
             coder.save_to_disk(folder)
-            latents, output = _sparsify_outputs(coder, inputs)
-            ours = _quiet_load(folder).predict_on_batch(inputs)
-            found["sparsify -> ours", kind] = (
-                "SparseCoder", _l0(latents), _max_diff(latents, ours["latents"]),
-                _max_diff(output, ours["reconstruction"]))
-            if write_fixtures:
-                _store_fixture(folder, FIXTURES / "sparsify" / kind, inputs, latents,
-                               output)
+            _peer_in_ours(found, "sparsify -> ours", kind, "SparseCoder", folder, inputs,
+                          _sparsify_outputs(coder, inputs),
+                          FIXTURES / "sparsify" / kind if write_fixtures else None)
     versions = [f"sae-lens {sae_lens.__version__}", f"torch {torch.__version__}"]
     if importlib_available("sparsify"):
         import importlib.metadata

@@ -54,42 +54,25 @@ from benchmarks.common import (
     machine_summary, write_json)
 from benchmarks.quality import sweep as vs
 
+
+def _grid(gated, relu, jumprelu, ks):
+    """One dataset's sweep: the sparsity coefficients of the gated, ReLU and
+    JumpReLU SAEs, and the `k` values that the whole TopK family (TopK,
+    BatchTopK, Matryoshka) shares."""
+    return {"gated": gated, "relu": relu, "jumprelu": jumprelu,
+            "topk": list(ks), "batch_topk": list(ks), "matryoshka": list(ks)}
+
+
 # Sweep grids (default size). Chosen so the L0 ranges overlap across variants.
 GRIDS = {
-    "mnist": {
-        "gated": [0.3, 1.0, 3.0],
-        "relu": [0.1, 0.3, 1.0],
-        "jumprelu": [0.3, 1.0, 3.0],
-        "topk": [8, 20, 50],
-        "batch_topk": [8, 20, 50],
-        "matryoshka": [8, 20, 50],
-    },
-    "minilm": {
-        "gated": [2.0, 4.0, 8.0],
-        "relu": [1.0, 2.0, 4.0],
-        "jumprelu": [1.0, 3.0, 10.0],
-        "topk": [16, 32, 64],
-        "batch_topk": [16, 32, 64],
-        "matryoshka": [16, 32, 64],
-    },
+    "mnist": _grid([0.3, 1.0, 3.0], [0.1, 0.3, 1.0], [0.3, 1.0, 3.0], [8, 20, 50]),
+    "minilm": _grid([2.0, 4.0, 8.0], [1.0, 2.0, 4.0], [1.0, 3.0, 10.0], [16, 32, 64]),
 }
 GRIDS_LARGE = {
-    "mnist": {
-        "gated": [0.2, 0.5, 1.0, 2.0, 5.0],
-        "relu": [0.05, 0.1, 0.2, 0.5, 1.0],
-        "jumprelu": [0.2, 0.5, 1.0, 2.0, 5.0],
-        "topk": [5, 10, 20, 40, 80],
-        "batch_topk": [5, 10, 20, 40, 80],
-        "matryoshka": [5, 10, 20, 40, 80],
-    },
-    "minilm": {
-        "gated": [1.0, 2.0, 4.0, 8.0, 16.0],
-        "relu": [0.5, 1.0, 2.0, 4.0, 8.0],
-        "jumprelu": [0.3, 1.0, 3.0, 10.0, 30.0],
-        "topk": [8, 16, 32, 64, 128],
-        "batch_topk": [8, 16, 32, 64, 128],
-        "matryoshka": [8, 16, 32, 64, 128],
-    },
+    "mnist": _grid([0.2, 0.5, 1.0, 2.0, 5.0], [0.05, 0.1, 0.2, 0.5, 1.0],
+                   [0.2, 0.5, 1.0, 2.0, 5.0], [5, 10, 20, 40, 80]),
+    "minilm": _grid([1.0, 2.0, 4.0, 8.0, 16.0], [0.5, 1.0, 2.0, 4.0, 8.0],
+                    [0.3, 1.0, 3.0, 10.0, 30.0], [8, 16, 32, 64, 128]),
 }
 SIZES = {  # (latent_dim, steps, batch_size, peak_lr)
     ("mnist", False): (512, 1200, 128, 3e-3),

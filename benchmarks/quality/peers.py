@@ -131,12 +131,8 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
     seconds = time.perf_counter() - start
 
     def predict(x):
-        latents, recon = [], []
-        for i in range(0, len(x), 2048):
-            out = model.predict_on_batch(x[i:i + 2048])
-            latents.append(np.asarray(out["latents"]))
-            recon.append(np.asarray(out["reconstruction"]))
-        return np.concatenate(latents), np.concatenate(recon)
+        out = model.predict(x, batch_size=2048, verbose=0)
+        return np.asarray(out["latents"]), np.asarray(out["reconstruction"])
 
     return Trained(np.asarray(model.decoder.kernel), predict, seconds,
                    f"gated-sae-layers (keras {keras.__version__}, "

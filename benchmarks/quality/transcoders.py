@@ -146,12 +146,8 @@ def held_out(predict, x_test, y_test):
 
 def _predict_keras(model):
     def predict(x):
-        latents, y_hat = [], []
-        for i in range(0, len(x), 2048):
-            out = model.predict_on_batch(x[i:i + 2048])
-            latents.append(np.asarray(out["latents"]))
-            y_hat.append(np.asarray(out["reconstruction"]))
-        return np.concatenate(latents), np.concatenate(y_hat)
+        out = model.predict(x, batch_size=2048, verbose=0)
+        return np.asarray(out["latents"]), np.asarray(out["reconstruction"])
 
     return predict
 

@@ -114,8 +114,8 @@ def add_train_command(subparsers, parents=()):
     command.add_argument("--decoder-lr-multiplier", type=positive_float, metavar="M",
                          help=(
         "gated SAEs: the optimizer steps W_dec M times as far as the other weights at "
-        "the first step, falling linearly to 1x at the last (gsl.falling_multiplier; "
-        "default 5, the measured best; 1 = the paper's constant step)"))
+        "the first step, falling linearly to 1x at the last, gsl.falling_multiplier "
+        "(default: 5, the measured best; 1 = the paper's constant step)"))
     command.add_argument("--epochs", type=positive_int, help=(
         f"passes over the store (default: as many as make {DEFAULT_STEPS:,} steps, at "
         "least 1, logged as at most 10 epochs: the steering to --target-l0 needs a "

@@ -32,9 +32,9 @@ import numpy as np
 
 import gated_sae_layers as gsl
 from gated_sae_layers.activations import ActivationStore, paired_dataset, store_dataset
-from gated_sae_layers.models.learning_rates import DECODER_MULTIPLIER_START
 from gated_sae_layers.activations.normalization import (
     estimate_center, estimate_norm_scale, sample_activations)
+from gated_sae_layers.models.learning_rates import DECODER_MULTIPLIER_START
 from gated_sae_layers_cli.options import import_modules
 from gated_sae_layers_cli.outputs import replacing_file
 from gated_sae_layers_cli.train import (

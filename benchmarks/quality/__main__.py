@@ -267,6 +267,10 @@ CANDIDATE_CONTENDERS = [
     ("ours gated, W_dec lr x5 falling to x1, dead latents resampled", "ours_gated",
      {**OURS_BEST, "decoder_lr_decaying_from": 5.0, "resample_dead": True,
       "grid": FAST_DECODER_GRID}),
+    *[(f"ours gated, aux trains W_dec for the first {f:.0%}, W_dec lr x5 falling to x1",
+       "ours_gated", {**OURS_BEST, "aux": "trained", "aux_frozen_after": f,
+                      "decoder_lr_decaying_from": 5.0, "grid": FAST_DECODER_GRID})
+      for f in (0.25, 0.5)],
     ("ours gated, aux trains W_dec, W_dec lr x5 falling to x1", "ours_gated",
      {**OURS_BEST, "aux": "trained", "decoder_lr_decaying_from": 5.0,
       "grid": FAST_DECODER_GRID}),

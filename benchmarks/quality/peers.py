@@ -103,9 +103,27 @@ def _schedule(name, lr, steps, warmup, decay_fraction):
     raise ValueError(f"unknown schedule {name!r}")
 
 
+def _continue_in(model, then, batch_size, data, adam):
+    """Moves `model`'s weights and optimizer state into `then` (a model of
+    the same builder: the same variables in the same order), compiled with
+    `Adam(**adam)`, and trains it on `data`, its steps counted on from
+    `model`'s."""
+    import keras
+
+    then.set_weights(model.get_weights())
+    then.compile(optimizer=keras.optimizers.Adam(**adam), jit_compile=True)
+    then.optimizer.build(then.trainable_variables)
+    if len(then.optimizer.variables) != len(model.optimizer.variables):
+        raise ValueError("the two phases' optimizers hold different variables")
+    for source, target in zip(model.optimizer.variables, then.optimizer.variables):
+        target.assign(np.asarray(source))
+    then.fit(data, epochs=1, batch_size=batch_size, shuffle=False, verbose=0)
+    return then
+
+
 def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
               decay_fraction, warmup_fraction, sparsity_warmup_fraction,
-              global_clipnorm=None, resample_dead=False):
+              global_clipnorm=None, resample_dead=False, then=None, switch_fraction=None):
     import keras
 
     import gated_sae_layers as gsl
@@ -126,8 +144,11 @@ def _fit_ours(model, data, x_train, *, b_dec, steps, batch_size, lr, schedule,
         callbacks.append(gsl.DeadLatentResampler(
             x_train[:8192], check_every=max(steps // 10, 1), until_step=steps // 2))
     start = time.perf_counter()
-    model.fit(data, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
+    switch = len(data) if then is None else int(round(steps * switch_fraction)) * batch_size
+    model.fit(data[:switch], epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
               callbacks=callbacks)
+    if then is not None:   # phase 2: another model of the builder, on the rest
+        model = _continue_in(model, then, batch_size, data[switch:], adam)
     seconds = time.perf_counter() - start
 
     def predict(x):
@@ -143,7 +164,8 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
                      remove_parallel_gradient=False, aux="frozen",
                      encoder_init_scale=1.0, free_decoder=False,
                      decoder_lr_multiplier=1.0, decoder_lr_decaying_from=None,
-                     decoder_lr_falling_fraction=1.0, aux_coefficient=1.0, **fit_kwargs):
+                     decoder_lr_falling_fraction=1.0, aux_coefficient=1.0,
+                     aux_frozen_after=None, **fit_kwargs):
     """`build_gated_sae` with `encoder_init_scale` (`W_gate = s W_dec^T`).
 
     `aux="trained"` (`aux_trains_decoder=True`) and `free_decoder=True`
@@ -154,26 +176,37 @@ def train_ours_gated(data, x_train, latent_dim, coefficient, *, seed,
     times as far as the other weights). `decoder_lr_decaying_from=m0`: that
     multiplier falls linearly from `m0` at step 0 to 1 at
     `decoder_lr_falling_fraction` of the steps (`PolynomialDecay`), 1 after.
-    `aux_coefficient`: alpha of the aux term.
+    `aux_coefficient`: alpha of the aux term. `aux_frozen_after=f` (with
+    `aux="trained"`): the aux term trains `W_dec` for the first `f` of the
+    steps, then the weights and Adam's state move into the same model with
+    the aux term frozen (the paper's), which trains on the rest.
     """
     import keras
 
     import gated_sae_layers as gsl
 
-    keras.utils.set_random_seed(seed)
     if aux not in ("frozen", "trained"):
         raise ValueError(f"unknown aux {aux!r}")
     if decoder_lr_decaying_from:
         decoder_lr_multiplier = keras.optimizers.schedules.PolynomialDecay(
             float(decoder_lr_decaying_from),
             max(int(round(fit_kwargs["steps"] * decoder_lr_falling_fraction)), 1), 1.0)
-    model = gsl.build_gated_sae(
-        x_train.shape[1], latent_dim, float(coefficient),
-        remove_parallel_gradient=remove_parallel_gradient and not free_decoder,
-        encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux == "trained",
-        weight_by_decoder_norm=free_decoder,
-        decoder_learning_rate_multiplier=decoder_lr_multiplier,
-        aux_coefficient=aux_coefficient)
+
+    def build(aux_trains_decoder):
+        keras.utils.set_random_seed(seed)
+        return gsl.build_gated_sae(
+            x_train.shape[1], latent_dim, float(coefficient),
+            remove_parallel_gradient=remove_parallel_gradient and not free_decoder,
+            encoder_init_scale=encoder_init_scale, aux_trains_decoder=aux_trains_decoder,
+            weight_by_decoder_norm=free_decoder,
+            decoder_learning_rate_multiplier=decoder_lr_multiplier,
+            aux_coefficient=aux_coefficient)
+
+    model = build(aux == "trained")
+    if aux_frozen_after is not None:
+        if aux != "trained":
+            raise ValueError("aux_frozen_after needs aux='trained'")
+        fit_kwargs.update(then=build(False), switch_fraction=aux_frozen_after)
     return _fit_ours(model, data, x_train, **fit_kwargs)
 
 

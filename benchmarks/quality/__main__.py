@@ -71,7 +71,8 @@ Studies (`--study`):
   decoder: `W_dec` stepped 2-10x as far as the other weights
   (`decoder_lr_multiplier`: the angular speed SAELens's rows get from
   starting at norm 0.1), constant or falling to 1x (by the last step or by
-  mid-run), the aux term training `W_dec`, both, and dead latents resampled.
+  mid-run), the aux term training `W_dec` (throughout, or only over the first
+  25% or 50% of the steps), both, and dead latents resampled.
 * `ablation`: what makes SAELens's gated SAE recover more directions than
   ours (seed 0): our init scale (x1, x0.3, x0.1, x0.03) and aux term
   (frozen decoder, as the paper, or trained); SAELens with its aux term

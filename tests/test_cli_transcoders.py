@@ -146,6 +146,10 @@ def test_transcoder_and_crosscoder_errors_are_one_line(tmp_path, capsys):
         f"--target-layer). Received: the store at {plain}, blocks ['a', 'b'] and no roles")
     unknown, _ = _store(tmp_path / "unknown", {"in": 4, "out": 2},
                         roles={"inputs": ["in"], "targets": ["mlp_out"]})
+    with_roles, _ = _store(tmp_path / "with_roles", {"in": 4, "out": 2},
+                           roles={"inputs": ["in"], "targets": ["out"]})
+    assert "has roles, so it trains a transcoder" in _fails(
+        ["train", "--store", with_roles, "--out", out, "--decoder-lr-multiplier", "3"], capsys)
     message = _fails(["train", "--store", unknown, "--out", out], capsys)
     assert message.startswith("gated-sae: error: The store's roles must name its blocks, "
                               "['in', 'out'],") and "'mlp_out'" in message

@@ -177,6 +177,12 @@ def run_train(args):
             f"The store at {args.store} has no rows: nothing to train on. Harvest into "
             "it first.")
     layout = store_layout(args, store)
+    if layout.kind != "sae" and args.decoder_lr_multiplier is not None:
+        raise ValueError(
+            f"`--decoder-lr-multiplier` applies to gated SAEs; the store at {args.store} "
+            f"has roles, so it trains a {layout.kind} (the multiplier was measured on "
+            "SAEs only). Received: --decoder-lr-multiplier="
+            f"{args.decoder_lr_multiplier:g}")
     architecture = chosen_architecture(args)
     fixed_k = architecture in K_ARCHITECTURES
     target = args.target_l0

@@ -6,6 +6,7 @@ Entry points (from the repository root):
     python -m benchmarks.throughput.sparse_scale {scaling,gated,memory,store}
     python -m benchmarks.throughput.step_memory 2304 131072 --batch 4096
     python -m benchmarks.throughput.stream     # ActivationStore streaming
+    python -m benchmarks.throughput.multiplier # the recipe's decoder multiplier
 
 The parts of `python -m benchmarks.throughput` (`__main__`): `configs` (what
 runs, presets, `--size`), `parent` (one worker subprocess per group,

@@ -48,7 +48,7 @@ hypothesis.settings.load_profile(os.environ.get(
 BOTH_BACKENDS = {
     "test_encoders.py", "test_decoder.py", "test_helper_layers.py", "test_losses.py",
     "test_metrics.py", "test_gradients.py", "test_resampling.py", "test_guarantees.py",
-    "test_keras_compat.py", "test_sparse_kernels.py",
+    "test_keras_compat.py", "test_sparse_kernels.py", "test_sparse_host_kernels.py",
     "test_variants.py", "test_mixed_precision.py", "test_device_resident_fit.py",
     "test_sparse_training.py", "test_target_l0.py", "test_hostile_fit.py",
     "test_transcoders.py", "test_learning_rates.py",

@@ -56,12 +56,13 @@ def _dense(architecture, policy="float32", **fit_kwargs):
     return _run(architecture, False, policy, **fit_kwargs)
 
 
-def _train(architecture, sparse, policy="float32", cap=None, epochs=1, **fit_kwargs):
+def _train(architecture, sparse, policy="float32", cap=None, epochs=1,
+           sparse_kernels="auto", **fit_kwargs):
     with dtype_policy_scope(policy):
         keras.utils.set_random_seed(3)
         model = _build(architecture)
         model.compile(keras.optimizers.Adam(1e-2), jit_compile=True, sparse=sparse,
-                      sparse_cap=cap)
+                      sparse_cap=cap, sparse_kernels=sparse_kernels)
         history = model.fit(_data(), batch_size=32, epochs=epochs, verbose=0,
                             shuffle=False, **fit_kwargs)
     state = [np.asarray(v.value) for v in model.weights]
@@ -118,6 +119,29 @@ def test_sparse_training_equals_dense_under_mixed_bfloat16(architecture):
     dense = _dense(architecture, "mixed_bfloat16")
     sparse = _train(architecture, True, "mixed_bfloat16", cap=LATENT_DIM)
     _assert_same_training(dense, sparse, 6e-2, counter_mismatches=2)
+
+
+def test_the_kernels_auto_takes_are_named_and_on_jax_they_are_numba():
+    """On JAX (CPU, Numba installed by the test extra) every training test of
+    this file runs the Numba kernels; on TensorFlow the `keras.ops` ones."""
+    model, _, _ = _run("topk", True, cap=LATENT_DIM)
+    expected = "numba" if keras.backend.backend() == "jax" else "xla"
+    assert model.sparse_plan.kernels == expected
+    assert model.sparse_path_reason.endswith(
+        "Numba kernels on every core" if expected == "numba"
+        else "keras.ops kernels: the Numba kernels run under JAX only (TensorFlow's "
+             "XLA step cannot call them)")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX has both kernel sets")
+@pytest.mark.parametrize("architecture", ["topk", "gated"])
+def test_the_keras_ops_kernels_train_as_the_dense_step_too(architecture):
+    """`sparse_kernels="xla"` (what TensorFlow and GPUs run) on JAX: the same
+    epoch as the dense path."""
+    dense = _dense(architecture)
+    sparse = _train(architecture, True, cap=LATENT_DIM, sparse_kernels="xla")
+    assert sparse[0].sparse_plan.kernels == "xla"
+    _assert_same_training(dense, sparse, FLOAT32_TOLERANCE)
 
 
 @pytest.mark.parametrize("architecture", ["gated", "relu", "jumprelu", "batch_topk"])
@@ -290,6 +314,21 @@ def test_bad_switch_arguments_raise(sparse, cap, error):
     model = _build("topk")
     with pytest.raises(error):
         model.compile(keras.optimizers.Adam(), sparse=sparse, sparse_cap=cap)
+
+
+@pytest.mark.parametrize("kernels", ["fast", True, None])
+def test_bad_kernel_choices_raise(kernels):
+    model = _build("topk")
+    with pytest.raises(ValueError, match="`sparse_kernels` must be 'auto', 'numba' or 'xla'"):
+        model.compile(keras.optimizers.Adam(), sparse_kernels=kernels)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's refusal")
+def test_numba_kernels_are_refused_on_tensorflow_by_name():
+    model = _build("topk")
+    with pytest.raises(ValueError, match="sparse_kernels='numba'.*JAX only"):
+        model.compile(keras.optimizers.Adam(), jit_compile=True, sparse=True,
+                      sparse_kernels="numba")
 
 
 # ---------------------------------------------------------------------- cap

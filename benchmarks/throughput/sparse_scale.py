@@ -136,7 +136,8 @@ def gated(args):
     x = ref.random_batches(args.steps, args.batch, args.input_dim)
     rows = []
     default_blocks = sparse_plan.ROW_BLOCKS
-    for sparse, blocks in [(False, None)] + [(True, b) for b in args.row_blocks]:
+    for sparse, blocks, kernels in [(False, None, "auto")] + [
+            (True, b, k) for b in args.row_blocks for k in args.kernels]:
         # The A/B of the row blocks sets the kit's constant for one model.
         sparse_plan.ROW_BLOCKS = blocks or default_blocks
         keras.utils.set_random_seed(0)
@@ -145,13 +146,14 @@ def gated(args):
         model.encoder.gate_bias.assign(gate_bias_for_l0(model, argparse.Namespace(
             gated_l0=args.l0, latent_dim=args.gated_latents, input_dim=args.input_dim)))
         model.compile(keras.optimizers.Adam(1e-7, beta_1=0.0), jit_compile=True,
-                      sparse=sparse)
+                      sparse=sparse, sparse_kernels=kernels)
         seconds = _time_fit(model, x, args.batch, args.repeats)
         logs = model.fit(x, batch_size=args.batch, epochs=1, verbose=0).history
         plan = model.sparse_plan
         label = "kit dense step" if not sparse else (
             "kit sparse path" + ("" if blocks == default_blocks
-                                 else f" ({blocks} row blocks)"))
+                                 else f" ({blocks} row blocks)")
+            + f", {plan.kernels} kernels")
         rows.append([label,
                      f"{args.batch / seconds:,.0f}", f"{logs['l0'][-1]:.1f}",
                      f"{logs.get('max_active_latents', [float('nan')])[-1]:.0f}",
@@ -283,6 +285,9 @@ def main():
     parser.add_argument("--row-blocks", type=int, nargs="+", default=[4],
                         help="gated: one sparse run per value of the sparse step's "
                              "row blocks (the kit's ROW_BLOCKS is 4)")
+    parser.add_argument("--kernels", nargs="+", default=["auto", "xla"],
+                        choices=("auto", "numba", "xla"),
+                        help="gated: the sparse path with each of these sparse_kernels")
     parser.add_argument("--policy", default="mixed_bfloat16")
     parser.add_argument("--memory-latents", type=int, nargs="+",
                         default=[131072, 1048576])

@@ -58,7 +58,8 @@ def kit_worker(name, args):
     keras.utils.set_random_seed(0)
     batch = args.batch_size
     x = ref.random_batches(args.steps, batch, args.input_dim)
-    model = build_kit_sae(args, jit, sparse=config.options.get("sparse", False))
+    model = build_kit_sae(args, jit, sparse=config.options.get("sparse", False),
+                          sparse_kernels=config.options.get("kernels", "auto"))
     result["architecture"] = args.architecture
     result["sparse_path"] = model.sparse_path_reason if model.sparse_plan else "dense"
     probe = model.decoder.bias   # read back after fit: waits for async devices
@@ -94,10 +95,10 @@ def kit_worker(name, args):
     return result
 
 
-def build_kit_sae(args, jit_compile, sparse=False):
+def build_kit_sae(args, jit_compile, sparse=False, sparse_kernels="auto"):
     """The kit's SAE of `--architecture` at the worker's size, compiled with the
     reference steps' Adam and sparsity coefficient, on the dense step or
-    (`sparse=True`) the sparse path.
+    (`sparse=True`) the sparse path with `sparse_kernels`.
 
     `gated`: `gsl.build_gated_sae`; with `--gated-l0 L` its gate bias is set
     so that each latent fires on about `L / latent_dim` of the random rows
@@ -121,7 +122,7 @@ def build_kit_sae(args, jit_compile, sparse=False):
         ref.ADAM["learning_rate"], beta_1=ref.ADAM["beta_1"],
         beta_2=ref.ADAM["beta_2"], epsilon=ref.ADAM["epsilon"]),
         jit_compile=jit_compile, sparse=sparse,
-        sparse_cap=args.sparse_cap or None)
+        sparse_cap=args.sparse_cap or None, sparse_kernels=sparse_kernels)
     return model
 
 

@@ -78,10 +78,10 @@ class TopKEncoder(AuxKEncoder):
 
     def sparse_selection(self, inputs, slots):
         product = self.sparse_product(inputs)
-        pre_activation = product + as_tensor(self.bias)
-        indices = top_k_indices(pre_activation, self.k)
-        fired = SparseLatents(ops.take_along_axis(pre_activation, indices, axis=1),
-                              indices, self.latent_dim)
+        bias = as_tensor(self.bias)
+        indices = top_k_indices(product, self.k, bias)
+        fired = SparseLatents(ops.take_along_axis(product, indices, axis=1)
+                              + ops.take(bias, indices, axis=0), indices, self.latent_dim)
         return Selection(product, indices, extra=self.aux_extra(fired))
 
     def sparse_call(self, inputs, selection, training=None):

@@ -329,7 +329,8 @@ class SparseAutoencoder(keras.Model):
             learning_rates.apply_multipliers(self.optimizer, self, value)
 
     # ------------------------------------------------------------ training
-    def compile(self, *args, sparse="auto", sparse_cap=None, **kwargs):
+    def compile(self, *args, sparse="auto", sparse_cap=None, sparse_kernels="auto",
+                **kwargs):
         """`keras.Model.compile`, plus the choice of the sparse training path.
 
         Takes the arguments of `keras.Model.compile` but `loss` and
@@ -354,6 +355,13 @@ class SparseAutoencoder(keras.Model):
                 trains with the dense step (logged as `sparse_fallbacks`).
                 `None` measures it on the data at the start of `fit` and
                 adapts it every epoch.
+            sparse_kernels: `"auto"` (default), `"numba"` or `"xla"`: how the
+                sparse step runs its top-k, gathers and scatter-adds. `"numba"`
+                runs them as compiled loops over every core (JAX on a CPU,
+                with Numba installed: `pip install gated-sae-layers[jax]`),
+                called from the compiled step through XLA's FFI; `"xla"` as
+                `keras.ops` loops, which XLA runs on one thread. `"auto"`
+                takes Numba wherever it can run.
         """
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(name) is not None:
@@ -363,7 +371,8 @@ class SparseAutoencoder(keras.Model):
                     f"the model, not `{name}=` to compile(). Received: "
                     f"{name}={kwargs[name]!r}"
                 )
-        sparse, sparse_cap = sparse_plan.check_option(sparse, sparse_cap)
+        sparse, sparse_cap, sparse_kernels = sparse_plan.check_option(
+            sparse, sparse_cap, sparse_kernels)
         self.caches.device_resident_runners = {}
         if "steps_per_execution" in kwargs:
             kwargs["steps_per_execution"] = check_steps_per_execution(
@@ -371,7 +380,8 @@ class SparseAutoencoder(keras.Model):
         super().compile(*args, **kwargs)
         learning_rates.apply_multipliers(
             self.optimizer, self, self._learning_rate_multipliers)
-        plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile)
+        plan, reason = sparse_plan.resolve(self, sparse, sparse_cap, self.jit_compile,
+                                           sparse_kernels)
         object.__setattr__(self, "_sparse_plan", plan)
         object.__setattr__(self, "_sparse_path_reason", reason)
         # Kept out of Keras's tracking (not saved with the model); `metrics`

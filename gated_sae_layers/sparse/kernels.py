@@ -13,6 +13,9 @@ there; its trip count follows the batch's support, not the static cap. When
 the step has ordered the rows by support size (`Selection.by_support_size`)
 `active_slots` holds one end per block of rows (`row_blocks`), so the loops
 pay about for the mean support rather than for the busiest row.
+While `host.using(True)` is in effect (a JAX step on a CPU,
+`compile(sparse_kernels=...)`), each loop here and the top-k hand over to
+the Numba loops of `host`, which split the rows over every core.
 Sums run in float32 whatever the compute dtype, and a result is rounded to
 the dtype the dense matmul would have given (bfloat16 under
 `mixed_bfloat16`), so the sparse path keeps the dense path's numerics.
@@ -27,6 +30,8 @@ the dtype the dense matmul would have given (bfloat16 under
 
 import keras
 from keras import ops
+
+from gated_sae_layers.sparse import host
 
 
 def _float32(tensor):
@@ -91,6 +96,8 @@ def weighted_row_sum(table, indices, weights, table_dtype=None, active_slots=Non
     rows, width, slots = ops.shape(indices)[0], table.shape[-1], indices.shape[1]
     if slots == 0:
         return ops.zeros((rows, width), "float32")
+    if host.active(table.dtype) and table_dtype in (None, "float32"):
+        return host.weighted_row_sum(table, indices, _float32(weights), active_slots)
     parts = []
     for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
         slot_indices = _slot_major(_rows_of(indices, start, stop))
@@ -126,6 +133,8 @@ def row_dots(table, indices, vectors, table_dtype=None, active_slots=None):
     rows, slots = ops.shape(indices)[0], indices.shape[1]
     if slots == 0:
         return ops.zeros((rows, 0), "float32")
+    if host.active(table.dtype) and table_dtype in (None, "float32"):
+        return host.row_dots(table, indices, vectors, active_slots)
     parts = []
     for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
         slot_major = _slot_major(_rows_of(indices, start, stop))
@@ -169,6 +178,8 @@ def scatter_rows(indices, weights, vectors, num_rows, active_slots=None):
     total = ops.zeros((num_rows, width), "float32")
     if slots == 0:
         return total
+    if host.active():
+        return host.scatter_rows(indices, _float32(weights), vectors, num_rows, active_slots)
     for start, stop, end in row_blocks(indices.shape[0], active_slots, slots):
         slot_indices = _slot_major(_rows_of(indices, start, stop))
         slot_weights = _slot_major(_float32(_rows_of(weights, start, stop)))
@@ -310,6 +321,9 @@ def _slot_count(indices, active_slots):
 
 def _kernel_gradient(indices, upstream, centered, kernel, end=None):
     """`d kernel` of the slots: one scatter-add over rows of the transposed kernel."""
+    if host.active():
+        return ops.cast(host.scatter_columns(indices, _float32(upstream), _float32(centered),
+                                             kernel.shape[-1], end), kernel.dtype)
     rows_gradient = scatter_rows(indices, upstream, centered, kernel.shape[-1], end)
     return ops.cast(ops.transpose(rows_gradient), kernel.dtype)
 

@@ -10,6 +10,8 @@ dense path).
 
 from keras import ops
 
+from gated_sae_layers.sparse import host
+
 
 TWO_STAGE_MIN_WIDTH = 8192
 """Rows at least this wide take the two-stage top-k (measured 2-4x faster on a
@@ -23,8 +25,11 @@ def _block_size(width, k):
     return block
 
 
-def top_k_indices(scores, k):
+def top_k_indices(scores, k, bias=None):
     """`(rows, k)` int32: the `k` largest scores of each row, as `keep_top_k` picks them.
+
+    `bias` (`(width,)`, optional) is added to every row first (the Numba
+    kernel adds it on the fly, without a `(rows, width)` sum).
 
     The same set as the dense path's `ops.top_k(..., sorted=False)`, ties
     included (equal scores: the lower index wins). Wide rows take two
@@ -41,6 +46,10 @@ def top_k_indices(scores, k):
     >>> bool((picked == np.sort(np.argsort(-scores, axis=1)[:, :8], axis=1)).all())
     True
     """
+    if host.active(scores.dtype) and (bias is None or host.active(bias.dtype)):
+        return host.top_k_indices(scores, k, bias)
+    if bias is not None:
+        scores = scores + bias
     width = scores.shape[-1]
     block = _block_size(width, k)
     if block is None:

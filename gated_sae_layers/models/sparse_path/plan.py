@@ -15,8 +15,10 @@ from keras import ops
 from gated_sae_layers import distribution
 from gated_sae_layers._validation import check_positive_int
 from gated_sae_layers.models.sparse_path import graph
+from gated_sae_layers.sparse import host
 
 OPTIONS = ("auto", True, False)
+KERNEL_OPTIONS = ("auto", "numba", "xla")
 AUTO_MIN_LATENTS = 1024
 """`sparse="auto"` trains smaller TopK-style dictionaries densely (where the dense
 matmuls are cheap, the per-slot loops of the sparse step cost more than they
@@ -40,14 +42,18 @@ DEFAULT_CAP = 64
 """Slots per row of a data-dependent encoder before `fit` measures its support."""
 
 
-def check_option(sparse, sparse_cap):
-    """Validates `compile(sparse=..., sparse_cap=...)`."""
+def check_option(sparse, sparse_cap, sparse_kernels="auto"):
+    """Validates `compile(sparse=..., sparse_cap=..., sparse_kernels=...)`."""
     if not any(sparse is option for option in OPTIONS) and sparse != "auto":
         raise ValueError(
             f"`sparse` must be 'auto', True or False. Received: sparse={sparse!r}")
     if sparse_cap is not None:
         sparse_cap = check_positive_int(sparse_cap, "sparse_cap")
-    return sparse, sparse_cap
+    if not isinstance(sparse_kernels, str) or sparse_kernels not in KERNEL_OPTIONS:
+        raise ValueError(
+            "`sparse_kernels` must be 'auto', 'numba' or 'xla'. Received: "
+            f"sparse_kernels={sparse_kernels!r}")
+    return sparse, sparse_cap, sparse_kernels
 
 
 class SparsePathStats(keras.metrics.Metric):
@@ -95,6 +101,12 @@ class SparsePlan:
         self.fixed = (self.encoder.sparse_slots(1) == self.encoder.sparse_slots(
             self.encoder.latent_dim))
         self.row_blocks = 1 if self.fixed else ROW_BLOCKS
+        self.kernels = "xla"
+
+    @property
+    def host_kernels(self):
+        """Whether the step's gathers, scatters and top-k run as the Numba loops."""
+        return self.kernels == "numba"
 
     @property
     def slots(self):
@@ -107,7 +119,7 @@ class SparsePlan:
 
     def cache_key(self):
         """Changes whenever the compiled step must be rebuilt."""
-        return ("sparse", self.slots)
+        return ("sparse", self.slots, self.kernels)
 
     def cap_for(self, cap):
         """The cap `set_cap(cap)` would set.
@@ -180,12 +192,42 @@ def auto_refusal(model, jit_compile):
     return None
 
 
-def resolve(model, sparse, sparse_cap, jit_compile):
+def numba_refusal():
+    """Why the sparse step cannot run its kernels as the Numba loops here, or `None`."""
+    if keras.backend.backend() != "jax":
+        return ("the Numba kernels run under JAX only (TensorFlow's XLA step "
+                "cannot call them)")
+    if not _on_cpu():
+        return "the Numba kernels run on a CPU only"
+    return host.unavailable_reason()
+
+
+def choose_kernels(sparse_kernels):
+    """`(kernels, reason)`: `"numba"` or `"xla"` for `compile(sparse_kernels=...)`.
+
+    `"auto"` takes the Numba loops wherever they can run (JAX on a CPU,
+    Numba installed), `"numba"` raises a `ValueError` saying why where they
+    cannot, `"xla"` keeps the `keras.ops` loops.
+    """
+    if sparse_kernels == "xla":
+        return "xla", "keras.ops kernels (sparse_kernels='xla')"
+    reason = numba_refusal()
+    if reason is None:
+        return "numba", "Numba kernels on every core"
+    if sparse_kernels == "numba":
+        raise ValueError(f"compile(sparse_kernels='numba') cannot run here: {reason}. "
+                         "Use sparse_kernels='auto' or 'xla'.")
+    return "xla", f"keras.ops kernels: {reason}"
+
+
+def resolve(model, sparse, sparse_cap, jit_compile, sparse_kernels="auto"):
     """`(plan, reason)`: the `SparsePlan` (or `None`) and a sentence saying why.
 
     `sparse=True` raises a `ValueError` with the reason when the path
     cannot run; `"auto"` falls back to dense instead.
     """
+    if sparse_kernels == "numba":
+        choose_kernels(sparse_kernels)      # raises where the loops cannot run
     if sparse is False:
         return None, "compile(sparse=False)"
     reason = refusal(model)
@@ -199,7 +241,8 @@ def resolve(model, sparse, sparse_cap, jit_compile):
                 "path does not apply) or sparse=False.")
         return None, reason
     plan = SparsePlan(model, sparse_cap)
+    plan.kernels, kernels_reason = choose_kernels(sparse_kernels)
     if plan.fixed:
-        return plan, f"{plan.slots} slots per row (the encoder's k)"
+        return plan, f"{plan.slots} slots per row (the encoder's k); {kernels_reason}"
     return plan, ("slots per row adapted to the data" if plan.cap_is_auto
-                  else f"{plan.slots} slots per row (sparse_cap)")
+                  else f"{plan.slots} slots per row (sparse_cap)") + f"; {kernels_reason}"

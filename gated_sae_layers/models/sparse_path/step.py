@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from gated_sae_layers.models.sparse_path import graph
+from gated_sae_layers.sparse import host
 
 
 def _current(scope, variables, before):
@@ -79,6 +80,13 @@ def jax_loss_and_updates(model, plan, trainable, non_trainable, metric_state, x,
     `metric_state` comes back with the loss-term trackers, the metric terms
     and the statistics updated (not Keras's `loss` tracker).
     """
+    with host.using(plan.host_kernels):
+        return _jax_loss_and_updates(model, plan, trainable, non_trainable, metric_state,
+                                     x, y, optimizer_state)
+
+
+def _jax_loss_and_updates(model, plan, trainable, non_trainable, metric_state, x, y,
+                          optimizer_state):
     import jax
 
     variables = list(zip(model.trainable_variables, trainable)) + list(

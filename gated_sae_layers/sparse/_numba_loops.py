@@ -314,99 +314,71 @@ def _frame(call_frame):
     return False, _words(frame[9], frame[7]), _words(frame[14], frame[12])
 
 
+@numba.njit(inline="always")
+def _floats(pointers, index):
+    """Buffer `index` as a float32 matrix of its own dims."""
+    data, dims = _buffer(pointers, index)
+    return carray(_pointer(data), (dims[0], dims[1]), np.float32)
+
+
+@numba.njit(inline="always")
+def _ints(pointers, index):
+    """Buffer `index` as an int32 matrix of its own dims."""
+    data, dims = _buffer(pointers, index)
+    return carray(_pointer(data), (dims[0], dims[1]), np.int32)
+
+
+@numba.njit(inline="always")
+def _vector(pointers, index, dtype):
+    """Buffer `index` as a vector of `dtype`."""
+    data, dims = _buffer(pointers, index)
+    return carray(_pointer(data), (dims[0],), dtype)
+
+
 _HANDLER = types.voidptr(types.voidptr)
 
 
 @numba.cfunc(_HANDLER, nogil=True, cache=True)
 def top_k_handler(call_frame):
     done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:
-        scores, score_dims = _buffer(args, 0)
-        bias, bias_dims = _buffer(args, 1)
-        out, out_dims = _buffer(rets, 0)
-        top_k_rows(carray(_pointer(scores), (score_dims[0], score_dims[1]), np.float32),
-                   carray(_pointer(bias), (bias_dims[0],), np.float32),
-                   carray(_pointer(out), (out_dims[0], out_dims[1]), np.int32))
+    if not done:     # scores, bias -> indices
+        top_k_rows(_floats(args, 0), _vector(args, 1, np.float32), _ints(rets, 0))
     return _pointer(0)
 
 
 @numba.cfunc(_HANDLER, nogil=True, cache=True)
 def weighted_row_sum_handler(call_frame):
     done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:
-        table, table_dims = _buffer(args, 0)
-        indices, index_dims = _buffer(args, 1)
-        weights, _ = _buffer(args, 2)
-        ends, _ = _buffer(args, 3)
-        out, _ = _buffer(rets, 0)
-        rows, slots = index_dims[0], index_dims[1]
-        width = table_dims[1]
-        weighted_row_sum(
-            carray(_pointer(table), (table_dims[0], width), np.float32),
-            carray(_pointer(indices), (rows, slots), np.int32),
-            carray(_pointer(weights), (rows, slots), np.float32),
-            carray(_pointer(ends), (rows,), np.int32),
-            carray(_pointer(out), (rows, width), np.float32))
+    if not done:     # table, indices, weights, ends -> sums
+        weighted_row_sum(_floats(args, 0), _ints(args, 1), _floats(args, 2),
+                         _vector(args, 3, np.int32), _floats(rets, 0))
     return _pointer(0)
 
 
 @numba.cfunc(_HANDLER, nogil=True, cache=True)
 def row_dots_handler(call_frame):
     done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:
-        table, table_dims = _buffer(args, 0)
-        indices, index_dims = _buffer(args, 1)
-        vectors, _ = _buffer(args, 2)
-        ends, _ = _buffer(args, 3)
-        out, _ = _buffer(rets, 0)
-        rows, slots = index_dims[0], index_dims[1]
-        width = table_dims[1]
-        row_dots(
-            carray(_pointer(table), (table_dims[0], width), np.float32),
-            carray(_pointer(indices), (rows, slots), np.int32),
-            carray(_pointer(vectors), (rows, width), np.float32),
-            carray(_pointer(ends), (rows,), np.int32),
-            carray(_pointer(out), (rows, slots), np.float32))
+    if not done:     # table, indices, vectors, ends -> dots
+        row_dots(_floats(args, 0), _ints(args, 1), _floats(args, 2),
+                 _vector(args, 3, np.int32), _floats(rets, 0))
     return _pointer(0)
 
 
 @numba.cfunc(_HANDLER, nogil=True, cache=True)
 def scatter_rows_handler(call_frame):
     done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:
-        indices, index_dims = _buffer(args, 0)
-        weights, _ = _buffer(args, 1)
-        vectors, vector_dims = _buffer(args, 2)
-        ends, _ = _buffer(args, 3)
-        out, out_dims = _buffer(rets, 0)
-        rows, slots = index_dims[0], index_dims[1]
-        width = vector_dims[1]
-        scatter_rows(
-            carray(_pointer(indices), (rows, slots), np.int32),
-            carray(_pointer(weights), (rows, slots), np.float32),
-            carray(_pointer(vectors), (rows, width), np.float32),
-            carray(_pointer(ends), (rows,), np.int32),
-            carray(_pointer(out), (out_dims[0], width), np.float32))
+    if not done:     # indices, weights, vectors, ends -> (num_rows, width)
+        scatter_rows(_ints(args, 0), _floats(args, 1), _floats(args, 2),
+                     _vector(args, 3, np.int32), _floats(rets, 0))
     return _pointer(0)
 
 
 @numba.cfunc(_HANDLER, nogil=True, cache=True)
 def scatter_columns_handler(call_frame):
     done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:
-        indices, index_dims = _buffer(args, 0)
-        weights, _ = _buffer(args, 1)
-        vectors, vector_dims = _buffer(args, 2)
-        ends, _ = _buffer(args, 3)
-        out, out_dims = _buffer(rets, 0)
-        rows, slots = index_dims[0], index_dims[1]
-        width = vector_dims[1]
-        scatter_columns(
-            carray(_pointer(indices), (rows, slots), np.int32),
-            carray(_pointer(weights), (rows, slots), np.float32),
-            carray(_pointer(vectors), (rows, width), np.float32),
-            carray(_pointer(ends), (rows,), np.int32),
-            carray(_pointer(out), (width, out_dims[1]), np.float32))
+    if not done:     # indices, weights, vectors, ends -> (width, num_columns)
+        scatter_columns(_ints(args, 0), _floats(args, 1), _floats(args, 2),
+                        _vector(args, 3, np.int32), _floats(rets, 0))
     return _pointer(0)
 
 

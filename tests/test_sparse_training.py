@@ -144,6 +144,25 @@ def test_the_keras_ops_kernels_train_as_the_dense_step_too(architecture):
     _assert_same_training(dense, sparse, FLOAT32_TOLERANCE)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the Numba kernels")
+def test_with_the_numba_kernels_each_row_ends_at_its_own_support():
+    """The `keras.ops` loops need the batch ordered by support size (one loop
+    end per block of rows); the Numba loops stop row by row, so the step
+    keeps the batch's order and hands them each row's support."""
+    from gated_sae_layers.models.sparse_path import graph, step
+
+    model = _build("gated")
+    model.compile(keras.optimizers.Adam(), jit_compile=True, sparse=True,
+                  sparse_cap=LATENT_DIM)
+    x = _data()[:32]
+    selection = graph.select(model, x, model.sparse_plan.slots)
+    ends, same_x, _ = step._ordered(model.sparse_plan, selection, x, None)
+    assert same_x is x
+    np.testing.assert_array_equal(
+        np.asarray(ends.active_slots),
+        np.minimum(np.asarray(selection.support_sizes), model.sparse_plan.slots))
+
+
 @pytest.mark.parametrize("architecture", ["gated", "relu", "jumprelu", "batch_topk"])
 def test_rows_beyond_the_cap_fall_back_to_the_dense_step(architecture):
     """With fewer slots than some rows need, those batches train densely

@@ -133,6 +133,14 @@ class Selection:
         return order, Selection(None, take(self.indices), take(self.support_sizes),
                                 self.extra, row_blocks, at_slots)
 
+    def with_row_ends(self):
+        """The same selection with one block per row: each row's loops end at its
+        own support (`active_slots` is then `(rows,)`). For the Numba kernels
+        only (`host`), which take an end per row; the `keras.ops` loops would
+        unroll one loop per row."""
+        return Selection(self.product, self.indices, self.support_sizes, self.extra,
+                         self.indices.shape[0], self.product_at_slots)
+
     @property
     def may_overflow(self):
         """Whether a batch can have more active latents in a row than slots."""

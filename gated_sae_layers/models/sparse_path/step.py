@@ -54,6 +54,9 @@ def _ordered(plan, selection, x, y):
     if (plan.row_blocks == 1 or selection.support_sizes is None or not selection.slots
             or selection.extra):
         return selection, x, y
+    if plan.host_kernels and plan.encoder.compute_dtype == "float32":
+        # The Numba loops stop row by row: no reordering, each row its own end.
+        return selection.with_row_ends(), x, y
     order, selection = selection.by_support_size(plan.row_blocks)
 
     def take(structure):

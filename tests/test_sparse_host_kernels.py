@@ -17,6 +17,7 @@ import pytest
 from gated_sae_layers.models.sparse_path import plan as sparse_plan
 from gated_sae_layers.sparse import gathered_product, host, sparse_decode
 from gated_sae_layers.sparse.selection import top_k_indices
+from gated_sae_layers.sparse.support import support_indices
 from tests.backend_grad import gradients
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
@@ -82,11 +83,50 @@ def test_a_row_with_a_nan_takes_its_nan_entries_first():
     np.testing.assert_array_equal(np.sort(picked[1]), [16, 17, 18, 19])
 
 
+@hypothesis.settings(max_examples=SOME)
+@hypothesis.given(st.integers(1, 9), st.integers(1, 300), st.integers(0, 300),
+                  st.sampled_from(["normal", "zeros", "infinities"]), st.booleans(),
+                  st.integers(0, 2**16))
+def test_support_loop_equals_numpy_and_the_keras_ops_search(rows, width, cap, kind,
+                                                            with_bias, seed):
+    """The slots of `scores + bias > 0` (the gated, ReLU and JumpReLU selection):
+    the support in increasing order, then latents outside it in increasing
+    order; the counts; the overflow flag. Any width and cap (0 to the width),
+    signed zeros (not > 0), infinities and NaN (not > 0)."""
+    import jax
+
+    cap = min(cap, width)
+    rng = np.random.default_rng(seed)
+    scores = (rng.normal(size=(rows, width)) - 1.0).astype("float32")
+    if kind == "zeros":
+        scores = np.where(rng.random(scores.shape) < 0.5, 0.0, -0.0).astype("float32")
+        scores[:, ::5] = rng.normal(size=scores[:, ::5].shape)
+    elif kind == "infinities":
+        for value, share in ((np.inf, 0.05), (-np.inf, 0.05), (np.nan, 0.05)):
+            scores[rng.random(scores.shape) < share] = value
+    bias = rng.normal(size=(width,)).astype("float32") if with_bias else None
+    args = (scores,) if bias is None else (scores, bias)
+
+    def search(*args):
+        return support_indices(args[0], cap, *args[1:])
+
+    indices, counts, overflow = (np.asarray(t) for t in _jit(search)(*args))
+    summed = scores if bias is None else scores + bias
+    for row, (index_row, count) in enumerate(zip(indices, counts)):
+        support = np.flatnonzero(summed[row] > 0)
+        outside = np.flatnonzero(~(summed[row] > 0))
+        assert count == len(support)
+        np.testing.assert_array_equal(index_row, np.concatenate([support, outside])[:cap])
+    assert bool(overflow) == bool((counts > cap).any())
+    for got, expected in zip((indices, counts, overflow), jax.jit(search)(*args)):
+        np.testing.assert_array_equal(got, np.asarray(expected))
+
+
 @st.composite
 def gather_problems(draw):
     rows = draw(st.integers(1, 12))
     slots = draw(st.integers(1, 8))
-    table_rows = draw(st.integers(1, 20))
+    table_rows = draw(st.integers(1, 300))   # past one task of `scatter_columns`
     width = draw(st.integers(1, 40))
     blocks = draw(st.integers(0, 3))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
@@ -114,7 +154,8 @@ def _row_ends(rows, slots, ends):
 @hypothesis.given(gather_problems())
 def test_gathers_and_the_scatter_add_equal_numpy(problem):
     """Per-row ends (none, one for all rows, one per block of rows); indices
-    repeated within and across rows (the scatter-add sums them)."""
+    repeated within and across rows (the scatter-add sums them); the
+    transposed scatter-add equals the other one's transpose bit for bit."""
     table, indices, weights, vectors, ends = problem
     rows, slots = indices.shape
     keep = np.arange(slots)[None, :] < _row_ends(rows, slots, ends)[:, None]
@@ -134,6 +175,9 @@ def test_gathers_and_the_scatter_add_equal_numpy(problem):
     np.add.at(expected, indices.reshape(-1),
               (kept[:, :, None] * vectors[:, None, :]).reshape(-1, table.shape[1]))
     np.testing.assert_allclose(np.asarray(scattered), expected, rtol=1e-5, atol=1e-5)
+    columns = _jit(lambda i, w, v: host.scatter_columns(i, w, v, table.shape[0], ends))(
+        indices, weights, vectors)
+    np.testing.assert_array_equal(np.asarray(columns), np.asarray(scattered).T)
 
 
 @hypothesis.settings(max_examples=SOME)

@@ -154,7 +154,8 @@ class GatedEncoder(SparseEncoder):
     def sparse_selection(self, inputs, slots):
         check_floating_input(inputs, self.name)
         product = ops.stop_gradient(ops.matmul(inputs, self.gate_kernel))
-        indices, support_sizes, _ = support_indices(product + self.gate_bias, slots)
+        indices, support_sizes, _ = support_indices(product, slots,
+                                                   as_tensor(self.gate_bias))
         return Selection(product, indices, support_sizes)
 
     def sparse_call(self, inputs, selection, training=None):

@@ -51,7 +51,7 @@ class ReLUEncoder(AffineEncoder):
 
     def sparse_selection(self, inputs, slots):
         product = self.sparse_product(inputs)
-        indices, support_sizes, _ = support_indices(product + as_tensor(self.bias), slots)
+        indices, support_sizes, _ = support_indices(product, slots, as_tensor(self.bias))
         return Selection(product, indices, support_sizes)
 
     def sparse_call(self, inputs, selection, training=None):

@@ -1,13 +1,17 @@
 """The Numba loops behind `host` (imported only when Numba is installed).
 
 Every function takes C-contiguous NumPy arrays (float32 values, int32
-indices) and splits its outer loop over the cores with `prange`.
+indices) and splits its work over the cores: one `prange` iteration per
+thread, each claiming small tasks (a few rows, or destination rows) from a
+shared atomic counter until none is left. A thread that the host preempts
+then delays the loop by one task, not by half the loop (OpenMP's static
+split of a plain `prange`). Each output is written by the one task that
+owns it, so the results do not depend on which thread ran what.
 """
 
 import numba
 import numpy as np
-from numba import carray, prange, types
-from numba.core import cgutils
+from numba import prange, types
 from numba.extending import intrinsic
 
 if numba.config.THREADING_LAYER == "default":
@@ -32,12 +36,40 @@ if THREADING_LAYER == "workqueue":
         "(it was chosen before gated_sae_layers asked for a thread-safe one: set "
         "NUMBA_THREADING_LAYER=omp or tbb)")
 
+
+
+@intrinsic
+def _claim(typingctx, counter):
+    """`counter[0] += 1` as one atomic step; gives the value before."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", array.data, context.get_constant(types.int64, 1),
+                                  "monotonic")
+
+    return types.int64(counter), codegen
+
+
 _REASSOCIATE = {"reassoc", "contract"}
 """`row_dots` may reorder its sums (so that they vectorize); nothing else may."""
+
+_WORKERS = 256
+"""`prange` iterations of each loop, each claiming tasks until none is left: as
+many as the most threads a host runs (an iteration that finds no task left
+ends at once). A constant: reading the thread count would keep Numba from
+caching the loops."""
 
 _BLOCK = 32
 _ROWS_PER_TASK = 8
 _COLUMNS = 16
+_BLOCKS_PER_TASK = 8
+"""A task of `scatter_columns` writes 8 blocks of `_COLUMNS` columns: two threads
+then write apart (a block's 64 bytes per row may share a cache line with the next)."""
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _task_rows(task, rows):
+    """The rows of task `task`: `_ROWS_PER_TASK` consecutive ones."""
+    return range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -131,20 +163,25 @@ def top_k_rows(scores, bias, out):
     k = out.shape[1]
     block = _BLOCK if width // _BLOCK >= k else width // k
     tasks = (rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-    for task in prange(tasks):
-        maxima = np.empty(max(width // max(block, 1), 1), np.int32)
-        keys = np.empty(width, np.int32)
-        positions = np.empty(width, np.int32)
-        scratch = np.empty(width, np.int32)
-        shifted = np.empty(width, np.float32)
-        for r in range(task * _ROWS_PER_TASK, min(rows, (task + 1) * _ROWS_PER_TASK)):
-            if bias.shape[0]:
-                for j in range(width):
-                    shifted[j] = scores[r, j] + bias[j]
-                bits = shifted.view(np.int32)
-            else:
-                bits = scores[r].view(np.int32)
-            _top_k_row(bits, k, block, maxima, keys, positions, scratch, out[r])
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        if task < tasks:      # scratch only for iterations that have work
+            maxima = np.empty(max(width // max(block, 1), 1), np.int32)
+            keys = np.empty(width, np.int32)
+            positions = np.empty(width, np.int32)
+            scratch = np.empty(width, np.int32)
+            shifted = np.empty(width, np.float32)
+            while task < tasks:
+                for r in _task_rows(task, rows):
+                    if bias.shape[0]:
+                        for j in range(width):
+                            shifted[j] = scores[r, j] + bias[j]
+                        bits = shifted.view(np.int32)
+                    else:
+                        bits = scores[r].view(np.int32)
+                    _top_k_row(bits, k, block, maxima, keys, positions, scratch, out[r])
+                task = _claim(claimed)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -152,14 +189,20 @@ def weighted_row_sum(table, indices, weights, ends, out):
     """`out[r] = sum_{s < ends[r]} weights[r, s] * table[indices[r, s]]`, slots in order."""
     rows = indices.shape[0]
     width = table.shape[1]
-    for r in prange(rows):
-        total = out[r]
-        total[:] = 0.0
-        for s in range(ends[r]):
-            weight = weights[r, s]
-            source = table[indices[r, s]]
-            for d in range(width):
-                total[d] += weight * source[d]
+    tasks = (rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        while task < tasks:
+            for r in _task_rows(task, rows):
+                total = out[r]
+                total[:] = 0.0
+                for s in range(ends[r]):
+                    weight = weights[r, s]
+                    source = table[indices[r, s]]
+                    for d in range(width):
+                        total[d] += weight * source[d]
+            task = _claim(claimed)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_REASSOCIATE)
@@ -167,15 +210,21 @@ def row_dots(table, indices, vectors, ends, out):
     """`out[r, s] = table[indices[r, s]] . vectors[r]` for `s < ends[r]`, else 0."""
     rows, slots = indices.shape
     width = table.shape[1]
-    for r in prange(rows):
-        vector = vectors[r]
-        out[r, :] = 0.0
-        for s in range(ends[r]):
-            source = table[indices[r, s]]
-            total = np.float32(0.0)
-            for d in range(width):
-                total += source[d] * vector[d]
-            out[r, s] = total
+    tasks = (rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        while task < tasks:
+            for r in _task_rows(task, rows):
+                vector = vectors[r]
+                out[r, :] = 0.0
+                for s in range(ends[r]):
+                    source = table[indices[r, s]]
+                    total = np.float32(0.0)
+                    for d in range(width):
+                        total += source[d] * vector[d]
+                    out[r, s] = total
+            task = _claim(claimed)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -214,14 +263,22 @@ def _add_bucket(total, starts, entries, j, slots, weights, vectors):
 def scatter_rows(indices, weights, vectors, ends, out):
     """`out[j] = sum_{(r, s < ends[r]): indices[r, s] = j} weights[r, s] * vectors[r]`.
 
-    Each sum runs in `(r, s)` order; the destination rows are split over the cores.
+    Each sum runs in `(r, s)` order; tasks of `_COLUMNS` destination rows are
+    shared out over the cores.
     """
-    starts, entries = _by_destination(indices, ends, out.shape[0])
+    num_rows = out.shape[0]
+    starts, entries = _by_destination(indices, ends, num_rows)
     slots = indices.shape[1]
-    for j in prange(out.shape[0]):
-        total = out[j]
-        total[:] = 0.0
-        _add_bucket(total, starts, entries, j, slots, weights, vectors)
+    tasks = (num_rows + _COLUMNS - 1) // _COLUMNS
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        while task < tasks:
+            for j in range(task * _COLUMNS, min(num_rows, (task + 1) * _COLUMNS)):
+                total = out[j]
+                total[:] = 0.0
+                _add_bucket(total, starts, entries, j, slots, weights, vectors)
+            task = _claim(claimed)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -235,157 +292,60 @@ def scatter_columns(indices, weights, vectors, ends, out):
     width, num_columns = out.shape
     starts, entries = _by_destination(indices, ends, num_columns)
     slots = indices.shape[1]
-    tasks = (num_columns + _COLUMNS - 1) // _COLUMNS
-    for task in prange(tasks):
-        first = task * _COLUMNS
-        last = min(num_columns, first + _COLUMNS)
-        totals = np.zeros((_COLUMNS, width), np.float32)
-        for j in range(first, last):
-            _add_bucket(totals[j - first], starts, entries, j, slots, weights, vectors)
-        for d in range(width):
-            for j in range(first, last):
-                out[d, j] = totals[j - first, d]
+    per_task = _COLUMNS * _BLOCKS_PER_TASK
+    tasks = (num_columns + per_task - 1) // per_task
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        if task < tasks:      # scratch only for iterations that have work
+            totals = np.empty((_COLUMNS, width), np.float32)
+            while task < tasks:
+                for first in range(task * per_task, min(num_columns, (task + 1) * per_task),
+                                   _COLUMNS):
+                    last = min(num_columns, first + _COLUMNS)
+                    totals[:] = 0.0
+                    for j in range(first, last):
+                        _add_bucket(totals[j - first], starts, entries, j, slots, weights,
+                                    vectors)
+                    for d in range(width):
+                        for j in range(first, last):
+                            out[d, j] = totals[j - first, d]
+                task = _claim(claimed)
 
 
-# ------------------------------------------------------------- XLA FFI handlers
-# Each loop is reached from XLA as a typed FFI handler (`jax.ffi.ffi_call`):
-# a C function `XLA_FFI_Error* handler(XLA_FFI_CallFrame*)` that reads its
-# buffers from the call frame, without Python or the GIL. The offsets below
-# are those of the structs of XLA's FFI C API (`xla/ffi/api/c_api.h`, shipped
-# in `jax.ffi.include_dir()`), on a 64-bit platform.
-
-_API_MAJOR, _API_MINOR = 0, 3
-_METADATA_EXTENSION = 1
-_EXECUTE_STAGE = 3
-
-
-@intrinsic
-def _pointer(typingctx, address):
-    """An int64 address as a `void*`."""
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-
-    return types.voidptr(types.int64), codegen
-
-
-@intrinsic
-def _pointer_value(typingctx, pointer):
-    """A `void*` as an int64 address."""
-    def codegen(context, builder, signature, args):
-        return builder.ptrtoint(args[0], cgutils.intp_t)
-
-    return types.int64(types.voidptr), codegen
-
-
-@numba.njit(inline="always")
-def _words(address, count):
-    return carray(_pointer(address), (count,), np.int64)
-
-
-@numba.njit(inline="always")
-def _buffer(pointers, index):
-    """`(data address, dims)` of buffer `index` of an `XLA_FFI_Args`/`Rets` array."""
-    buffer = _words(pointers[index], 6)       # struct_size, ext, dtype, data, rank, dims
-    return buffer[3], _words(buffer[5], buffer[4])
-
-
-@numba.njit(inline="always")
-def _frame(call_frame):
-    """`(done, args, rets)`: `done` when the call is a metadata query or another
-    stage (answered here), else the arrays of argument and result buffer addresses."""
-    frame = _words(call_frame, 15)
-    extension = frame[1]
-    if extension != 0:
-        base = _words(extension, 4)              # struct_size, type, next, metadata
-        if (base[1] & 0xFFFFFFFF) == _METADATA_EXTENSION:
-            metadata = _words(base[3], 6)
-            # XLA_FFI_Metadata: struct_size, api_version {struct_size (28),
-            # extension_start, major, minor}, traits, state_type_id (from
-            # API 0.2 on: written only where the struct has it).
-            metadata[1] = 28
-            metadata[2] = 0
-            metadata[3] = _API_MAJOR | (_API_MINOR << 32)
-            metadata[4] = 0
-            if metadata[0] >= 48:
-                metadata[5] = 0
-            return True, frame, frame
-    if (frame[4] & 0xFFFFFFFF) != _EXECUTE_STAGE:
-        return True, frame, frame
-    return False, _words(frame[9], frame[7]), _words(frame[14], frame[12])
-
-
-@numba.njit(inline="always")
-def _floats(pointers, index):
-    """Buffer `index` as a float32 matrix of its own dims."""
-    data, dims = _buffer(pointers, index)
-    return carray(_pointer(data), (dims[0], dims[1]), np.float32)
-
-
-@numba.njit(inline="always")
-def _ints(pointers, index):
-    """Buffer `index` as an int32 matrix of its own dims."""
-    data, dims = _buffer(pointers, index)
-    return carray(_pointer(data), (dims[0], dims[1]), np.int32)
-
-
-@numba.njit(inline="always")
-def _vector(pointers, index, dtype):
-    """Buffer `index` as a vector of `dtype`."""
-    data, dims = _buffer(pointers, index)
-    return carray(_pointer(data), (dims[0],), dtype)
-
-
-_HANDLER = types.voidptr(types.voidptr)
-
-
-@numba.cfunc(_HANDLER, nogil=True, cache=True)
-def top_k_handler(call_frame):
-    done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:     # scores, bias -> indices
-        top_k_rows(_floats(args, 0), _vector(args, 1, np.float32), _ints(rets, 0))
-    return _pointer(0)
-
-
-@numba.cfunc(_HANDLER, nogil=True, cache=True)
-def weighted_row_sum_handler(call_frame):
-    done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:     # table, indices, weights, ends -> sums
-        weighted_row_sum(_floats(args, 0), _ints(args, 1), _floats(args, 2),
-                         _vector(args, 3, np.int32), _floats(rets, 0))
-    return _pointer(0)
-
-
-@numba.cfunc(_HANDLER, nogil=True, cache=True)
-def row_dots_handler(call_frame):
-    done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:     # table, indices, vectors, ends -> dots
-        row_dots(_floats(args, 0), _ints(args, 1), _floats(args, 2),
-                 _vector(args, 3, np.int32), _floats(rets, 0))
-    return _pointer(0)
-
-
-@numba.cfunc(_HANDLER, nogil=True, cache=True)
-def scatter_rows_handler(call_frame):
-    done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:     # indices, weights, vectors, ends -> (num_rows, width)
-        scatter_rows(_ints(args, 0), _floats(args, 1), _floats(args, 2),
-                     _vector(args, 3, np.int32), _floats(rets, 0))
-    return _pointer(0)
-
-
-@numba.cfunc(_HANDLER, nogil=True, cache=True)
-def scatter_columns_handler(call_frame):
-    done, args, rets = _frame(_pointer_value(call_frame))
-    if not done:     # indices, weights, vectors, ends -> (width, num_columns)
-        scatter_columns(_ints(args, 0), _floats(args, 1), _floats(args, 2),
-                        _vector(args, 3, np.int32), _floats(rets, 0))
-    return _pointer(0)
-
-
-HANDLERS = {
-    "gated_sae_layers_top_k": top_k_handler,
-    "gated_sae_layers_weighted_row_sum": weighted_row_sum_handler,
-    "gated_sae_layers_row_dots": row_dots_handler,
-    "gated_sae_layers_scatter_rows": scatter_rows_handler,
-    "gated_sae_layers_scatter_columns": scatter_columns_handler,
-}
+@numba.njit(parallel=True, nogil=True, cache=True)
+def support_rows(scores, bias, out, counts):
+    """Each row's support (`scores + bias > 0`; `bias` `(width,)` or `(0,)` for
+    none): `counts[r]` its size, `out[r]` its first `cap` latents in increasing
+    order, then (where it is smaller) latents outside it, in increasing order."""
+    rows, width = scores.shape
+    cap = out.shape[1]
+    tasks = (rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    claimed = np.zeros(1, np.int64)
+    for _ in prange(_WORKERS):
+        task = _claim(claimed)
+        if task < tasks:      # scratch only for iterations that have work
+            found = np.empty(width + 1, np.int32)
+            shifted = np.empty(width, np.float32)
+            while task < tasks:
+                for r in _task_rows(task, rows):
+                    if bias.shape[0]:
+                        for j in range(width):
+                            shifted[j] = scores[r, j] + bias[j]
+                        row = shifted
+                    else:
+                        row = scores[r]
+                    n = 0
+                    for j in range(width):       # branch-free: write always, keep where > 0
+                        found[n] = j
+                        n += row[j] > 0
+                    counts[r] = n
+                    used = min(n, cap)
+                    out[r, :used] = found[:used]
+                    j = 0
+                    while used < cap and j < width:
+                        if not row[j] > 0:
+                            out[r, used] = j
+                            used += 1
+                        j += 1
+                task = _claim(claimed)

@@ -5,8 +5,9 @@ XLA on a CPU runs each of the sparse step's gathers, scatters and its
 two cores that made the TopK step slower than PyTorch's sparsify, whose
 kernels split the rows over every core. These are the same operations as
 Numba loops that do the same: one pass over each row's slots, rows (or,
-for a scatter, destination rows) split over the cores, and a top-k that
-needs no sort. XLA calls them as typed FFI handlers (`jax.ffi.ffi_call`:
+for a scatter, destination rows) shared out over the cores, a top-k that
+needs no sort, and a support search (`support.support_indices`) that is
+one pass over each row. XLA calls them as typed FFI handlers (`jax.ffi.ffi_call`:
 C functions that read their buffers from XLA's call frame, with no Python
 or GIL on the way) wherever `kernels` and `selection` are traced while
 `using(True)` is in effect (`compile(sparse_kernels=...)`,
@@ -17,8 +18,9 @@ order for `weighted_row_sum` and `scatter_rows` (float32 throughout), a
 dot product summed in another order for `row_dots` (float rounding), and
 for `top_k_indices` the very set `jax.lax.top_k` picks: it ranks floats in
 XLA's total order (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN), ties
-to the lower index. They take float32 only: `active()` is false for any
-other compute dtype (under `mixed_bfloat16` the top-k and the gathers of
+to the lower index; `support_indices` gives the same slots and counts.
+They take float32 only: `active()` is false for any other compute dtype
+(under `mixed_bfloat16` the top-k, the support search and the gathers of
 bfloat16 tables stay `keras.ops` loops).
 
 Numba is optional (`pip install gated-sae-layers[jax]` installs it);
@@ -94,12 +96,12 @@ def _kernels():
 
         import jax
 
-        from gated_sae_layers.sparse import _numba_loops
+        from gated_sae_layers.sparse import _ffi_handlers, _numba_loops
 
         new_capsule = ctypes.pythonapi.PyCapsule_New
         new_capsule.restype = ctypes.py_object
         new_capsule.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
-        for name, handler in _numba_loops.HANDLERS.items():
+        for name, handler in _ffi_handlers.HANDLERS.items():
             capsule = new_capsule(handler.address, b"xla._CUSTOM_CALL_TARGET", None)
             jax.ffi.register_ffi_target(name, capsule, platform="cpu", api_version=1)
         _KERNELS = _numba_loops
@@ -107,11 +109,16 @@ def _kernels():
 
 
 def _call(name, result_shape, result_dtype, *args):
+    """The loop `name` on `args`; a list of shapes and dtypes gives a list of results."""
     import jax
 
     _kernels()
-    return jax.ffi.ffi_call(f"gated_sae_layers_{name}",
-                            jax.ShapeDtypeStruct(result_shape, result_dtype),
+    if isinstance(result_dtype, str):
+        results = jax.ShapeDtypeStruct(result_shape, result_dtype)
+    else:
+        results = [jax.ShapeDtypeStruct(shape, dtype)
+                   for shape, dtype in zip(result_shape, result_dtype)]
+    return jax.ffi.ffi_call(f"gated_sae_layers_{name}", results,
                             vmap_method="sequential")(*args)
 
 
@@ -135,13 +142,25 @@ def _row_ends(indices, ends):
     return jnp.repeat(ends, size)[:rows]
 
 
+def _bias(bias):
+    import jax.numpy as jnp
+
+    return jnp.zeros((0,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+
+
 def top_k_indices(scores, k, bias=None):
     """`(rows, k)` int32, the `k` largest of each row of `scores + bias` (the set
     `ops.top_k` picks), without the sum as a `(rows, width)` tensor."""
-    import jax.numpy as jnp
+    return _call("top_k", (scores.shape[0], k), "int32", scores, _bias(bias))
 
-    bias = jnp.zeros((0,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
-    return _call("top_k", (scores.shape[0], k), "int32", scores, bias)
+
+def support_indices(scores, cap, bias=None):
+    """`(indices, counts)`: `support.support_indices`'s slots and support sizes of
+    `scores + bias > 0`, in one pass over each row, without the sum as a tensor."""
+    rows = scores.shape[0]
+    indices, counts = _call("support", [(rows, cap), (rows,)], ["int32", "int32"],
+                            scores, _bias(bias))
+    return indices, counts
 
 
 def weighted_row_sum(table, indices, weights, ends=None):

@@ -6,6 +6,8 @@ sparse path, found without a sort or a top-k by counting packed bits.
 
 from keras import ops
 
+from gated_sae_layers.sparse import host
+
 
 WORD_BITS = 16
 """Latents per packed word of `support_indices` (16, so an int32 word is never negative)."""
@@ -51,8 +53,8 @@ def _nth_bit(words, rank):
     return position
 
 
-def support_indices(scores, cap):
-    """The latents with a positive score, in `cap` slots per row.
+def support_indices(scores, cap, bias=None):
+    """The latents with a positive score (of `scores + bias`), in `cap` slots per row.
 
     A row's slots hold its support in increasing latent order, then (when
     the support has fewer than `cap` latents) latents outside it, also in
@@ -68,6 +70,8 @@ def support_indices(scores, cap):
             where its score is > 0.
         cap: int, `0 <= cap <= latent_dim`, the slots per row (0: only
             count, every row with a support overflows).
+        bias: optional `(latent_dim,)` added to every row of `scores`
+            first (the Numba loop adds it on the fly, see `host`).
 
     Returns:
         `(indices, counts, overflow)`: `indices` `(rows, cap)` int32 holds
@@ -85,7 +89,13 @@ def support_indices(scores, cap):
     >>> np.asarray(indices).tolist(), np.asarray(counts).tolist(), bool(overflow)
     ([[0, 2, 1]], [2], False)
     """
-    active = ops.convert_to_tensor(scores) > 0
+    scores = ops.convert_to_tensor(scores)
+    if host.active(scores.dtype) and (bias is None or host.active(bias.dtype)):
+        indices, counts = host.support_indices(scores, cap, bias)
+        return indices, counts, ops.any(counts > cap)
+    if bias is not None:
+        scores = scores + bias
+    active = scores > 0
     rows = ops.shape(active)[0]
     words = _packed(active)
     num_words = words.shape[-1]

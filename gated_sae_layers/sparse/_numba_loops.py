@@ -1,9 +1,10 @@
 """The Numba loops behind `host` (imported only when Numba is installed).
 
 Every function takes C-contiguous NumPy arrays (float32 values, int32
-indices) and splits its work over the cores: one `prange` iteration per
-thread, each claiming small tasks (a few rows, or destination rows) from a
-shared atomic counter until none is left. A thread that the host preempts
+indices) and splits its work over the cores: `_WORKERS` `prange`
+iterations (OpenMP deals each thread a share of them), each claiming small
+tasks (a few rows, or destination rows) from a shared atomic counter until
+none is left, so the thread that gets to a task first runs it. A thread that the host preempts
 then delays the loop by one task, not by half the loop (OpenMP's static
 split of a plain `prange`). Each output is written by the one task that
 owns it, so the results do not depend on which thread ran what.
